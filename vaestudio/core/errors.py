@@ -1,0 +1,56 @@
+"""The project's own error types: each carries a one-sentence, user-facing reason."""
+
+from __future__ import annotations
+
+
+class VaeStudioError(Exception):
+    """Base class for errors that the CLI and the GUI show to the user as one sentence."""
+
+    exit_code = 1
+
+    def __init__(self, reason: str, path: object | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.path = None if path is None else str(path)
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}" if self.path else self.reason
+
+
+class ImageLoadError(VaeStudioError):
+    """An image could not be read (missing, corrupt, unsupported, too large)."""
+
+    exit_code = 3
+
+
+class VaeLoadError(VaeStudioError):
+    """A VAE source could not be loaded (unsafe, corrupt, not a VAE, not cached offline)."""
+
+    exit_code = 4
+
+
+class UnsafeFileError(VaeLoadError):
+    """A pickle that would need code execution (or non-tensor objects) to load."""
+
+
+class DownloadError(VaeStudioError):
+    """A download failed (offline, HTTP error, checksum mismatch)."""
+
+    exit_code = 4
+
+
+class Cancelled(VaeStudioError):
+    """The user cancelled a long job."""
+
+    def __init__(self, reason: str = "cancelled") -> None:
+        super().__init__(reason)
+
+
+class DataError(VaeStudioError):
+    """A dataset file could not be used (truncated, wrong magic, wrong shape)."""
+
+    exit_code = 3
+
+
+class CheckpointError(VaeStudioError):
+    """A training checkpoint could not be written or read."""
