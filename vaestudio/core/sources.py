@@ -86,6 +86,8 @@ def prepare_source(source: str | os.PathLike, *, family: str | None = None, subf
             fam = get_family(family)
         except ValueError as exc:
             raise VaeLoadError(str(exc), text) from None
+        if prepared.mnist is not None and fam.name != "mnist":
+            raise VaeLoadError("an MNIST VAE has no Stable Diffusion family to override", text)
         if prepared.mnist is None and fam.latent_channels != prepared.info.latent_channels:
             raise VaeLoadError(
                 f"family {fam.name} has {fam.latent_channels} latent channels but this VAE has "
@@ -105,11 +107,13 @@ def load_vae(source: str | os.PathLike, *, family: str | None = None, device: st
 
 def build_vae(prepared: PreparedVae, *, device: str | None = None, dtype: str | None = None):
     if prepared.mnist is not None:
-        from vaestudio.core.mnist.model import MnistVae
+        from vaestudio.core.mnist.adapter import MnistVae
 
         return MnistVae.from_checkpoint(prepared.mnist, prepared.info, device=pick_device(device))
     from diffusers import AutoencoderKL
+    from diffusers.utils import logging as diffusers_logging
 
+    diffusers_logging.set_verbosity_error()  # its dtype-cast advice does not apply to a plain VAE
     config = dict(prepared.config)
     config.update(scaling_factor=prepared.info.scaling_factor, shift_factor=prepared.info.shift_factor or None)
     label = prepared.info.source
@@ -136,7 +140,7 @@ def build_vae(prepared: PreparedVae, *, device: str | None = None, dtype: str | 
 def _prepare_file(path: Path, label: str) -> PreparedVae:
     wf = read_weight_file(path)
     if wf.metadata.get("vaestudio") == "mnist-vae":
-        from vaestudio.core.mnist.model import prepare_mnist_checkpoint
+        from vaestudio.core.mnist.adapter import prepare_mnist_checkpoint
 
         return prepare_mnist_checkpoint(path, wf, label)
     return _prepare_tensors(wf, label, fmt=wf.format, name=path.name)

@@ -1,0 +1,131 @@
+"""Image quality metrics for a reconstruction: PSNR, SSIM, MAE, colour shift, difference map.
+
+SSIM follows Wang et al. (2004) with an 11x11 Gaussian window (sigma 1.5), K1 = 0.01,
+K2 = 0.03, data range 1, averaged over RGB; it equals scikit-image's ``structural_similarity(...,
+gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1)`` (a test checks
+this). It runs as separable convolutions in torch, which is fast for large images and spares the
+desktop bundle scipy and scikit-image.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from functools import cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+#: The difference map shows |error| from 0 to this value (so maps are comparable across VAEs).
+DIFF_SCALE = 0.25
+
+
+@dataclass
+class Metrics:
+    psnr: float
+    ssim: float
+    mae: float
+    color_shift: tuple[float, float, float]  # mean (reconstruction - original) for R, G, B
+    lpips: float | None = None
+    lpips_status: str = "unavailable"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["color_shift"] = list(self.color_shift)
+        return d
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+
+@cache
+def _gauss(sigma: float = 1.5, truncate: float = 3.5) -> torch.Tensor:
+    radius = int(truncate * sigma + 0.5)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    g = torch.exp(-(x * x) / (2 * sigma * sigma))
+    return g / g.sum()
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean SSIM over channels of two (H, W, 3) images in [0, 1]."""
+    g = _gauss()
+    k = g.numel()
+    x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64)).permute(2, 0, 1)[:, None]
+    y = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float64)).permute(2, 0, 1)[:, None]
+    if x.shape[-1] < k or x.shape[-2] < k:
+        # too small for the window: fall back to one global window
+        mx, my = x.mean(), y.mean()
+        vx, vy, cxy = x.var(unbiased=False), y.var(unbiased=False), ((x - mx) * (y - my)).mean()
+        c1, c2 = 0.01**2, 0.03**2
+        return float(((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2)))
+    wy, wx = g.view(1, 1, k, 1), g.view(1, 1, 1, k)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.conv2d(t, wy), wx)  # 'valid': the border skimage crops is never computed
+
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return float(s.mean())
+
+
+def difference_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-pixel mean absolute difference over RGB, (H, W) float."""
+    return np.abs(a.astype(np.float32) - b.astype(np.float32)).mean(axis=2)
+
+
+_ANCHORS = np.array([  # a perceptually ordered dark-to-bright map (black, purple, red, orange, yellow)
+    [0.0, 0.0, 0.02], [0.23, 0.05, 0.42], [0.58, 0.15, 0.40], [0.87, 0.32, 0.23], [0.99, 0.65, 0.04], [0.99, 1.0, 0.64],
+], dtype=np.float32)
+
+
+def colorize(values: np.ndarray, vmax: float = DIFF_SCALE) -> np.ndarray:
+    """Map (H, W) values in [0, vmax] to RGB with a heat colour map."""
+    t = np.clip(values / max(vmax, 1e-12), 0.0, 1.0) * (len(_ANCHORS) - 1)
+    i = np.minimum(t.astype(np.int32), len(_ANCHORS) - 2)
+    f = (t - i)[..., None]
+    return (_ANCHORS[i] * (1 - f) + _ANCHORS[i + 1] * f).astype(np.float32)
+
+
+def lpips_status() -> str:
+    """LPIPS is used only when the ``lpips`` package and its backbone weights are on this machine."""
+    try:
+        import lpips  # noqa: F401
+    except ImportError:
+        return "unavailable (the lpips package is not installed)"
+    hub = torch.hub.get_dir()
+    import glob
+
+    if not glob.glob(f"{hub}/checkpoints/alexnet-*.pth"):
+        return "unavailable (AlexNet weights are not in the local torch cache)"
+    return "available"
+
+
+def compute_metrics(original: np.ndarray, recon: np.ndarray, *, with_lpips: bool = False) -> Metrics:
+    diff = recon.astype(np.float64) - original.astype(np.float64)
+    shift = tuple(float(v) for v in diff.reshape(-1, 3).mean(axis=0))
+    m = Metrics(psnr(original, recon), ssim(original, recon), float(np.abs(diff).mean()), shift)
+    status = lpips_status() if with_lpips else "not requested"
+    m.lpips_status = status
+    if status == "available":
+        m.lpips = _lpips(original, recon)
+    return m
+
+
+@cache
+def _lpips_model():
+    import lpips
+
+    return lpips.LPIPS(net="alex", verbose=False).eval()
+
+
+def _lpips(a: np.ndarray, b: np.ndarray) -> float:
+    def t(x):
+        return torch.from_numpy(np.ascontiguousarray(x, np.float32)).permute(2, 0, 1)[None] * 2 - 1
+
+    with torch.inference_mode():
+        return float(_lpips_model()(t(a), t(b)).item())

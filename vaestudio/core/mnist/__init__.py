@@ -1,0 +1,1 @@
+"""The MNIST training studio's core: the classic small VAE, its data, its trainer."""
