@@ -265,7 +265,8 @@ def _tqdm_adapter(filename: str, progress, should_stop):
 
 def download_from_hub(repo_id: str, subfolder: str | None = None, *,
                       progress: Callable[[DownloadProgress], None] | None = None,
-                      should_stop: Callable[[], bool] | None = None) -> Path:
+                      should_stop: Callable[[], bool] | None = None,
+                      cache_dir: str | os.PathLike | None = None, endpoint: str | None = None) -> Path:
     """Fetch a VAE's config and weights through the standard Hugging Face cache; return the folder.
 
     Cached files are used without touching the network when ``HF_HUB_OFFLINE=1``; otherwise an
@@ -282,7 +283,7 @@ def download_from_hub(repo_id: str, subfolder: str | None = None, *,
 
     def fetch(filename: str, sub: str | None) -> Path:
         return Path(hf_hub_download(
-            repo_id, filename, subfolder=sub or None, etag_timeout=10,
+            repo_id, filename, subfolder=sub or None, etag_timeout=10, cache_dir=cache_dir, endpoint=endpoint,
             tqdm_class=_tqdm_adapter(filename, progress, should_stop),
         ))
 
@@ -293,8 +294,8 @@ def download_from_hub(repo_id: str, subfolder: str | None = None, *,
             try:
                 cfg = fetch("config.json", sub)
                 break
-            except EntryNotFoundError:
-                if i == len(subs) - 1:
+            except EntryNotFoundError as exc:
+                if isinstance(exc, LocalEntryNotFoundError) or i == len(subs) - 1:
                     raise
         else:  # pragma: no cover
             raise AssertionError
@@ -303,7 +304,9 @@ def download_from_hub(repo_id: str, subfolder: str | None = None, *,
             try:
                 fetch(name, sub)
                 return folder
-            except EntryNotFoundError:
+            except EntryNotFoundError as exc:
+                if isinstance(exc, LocalEntryNotFoundError):
+                    raise
                 continue
         raise VaeLoadError("the model repository has no VAE weights file", label)
     except Cancelled:
@@ -314,13 +317,13 @@ def download_from_hub(repo_id: str, subfolder: str | None = None, *,
         raise VaeLoadError("no such model on the Hugging Face hub (or it is private)", label) from None
     except RevisionNotFoundError:
         raise VaeLoadError("no such revision on the Hugging Face hub", label) from None
-    except EntryNotFoundError:
-        raise VaeLoadError("the model repository has no VAE config.json (try naming the subfolder, e.g. org/name/vae)",
-                           label) from None
     except LocalEntryNotFoundError:
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
         why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face hub could not be reached (offline?)"
-        raise VaeLoadError(f"not in the local cache ({hf_cache_dir()}) and {why}", label) from None
+        raise VaeLoadError(f"not in the local cache ({cache_dir or hf_cache_dir()}) and {why}", label) from None
+    except EntryNotFoundError:
+        raise VaeLoadError("the model repository has no VAE config.json (try naming the subfolder, e.g. org/name/vae)",
+                           label) from None
     except (OSError, ValueError) as exc:
         raise DownloadError(f"download failed ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})",
                             label) from None

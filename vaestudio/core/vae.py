@@ -190,7 +190,8 @@ class SdVae:
         h, w = pixels.shape[:2]
         f = self.downscale
         x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(2, 0, 1)[None] * 2.0 - 1.0
-        ph, pw = (-h) % f, (-w) % f
+        # pad to a multiple of f, and to at least 2 latent pixels so normalisation layers have data
+        ph, pw = max((-h) % f, 2 * f - h), max((-w) % f, 2 * f - w)
         if ph or pw:
             mode = "reflect" if ph < h and pw < w else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)

@@ -153,6 +153,11 @@ def _read_safetensors(path: Path, size: int) -> WeightFile:
     for (s0, e0, k0), (s1, _e1, k1) in zip(spans, spans[1:]):
         if s1 < e0:
             raise VaeLoadError(f"not a valid safetensors file: tensors '{k0}' and '{k1}' overlap", path)
+    covered = sum(e - s for s, e, _ in spans)
+    if covered != data_len:
+        extra = data_len - (spans[-1][1] if spans else 0)
+        what = f"{extra} bytes of unexpected data after the last tensor" if extra > 0 else "gaps between its tensors"
+        raise VaeLoadError(f"not a valid safetensors file: it has {what} (corrupt or tampered with)", path)
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -160,13 +165,10 @@ def _read_safetensors(path: Path, size: int) -> WeightFile:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise VaeLoadError(f"not a valid safetensors file ({_first_line(exc)})", path) from None
-    notes = []
-    if spans and spans[-1][1] < data_len:
-        notes.append(f"{data_len - spans[-1][1]} bytes of trailing data after the last tensor were ignored")
-    return WeightFile(tensors, "safetensors", {str(k): str(v) for k, v in metadata.items()}, notes)
+    return WeightFile(tensors, "safetensors", {str(k): str(v) for k, v in metadata.items()})
 
 
-_GLOBAL_RE = re.compile(r"(?:Unsupported global|GLOBAL)[:\s]+(?:GLOBAL\s+)?([\w.]+(?:\s[\w.]+)?)")
+_GLOBAL_RE = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
 
 def _read_pickle(path: Path, kind: str) -> WeightFile:
@@ -179,11 +181,15 @@ def _read_pickle(path: Path, kind: str) -> WeightFile:
         if not any(n.endswith("data.pkl") for n in names):
             raise VaeLoadError("a zip archive that is not a PyTorch checkpoint", path)
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=kind == "zip-pickle")
+        if path.suffix.lower() == ".safetensors":  # torch.load would dispatch on the name; give it bytes
+            with open(path, "rb") as fh:
+                obj = torch.load(fh, map_location="cpu", weights_only=True)
+        else:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=kind == "zip-pickle")
     except pickle.UnpicklingError as exc:
         msg = str(exc)
         m = _GLOBAL_RE.search(msg)
-        what = f" ({m.group(1).replace(' ', '.')})" if m else ""
+        what = f" ({m.group(1)})" if m else ""
         raise UnsafeFileError(
             f"refused: the file needs Python objects{what} that could run code when loaded; only plain "
             "tensors are loaded (convert it to .safetensors with a trusted tool)",
@@ -198,17 +204,19 @@ def _read_pickle(path: Path, kind: str) -> WeightFile:
 
 def _unwrap(obj: object, path: Path) -> WeightFile:
     notes: list[str] = []
+    outer: list[str] = []
     if isinstance(obj, dict):
         for wrapper in ("state_dict", "model", "module"):
             inner = obj.get(wrapper)
             if isinstance(inner, dict) and any(isinstance(v, torch.Tensor) for v in inner.values()):
                 notes.append(f"weights taken from the '{wrapper}' entry")
+                outer = sorted(str(k) for k in obj if k != wrapper)
                 obj = inner
                 break
     if not isinstance(obj, dict):
         raise VaeLoadError(f"the checkpoint holds a {type(obj).__name__}, not a dictionary of weights", path)
     tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    dropped = sorted(str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor))
+    dropped = outer + sorted(str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor))
     if not tensors:
         raise VaeLoadError("the checkpoint holds no tensors", path)
     return WeightFile(tensors, "pickle", {}, notes, dropped)

@@ -1,0 +1,28 @@
+"""Layering contracts: the core never imports Qt; importing vaestudio stays cheap."""
+
+from __future__ import annotations
+
+import pkgutil
+import subprocess
+import sys
+
+import vaestudio.core
+
+
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print('\\n'.join(sys.modules))"],
+                         capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_core_never_imports_qt():
+    names = [m.name for m in pkgutil.walk_packages(vaestudio.core.__path__, "vaestudio.core.")]
+    assert len(names) > 10
+    loaded = _modules_after("\n".join(f"import {n}" for n in names))
+    qt = {m for m in loaded if m.split(".")[0] in {"PySide6", "shiboken6", "pyqtgraph", "superqt", "PyQt5", "PyQt6"}}
+    assert not qt, f"vaestudio.core pulled in Qt: {sorted(qt)[:5]}"
+
+
+def test_importing_vaestudio_and_cli_imports_no_torch():
+    loaded = _modules_after("import vaestudio, vaestudio.cli; vaestudio.cli.build_parser()")
+    assert "torch" not in loaded and "diffusers" not in loaded

@@ -1,0 +1,104 @@
+"""The command line as users and scripts call it: outputs, JSON fields, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from PIL import Image
+
+from vaestudio.cli import main
+
+JSON_FIELDS = {"image", "width", "height", "latent_shape", "psnr", "ssim", "encode_s", "decode_s", "device", "dtype",
+               "family", "output"}
+
+
+def test_reconstruct_writes_outputs_and_json(tmp_path, rgb_image, ldm_file, capsys):
+    out = tmp_path / "out"
+    code = main(["reconstruct", str(rgb_image), "--vae", str(ldm_file), "--out", str(out), "--json"])
+    assert code == 0
+    rec = json.loads(capsys.readouterr().out.strip())
+    assert JSON_FIELDS <= set(rec)
+    assert (rec["width"], rec["height"], rec["latent_shape"]) == (61, 45, [4, 6, 8])
+    assert (out / "gradient_recon.png").is_file() and (out / "gradient_diff.png").is_file()
+    assert Image.open(out / "gradient_recon.png").size == (61, 45)
+    assert rec["output"] == str(out / "gradient_recon.png")
+    assert rec["family"] == "sd1" and rec["device"] == "cpu" and rec["dtype"] == "fp32"
+    assert 0 < rec["ssim"] <= 1 and rec["psnr"] > 0
+
+
+@pytest.mark.parametrize("flag", [["--noise", "0.8"], ["--timestep", "500"]])
+def test_reconstruct_with_noise_reports_snr(tmp_path, rgb_image, vae_dir, capsys, flag):
+    assert main(["reconstruct", str(rgb_image), "--vae", str(vae_dir), "--out", str(tmp_path), "--json",
+                 "--seed", "3", "--size", "32", *flag]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["snr"] is not None and rec["noise_mode"] in ("strength", "timestep")
+    assert rec["width"] == 32
+
+
+def test_batch_goes_on_after_a_bad_image(tmp_path, rgb_image, ldm_file, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    code = main(["reconstruct", str(bad), str(rgb_image), "--vae", str(ldm_file), "--out", str(tmp_path), "--json"])
+    captured = capsys.readouterr()
+    assert code == 3
+    assert captured.err.startswith(f"error: {bad}: ") and captured.err.count("\n") == 1
+    assert "Traceback" not in captured.err
+    assert len(captured.out.strip().splitlines()) == 1  # the good image was still processed
+
+
+def test_bad_vae_exit_code_and_usage_errors(tmp_path, rgb_image, capsys):
+    evil = tmp_path / "lora.safetensors"
+    from safetensors.torch import save_file
+    import torch
+
+    save_file({"lora_unet_x.lora_up.weight": torch.zeros(2, 2)}, str(evil))
+    assert main(["reconstruct", str(rgb_image), "--vae", str(evil)]) == 4
+    assert capsys.readouterr().err == f"error: {evil}: is a LoRA (1 tensors), not a VAE\n"
+    with pytest.raises(SystemExit) as e:
+        main(["reconstruct", str(rgb_image)])  # --vae missing
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        main(["reconstruct", str(rgb_image), "--vae", "x", "--noise", "1", "--timestep", "3"])
+    assert e.value.code == 2
+
+
+def test_timestep_out_of_range_is_usage(tmp_path, rgb_image, vae_dir, capsys):
+    assert main(["reconstruct", str(rgb_image), "--vae", str(vae_dir), "--timestep", "1000"]) == 2
+    assert "between 0 and 999" in capsys.readouterr().err
+
+
+def test_debug_shows_traceback(tmp_path, rgb_image, capsys):
+    assert main(["--debug", "reconstruct", str(rgb_image), "--vae", str(tmp_path / "no.ckpt")]) == 4
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.rstrip().endswith("no such file or folder, and not a Hugging Face model id (like org/name)")
+
+
+def test_inspect_vae_reports_each_source(tmp_path, ldm_file, vae_dir, capsys):
+    code = main(["inspect-vae", str(ldm_file), str(tmp_path / "missing.ckpt"), str(vae_dir), "--json"])
+    assert code == 4
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert [d["source"] for d in lines] == [str(ldm_file), str(tmp_path / "missing.ckpt"), str(vae_dir)]
+    first = lines[0]
+    for key in ("format", "key_layout", "family", "family_guessed", "latent_channels", "scaling_factor",
+                "shift_factor", "parameters", "dtype", "ignored_keys"):
+        assert key in first
+    assert first["key_layout"] == "ldm" and lines[2]["key_layout"] == "diffusers"
+    assert "error" in lines[1]
+    assert main(["inspect-vae", str(ldm_file)]) == 0
+    assert "key layout:      ldm" in capsys.readouterr().out
+
+
+def test_compare_two_vaes_with_csv(tmp_path, rgb_image, ldm_file, vae_dir, capsys):
+    table = tmp_path / "t.csv"
+    assert main(["compare", str(rgb_image.parent), "--vae", str(ldm_file), "--vae", str(vae_dir), "--csv",
+                 str(table)]) == 0
+    out = capsys.readouterr().out
+    assert "(mean)" in out
+    rows = list(csv.DictReader(table.open()))
+    assert {r["vae"] for r in rows} == {str(ldm_file), str(vae_dir)}
+    assert sum(r["image"] == "(mean)" for r in rows) == 2
+    # the same weights in two layouts give the same numbers
+    a, b = (r for r in rows if r["image"] == "gradient")
+    assert a["psnr"] == b["psnr"] and a["ssim"] == b["ssim"]

@@ -1,0 +1,112 @@
+"""Latent noise at both ends of its range; metrics against references; latent analysis."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vaestudio.core.analysis import channel_stats, heatmaps, latent_preview
+from vaestudio.core.families import FAMILIES
+from vaestudio.core.metrics import colorize, compute_metrics, psnr, ssim
+from vaestudio.core.noise import add_noise, noise_like
+
+Z = torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+def test_strength_zero_and_large():
+    r0 = add_noise(Z, FAMILIES["sd1"], strength=0.0, seed=1)
+    assert torch.equal(r0.latent, Z) and math.isinf(r0.snr)
+    big = add_noise(Z, FAMILIES["sd1"], strength=100.0, seed=1)
+    torch.testing.assert_close(big.latent, Z + 100.0 * noise_like(Z, 1))
+    assert big.snr < 1e-3 and big.snr_db < -30
+
+
+def test_ddpm_equals_diffusers_scheduler_at_both_ends():
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    eps = noise_like(Z, 3)
+    for t in (0, 1, 500, 999):
+        ours = add_noise(Z, FAMILIES["sdxl"], timestep=t, seed=3)
+        ref = sched.add_noise(Z, eps, torch.tensor([t]))
+        torch.testing.assert_close(ours.latent, ref)
+    assert add_noise(Z, FAMILIES["sd1"], timestep=0, seed=3).snr > 500
+    assert add_noise(Z, FAMILIES["sd1"], timestep=999, seed=3).snr < 0.01
+    with pytest.raises(ValueError, match="between 0 and 999"):
+        add_noise(Z, FAMILIES["sd1"], timestep=1000)
+
+
+def test_flow_matching_at_both_ends():
+    eps = noise_like(Z, 4)
+    zero = add_noise(Z, FAMILIES["flux"], timestep=0, seed=4)
+    assert torch.equal(zero.latent, Z) and math.isinf(zero.snr)
+    full = add_noise(Z, FAMILIES["sd3"], timestep=1000, seed=4)
+    torch.testing.assert_close(full.latent, eps)
+    assert full.snr == 0.0
+    mid = add_noise(Z, FAMILIES["sd3"], timestep=250, seed=4)
+    torch.testing.assert_close(mid.latent, 0.75 * Z + 0.25 * eps)
+
+
+def test_noise_is_seeded_and_arguments_checked():
+    a = add_noise(Z, FAMILIES["sd1"], strength=0.5, seed=9).latent
+    assert torch.equal(a, add_noise(Z, FAMILIES["sd1"], strength=0.5, seed=9).latent)
+    assert not torch.equal(a, add_noise(Z, FAMILIES["sd1"], strength=0.5, seed=10).latent)
+    with pytest.raises(ValueError):
+        add_noise(Z, FAMILIES["sd1"])
+    with pytest.raises(ValueError):
+        add_noise(Z, FAMILIES["sd1"], strength=-1)
+    with pytest.raises(ValueError):
+        add_noise(Z, FAMILIES["sd1"], strength=float("nan"))
+
+
+def test_ssim_matches_scikit_image():
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(0)
+    a = rng.random((70, 53, 3))
+    b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1)
+    ref = structural_similarity(a, b, channel_axis=2, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                use_sample_covariance=False)
+    assert ssim(a, b) == pytest.approx(ref, abs=1e-9)
+    assert ssim(a, a) == pytest.approx(1.0)
+    assert -1 <= ssim(np.zeros((4, 4, 3)), np.ones((4, 4, 3))) <= 1  # smaller than the window
+
+
+def test_psnr_mae_and_colour_shift():
+    a = np.full((10, 10, 3), 0.5)
+    b = a.copy()
+    b[..., 2] += 0.1
+    m = compute_metrics(a, b)
+    assert m.psnr == pytest.approx(10 * math.log10(1 / (0.01 / 3)))
+    assert m.mae == pytest.approx(0.1 / 3)
+    assert m.color_shift == pytest.approx((0.0, 0.0, 0.1))
+    assert math.isinf(psnr(a, a))
+    assert m.lpips is None and m.lpips_status == "not requested"
+    assert compute_metrics(a, b, with_lpips=True).lpips_status.startswith(("unavailable", "available"))
+
+
+def test_colorize_range():
+    rgb = colorize(np.array([[0.0, 0.25, 10.0]]))
+    assert rgb.shape == (1, 3, 3) and rgb.min() >= 0 and rgb.max() <= 1
+    assert rgb[0, 0].sum() < rgb[0, 1].sum()  # brighter for larger errors
+    np.testing.assert_allclose(rgb[0, 1], rgb[0, 2])  # clipped at the scale
+
+
+def test_channel_stats_heatmaps_and_preview():
+    stats = channel_stats(Z)
+    assert len(stats) == 4
+    assert stats[0].mean == pytest.approx(float(Z[0].mean()), abs=1e-6)
+    assert stats[2].min == pytest.approx(float(Z[2].min())) and sum(stats[1].hist) == 64
+    maps, ranges = heatmaps(Z)
+    assert maps.shape == (4, 8, 8) and maps.min() == 0 and maps.max() == 1
+    shared, sranges = heatmaps(Z, shared=True)
+    assert np.all(sranges[:, 0] == sranges[0, 0]) and shared.min() >= 0
+    vec_maps, _ = heatmaps(torch.randn(20))
+    assert vec_maps.shape == (20, 1, 1)
+    prev = latent_preview(Z, "sd1")
+    assert prev.shape == (8, 8, 3) and 0 <= prev.min() and prev.max() <= 1
+    assert latent_preview(torch.randn(16, 4, 4), "flux").shape == (4, 4, 3)
+    assert latent_preview(Z, "mnist") is None

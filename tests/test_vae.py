@@ -1,0 +1,163 @@
+"""Encode/decode equal plain diffusers; odd sizes; tiling with progress and cancel; OOM fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vaestudio.core.errors import Cancelled, VaeStudioError
+from vaestudio.core.images import load_image
+from vaestudio.core.sources import load_vae
+
+
+def diffusers_round_trip(model, pixels, scaling, shift=0.0, generator=None):
+    """The seed's reference: pixels to [-1, 1], latents (z - shift) * scale, the inverse on decode."""
+    h, w = pixels.shape[:2]
+    x = torch.from_numpy(pixels).permute(2, 0, 1)[None] * 2 - 1
+    x = F.pad(x, (0, (-w) % 8, 0, (-h) % 8), mode="reflect")
+    with torch.no_grad():
+        dist = model.encode(x).latent_dist
+        z = dist.sample(generator=generator) if generator is not None else dist.mode()
+        z = (z - shift) * scaling
+        out = model.decode(z / scaling + shift).sample
+    return z[0], (out[0, :, :h, :w] / 2 + 0.5).clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+@pytest.mark.parametrize("size", [(45, 61), (64, 64), (17, 9), (1, 1)])
+def test_round_trip_equals_diffusers(tiny_model, vae_dir, size):
+    rng = np.random.default_rng(0)
+    pixels = rng.random((*size, 3), dtype=np.float32)
+    vae = load_vae(vae_dir)
+    enc = vae.encode(pixels)
+    out = vae.decode(enc.latent, enc.height, enc.width)
+    assert out.shape == pixels.shape
+    if min(size) > 8:  # tiny sizes use replicate padding, which the reference does not do
+        z_ref, out_ref = diffusers_round_trip(tiny_model, pixels, 0.18215)
+        torch.testing.assert_close(enc.latent, z_ref, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(out, out_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_seeded_sample_equals_diffusers(tiny_model, vae_dir):
+    pixels = np.random.default_rng(1).random((32, 40, 3), dtype=np.float32)
+    vae = load_vae(vae_dir)
+    a = vae.encode(pixels, sample=True, seed=7).latent
+    b = vae.encode(pixels, sample=True, seed=7).latent
+    c = vae.encode(pixels, sample=True, seed=8).latent
+    z_ref, _ = diffusers_round_trip(tiny_model, pixels, 0.18215, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    torch.testing.assert_close(a, z_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_shift_factor_is_applied_like_diffusers(tmp_path):
+    from conftest import ldm_state_dict, tiny_vae
+    from safetensors.torch import save_file
+
+    model = tiny_vae(latent_channels=16, quant=False, seed=5)
+    p = tmp_path / "sd3_vae.safetensors"
+    save_file(ldm_state_dict(model), str(p))
+    vae = load_vae(p, family="sd3")
+    pixels = np.random.default_rng(2).random((24, 24, 3), dtype=np.float32)
+    enc = vae.encode(pixels)
+    z_ref, out_ref = diffusers_round_trip(model, pixels, 1.5305, 0.0609)
+    torch.testing.assert_close(enc.latent, z_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(vae.decode(enc.latent, 24, 24), out_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_tiles_report_progress_and_stay_close(vae_dir):
+    vae = load_vae(vae_dir)
+    vae.encode_tile, vae.tile_overlap = 32, 16
+    yy, xx = np.mgrid[0:80, 0:96] / 96.0
+    pixels = np.stack([xx, yy, 0.5 * (xx + yy)], axis=2).astype(np.float32)
+    calls = []
+    enc = vae.encode(pixels, tile="on", progress=lambda d, t: calls.append((d, t)))
+    assert enc.tiled
+    assert calls[-1][0] == calls[-1][1] == len(calls) > 1
+    dec_calls = []
+    out = vae.decode(enc.latent, enc.height, enc.width, tile="on", progress=lambda d, t: dec_calls.append((d, t)))
+    assert out.shape == pixels.shape and len(dec_calls) > 1 and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("up,down", [(1, 8), (8, 1)])
+def test_tile_blending_is_exact_for_local_operations(up, down):
+    """With a purely local fn (pooling, nearest upsampling) tiling must change nothing."""
+    from vaestudio.core.tiling import run_tiled
+
+    x = torch.randn(1, 3, 8 * 13, 8 * 11)
+
+    def fn(t):
+        return F.avg_pool2d(t, down) if down > 1 else F.interpolate(t, scale_factor=up, mode="nearest")
+
+    tile, overlap = (32, 16) if down > 1 else (4, 2)
+    tiled = run_tiled(x, fn, tile=tile, overlap=overlap, up=up, down=down)
+    torch.testing.assert_close(tiled, fn(x), rtol=1e-5, atol=1e-5)
+
+
+def test_cancel_between_tiles(vae_dir):
+    vae = load_vae(vae_dir)
+    vae.encode_tile, vae.tile_overlap = 32, 16
+    pixels = np.zeros((96, 96, 3), np.float32)
+    seen = []
+    with pytest.raises(Cancelled):
+        vae.encode(pixels, tile="on", progress=lambda d, t: seen.append(d), should_stop=lambda: len(seen) >= 2)
+    assert len(seen) == 2
+
+
+def test_out_of_memory_falls_back_to_tiles(vae_dir):
+    vae = load_vae(vae_dir)
+    vae.encode_tile, vae.tile_overlap = 32, 16
+    real_decode = vae.model.decode
+
+    def decode_that_runs_out(z, *a, **k):
+        if z.shape[-1] * z.shape[-2] > 16:  # anything bigger than one 4x4 latent tile
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real_decode(z, *a, **k)
+
+    vae.model.decode = decode_that_runs_out
+    enc = vae.encode(np.full((64, 64, 3), 0.5, np.float32))
+    out = vae.decode(enc.latent, 64, 64)
+    assert out.shape == (64, 64, 3)
+    assert any("out of memory" in n for n in vae.notices)
+    with pytest.raises(VaeStudioError, match="out of memory"):
+        vae.decode(enc.latent, 64, 64, tile="off")
+
+    def always_oom(z, *a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    vae.model.decode = always_oom
+    with pytest.raises(VaeStudioError, match="even with tiles"):
+        vae.decode(enc.latent, 64, 64)
+
+
+def test_nan_in_half_precision_retries_in_fp32(vae_dir):
+    vae = load_vae(vae_dir)
+    vae.dtype = torch.bfloat16  # CPU has no fp16 kernels everywhere; bf16 exercises the same path
+    vae.model.to(torch.bfloat16)
+    real_decode = vae.model.decode
+
+    def nan_in_half(z, *a, **k):
+        out = real_decode(z, *a, **k)
+        if z.dtype != torch.float32:
+            out.sample[:] = float("nan")
+        return out
+
+    vae.model.decode = nan_in_half
+    enc = vae.encode(np.full((16, 16, 3), 0.5, np.float32))
+    out = vae.decode(enc.latent, 16, 16)
+    assert np.isfinite(out).all()
+    assert vae.dtype == torch.float32
+    assert any("retried in fp32" in n for n in vae.notices)
+
+
+def test_real_photo_round_trip(vae_dir):
+    from conftest import SHARED_IMAGES, needs_shared
+
+    if not SHARED_IMAGES.exists():
+        pytest.skip(f"shared images not found at {SHARED_IMAGES}")
+    _ = needs_shared
+    img = load_image(SHARED_IMAGES / "chelsea.png", size=96)
+    vae = load_vae(vae_dir)
+    enc = vae.encode(img.pixels)
+    assert tuple(enc.latent.shape) == (4, 8, 12)
+    assert vae.decode(enc.latent, img.height, img.width).shape == img.pixels.shape
