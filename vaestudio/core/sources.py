@@ -281,10 +281,14 @@ def download_from_hub(repo_id: str, subfolder: str | None = None, *,
         RevisionNotFoundError,
     )
 
+    # huggingface_hub retries an unreachable hub for ~25 s; a 3 s connection probe lets us go
+    # straight to the cache instead, and fail at once when the files are not there
+    local_only = _offline_flag() or not _reachable(endpoint)
+
     def fetch(filename: str, sub: str | None) -> Path:
         return Path(hf_hub_download(
             repo_id, filename, subfolder=sub or None, etag_timeout=10, cache_dir=cache_dir, endpoint=endpoint,
-            tqdm_class=_tqdm_adapter(filename, progress, should_stop),
+            tqdm_class=_tqdm_adapter(filename, progress, should_stop), local_files_only=local_only,
         ))
 
     subs = [subfolder] if subfolder else [None, "vae"]
@@ -294,20 +298,22 @@ def download_from_hub(repo_id: str, subfolder: str | None = None, *,
             try:
                 cfg = fetch("config.json", sub)
                 break
-            except EntryNotFoundError as exc:
-                if isinstance(exc, LocalEntryNotFoundError) or i == len(subs) - 1:
+            except EntryNotFoundError:  # includes "not in the cache" when offline
+                if i == len(subs) - 1:
                     raise
         else:  # pragma: no cover
             raise AssertionError
         folder = cfg.parent
+        missing: list[Exception] = []
         for name in FOLDER_WEIGHT_NAMES:
             try:
                 fetch(name, sub)
                 return folder
             except EntryNotFoundError as exc:
-                if isinstance(exc, LocalEntryNotFoundError):
-                    raise
-                continue
+                missing.append(exc)
+        local = [e for e in missing if isinstance(e, LocalEntryNotFoundError)]
+        if local:
+            raise local[0]
         raise VaeLoadError("the model repository has no VAE weights file", label)
     except Cancelled:
         raise
@@ -318,8 +324,7 @@ def download_from_hub(repo_id: str, subfolder: str | None = None, *,
     except RevisionNotFoundError:
         raise VaeLoadError("no such revision on the Hugging Face hub", label) from None
     except LocalEntryNotFoundError:
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
-        why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face hub could not be reached (offline?)"
+        why = "HF_HUB_OFFLINE is set" if _offline_flag() else "the Hugging Face hub could not be reached (offline?)"
         raise VaeLoadError(f"not in the local cache ({cache_dir or hf_cache_dir()}) and {why}", label) from None
     except EntryNotFoundError:
         raise VaeLoadError("the model repository has no VAE config.json (try naming the subfolder, e.g. org/name/vae)",
@@ -327,3 +332,26 @@ def download_from_hub(repo_id: str, subfolder: str | None = None, *,
     except (OSError, ValueError) as exc:
         raise DownloadError(f"download failed ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})",
                             label) from None
+
+
+def _offline_flag() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _reachable(endpoint: str | None, timeout: float = 3.0) -> bool:
+    """Can we open a TCP connection to the hub (or HTTPS proxy) at all?"""
+    import socket
+    from urllib.parse import urlparse
+    from urllib.request import getproxies
+
+    from huggingface_hub import constants
+
+    url = urlparse(endpoint or constants.ENDPOINT)
+    proxy = getproxies().get(url.scheme)
+    if proxy:
+        url = urlparse(proxy)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+        return True
+    except OSError:
+        return False

@@ -175,7 +175,8 @@ def load_image_folder(folder: str | os.PathLike, *, holdout_fraction: float = 0.
 
 def download_dataset(dataset: str, folder: str | os.PathLike, *, mirrors: list[str] | None = None,
                      progress: Callable[[str, int, int | None], None] | None = None,
-                     should_stop: Callable[[], bool] | None = None, timeout: float = 15.0) -> Path:
+                     should_stop: Callable[[], bool] | None = None, timeout: float = 15.0,
+                     checksums: dict[str, str] | None = None) -> Path:
     """Download MNIST or Fashion-MNIST into ``folder``, verifying checksums.
 
     Files already present with the right checksum are kept. A partial or corrupt download never
@@ -187,7 +188,7 @@ def download_dataset(dataset: str, folder: str | os.PathLike, *, mirrors: list[s
     folder.mkdir(parents=True, exist_ok=True)
     env = os.environ.get("VAESTUDIO_MNIST_MIRROR")
     urls = mirrors or ([env] if env else MIRRORS[dataset])
-    for name, md5 in CHECKSUMS[dataset].items():
+    for name, md5 in (checksums or CHECKSUMS[dataset]).items():
         target = folder / name
         if target.is_file() and _md5(target) == md5:
             continue

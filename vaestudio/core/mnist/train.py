@@ -121,10 +121,9 @@ class Trainer:
         n = len(self.train_x)
         torch.set_rng_state(self.rng_state)
         while p.epoch <= cfg.epochs:
-            if p.batch == 0:
-                self.epoch_shuffle_state = self.shuffle.get_state()
-            else:  # resuming inside an epoch: regenerate its order from the saved state
-                self.shuffle.set_state(self.epoch_shuffle_state)
+            # epoch_shuffle_state is always the state that draws this epoch's order, so a resumed
+            # run (at any batch) regenerates exactly the same order
+            self.shuffle.set_state(self.epoch_shuffle_state)
             perm = torch.randperm(n, generator=self.shuffle).to(self.device)
             batches = math.ceil(n / cfg.batch_size)
             model.train()
@@ -142,8 +141,13 @@ class Trainer:
                 x = self.train_x[idx]
                 self.optimizer.zero_grad(set_to_none=True)
                 recon, mu, logvar = model(x)
-                loss, bce, kld = loss_terms(recon, x, mu, logvar, cfg.beta)
-                lv, bv, kv = loss.item(), bce.item(), kld.item()
+                try:
+                    loss, bce, kld = loss_terms(recon, x, mu, logvar, cfg.beta)
+                    lv, bv, kv = loss.item(), bce.item(), kld.item()
+                except RuntimeError:  # BCE refuses NaN probabilities: the model has diverged
+                    if bool(torch.isfinite(recon).all()):
+                        raise
+                    lv = bv = kv = float("nan")
                 if not (math.isfinite(lv) and math.isfinite(bv) and math.isfinite(kv)):
                     self.rng_state = torch.get_rng_state()
                     yield StopRecord("diverged", f"the loss became {lv} at epoch {p.epoch}, step {p.step + 1}; "
@@ -171,6 +175,7 @@ class Trainer:
             rec = EpochRecord(p.epoch, s[0] / s[3], held[0], s[1] / s[3], s[2] / s[3], held[1], held[2],
                               p.seconds, s[3] / max(p.seconds, 1e-9), p.step)
             self.history.append(rec)
+            self.epoch_shuffle_state = self.shuffle.get_state()
             p.epoch += 1
             p.batch = 0
             p.sums = [0.0, 0.0, 0.0, 0.0]
@@ -212,7 +217,6 @@ class Trainer:
                 out[f"optim.{pid}.{name}"] = torch.as_tensor(val).detach().cpu().clone().reshape(
                     val.shape if torch.is_tensor(val) else ())
         out["rng.torch"] = self.rng_state.clone()
-        out["rng.shuffle"] = self.shuffle.get_state().clone()
         out["rng.epoch_shuffle"] = self.epoch_shuffle_state.clone()
         return out
 
@@ -224,7 +228,7 @@ class Trainer:
             "config": json.dumps(asdict(self.config)),
             "progress": json.dumps({"epoch": p.epoch, "batch": p.batch, "step": p.step, "sums": p.sums,
                                     "seconds": p.seconds}),
-            "history": json.dumps([r.to_dict() for r in self.history]),
+            "history": json.dumps([asdict(r) for r in self.history]),
             "param_groups": json.dumps(self.optimizer.state_dict()["param_groups"]),
         }
 
@@ -246,7 +250,6 @@ class Trainer:
                 state.setdefault(int(pid), {})[name] = v
         tr.optimizer.load_state_dict({"state": state, "param_groups": groups})
         tr.rng_state = tensors["rng.torch"].clone()
-        tr.shuffle.set_state(tensors["rng.shuffle"].clone())
         tr.epoch_shuffle_state = tensors["rng.epoch_shuffle"].clone()
         p = json.loads(meta["progress"])
         tr.progress = _Progress(p["epoch"], p["batch"], p["step"], list(p["sums"]), p["seconds"])
@@ -287,7 +290,12 @@ def clean_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from vaestudio.core.weights import read_weight_file
 
-    wf = read_weight_file(path)
+    from vaestudio.core.errors import VaeLoadError
+
+    try:
+        wf = read_weight_file(path)
+    except VaeLoadError as exc:
+        raise CheckpointError(exc.reason, path) from None
     if wf.metadata.get("vaestudio") != FORMAT_TAG:
         raise CheckpointError("not a vaestudio MNIST checkpoint", path)
     for key in ("config", "progress", "param_groups"):
