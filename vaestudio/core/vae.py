@@ -116,7 +116,8 @@ class SdVae:
         self.family = family
         self.device = pick_device(None) if device is None else device
         self.dtype = pick_dtype(dtype, self.device, info.force_upcast)
-        self.model.to(self.device, self.dtype)
+        # channels-last convolutions are ~10% faster on CPU (oneDNN) and use tensor cores on GPU
+        self.model.to(self.device, self.dtype, memory_format=torch.channels_last)
         self.encode_tile = 512  # pixels
         self.tile_overlap = 64  # pixels
         self.notices: list[str] = []
@@ -138,13 +139,14 @@ class SdVae:
 
     # -- precision and memory fallbacks ------------------------------------------------------
     def _guarded(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        out = fn(x.to(self.device, self.dtype))
+        cl = torch.channels_last
+        out = fn(x.to(self.device, self.dtype, memory_format=cl))
         if self.dtype != torch.float32 and not torch.isfinite(out).all():
             self.notices.append(f"{dtype_name(self.dtype)} produced NaN/Inf; retried in fp32")
             self.dtype = torch.float32
             self.model.to(self.device, torch.float32)
-            out = fn(x.to(self.device, torch.float32))
-        return out
+            out = fn(x.to(self.device, torch.float32, memory_format=cl))
+        return out.contiguous()
 
     def _apply(self, fn, x, *, tile_mode: str, tiled_kwargs: dict, progress, should_stop):
         h, w = x.shape[-2:]
