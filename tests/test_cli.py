@@ -50,8 +50,8 @@ def test_batch_goes_on_after_a_bad_image(tmp_path, rgb_image, ldm_file, capsys):
 
 def test_bad_vae_exit_code_and_usage_errors(tmp_path, rgb_image, capsys):
     evil = tmp_path / "lora.safetensors"
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     save_file({"lora_unet_x.lora_up.weight": torch.zeros(2, 2)}, str(evil))
     assert main(["reconstruct", str(rgb_image), "--vae", str(evil)]) == 4

@@ -266,10 +266,11 @@ write_checkpoint({str(path)!r}, big, {{"vaestudio": "mnist-vae"}})
 
 
 def test_checkpoint_opens_in_the_inspector(tmp_path, data):
+    from PIL import Image
+
     from vaestudio.core.images import load_image
     from vaestudio.core.pipeline import reconstruct
     from vaestudio.core.sources import load_vae
-    from PIL import Image
 
     trainer = Trainer(small_config(epochs=1), *data)
     list(trainer.run())

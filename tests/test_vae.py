@@ -161,3 +161,18 @@ def test_real_photo_round_trip(vae_dir):
     enc = vae.encode(img.pixels)
     assert tuple(enc.latent.shape) == (4, 8, 12)
     assert vae.decode(enc.latent, img.height, img.width).shape == img.pixels.shape
+
+
+def test_cancel_inside_one_untiled_pass(vae_dir):
+    """Cancellation is checked before every ResNet block, not only between tiles."""
+    vae = load_vae(vae_dir)
+    calls = {"n": 0}
+
+    def stop_soon():
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    with pytest.raises(Cancelled):
+        vae.encode(np.zeros((64, 64, 3), np.float32), tile="off", should_stop=stop_soon)
+    assert calls["n"] == 4
+    assert not any(m._forward_pre_hooks for m in vae.model.modules())  # hooks removed again

@@ -76,7 +76,7 @@ def prepare_source(source: str | os.PathLike, *, family: str | None = None, subf
         prepared = _prepare_folder(path, text)
     elif path.is_file():
         prepared = _prepare_file(path, text)
-    elif (m := HUB_ID_RE.match(text)) and not text.startswith((".", "/", "~")) and not path.suffix.lower() in WEIGHT_SUFFIXES:
+    elif (m := HUB_ID_RE.match(text)) and not text.startswith((".", "/", "~")) and path.suffix.lower() not in WEIGHT_SUFFIXES:
         folder = download_from_hub(m.group(1), subfolder or m.group(2), progress=progress, should_stop=should_stop)
         prepared = _prepare_folder(folder, text, fmt="hub")
     else:

@@ -9,6 +9,7 @@ running out of memory falls back to tiles.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -148,7 +149,31 @@ class SdVae:
             out = fn(x.to(self.device, torch.float32, memory_format=cl))
         return out.contiguous()
 
+    @contextlib.contextmanager
+    def _stoppable(self, should_stop: ShouldStop | None):
+        """Check for cancellation before every ResNet block, so a long decode stops within ~1 s."""
+        if should_stop is None:
+            yield
+            return
+
+        def check(_module, _inputs):
+            if should_stop():
+                raise Cancelled()
+
+        handles = [m.register_forward_pre_hook(check) for m in self.model.modules()
+                   if type(m).__name__ in ("ResnetBlock2D", "Attention")]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
     def _apply(self, fn, x, *, tile_mode: str, tiled_kwargs: dict, progress, should_stop):
+        with self._stoppable(should_stop):
+            return self._apply_inner(fn, x, tile_mode=tile_mode, tiled_kwargs=tiled_kwargs, progress=progress,
+                                     should_stop=should_stop)
+
+    def _apply_inner(self, fn, x, *, tile_mode: str, tiled_kwargs: dict, progress, should_stop):
         h, w = x.shape[-2:]
         pixels = h * w * (tiled_kwargs["up"] ** 2 if tiled_kwargs["up"] > 1 else 1)
         tiled = tile_mode == "on" or (tile_mode == "auto" and pixels > AUTO_TILE_PIXELS)
@@ -162,6 +187,8 @@ class SdVae:
                 if progress is not None:
                     progress(1, 1)
                 return out.float().cpu(), False
+            except Cancelled:
+                raise
             except Exception as exc:
                 if not is_oom(exc) or tile_mode != "auto":
                     if is_oom(exc):

@@ -150,7 +150,7 @@ def _read_safetensors(path: Path, size: int) -> WeightFile:
             )
         spans.append((start, end, key))
     spans.sort()
-    for (s0, e0, k0), (s1, _e1, k1) in zip(spans, spans[1:]):
+    for (_s0, e0, k0), (s1, _e1, k1) in zip(spans, spans[1:], strict=False):
         if s1 < e0:
             raise VaeLoadError(f"not a valid safetensors file: tensors '{k0}' and '{k1}' overlap", path)
     covered = sum(e - s for s, e, _ in spans)

@@ -1,17 +1,45 @@
-"""Starting the GUI."""
+"""Starting the GUI: the window is shown before torch and diffusers are imported."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 
-def run_gui(images: list[str] | None = None, vae: str | None = None) -> int:
-    from PySide6.QtWidgets import QApplication, QLabel, QMainWindow
+def make_app():
+    from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    win = QMainWindow()
-    win.setWindowTitle("vaestudio")
-    win.setCentralWidget(QLabel("vaestudio"))
-    win.resize(900, 600)
+    app.setApplicationName("vaestudio")
+    app.setOrganizationName("vaestudio")
+    app.setDesktopFileName("vaestudio")
+    return app
+
+
+def run_gui(images: list[str] | None = None, vae: str | None = None) -> int:
+    from PySide6.QtCore import QTimer
+
+    from vaestudio.ui.crash import install_handlers, setup_logging
+    from vaestudio.ui.main_window import MainWindow
+
+    app = make_app()
+    setup_logging()
+    win = MainWindow()
+    install_handlers(win.show_error)
     win.show()
-    return app.exec()
+
+    def initial() -> None:
+        if vae:
+            win.inspector.load_vae(vae)
+        if images:
+            win.open_images(list(images))
+
+    QTimer.singleShot(0, initial)
+    code = app.exec()
+    # a torch op cannot be interrupted; if one is still finishing after the window closed, do not
+    # make the user wait for it (nor let Qt destroy a running thread): end the process now
+    if win.runner.busy() or win.training.is_running():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

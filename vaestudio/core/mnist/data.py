@@ -11,7 +11,6 @@ import gzip
 import hashlib
 import http.client
 import os
-import socket
 import struct
 import urllib.error
 import urllib.request
@@ -237,7 +236,7 @@ def _fetch(url: str, target: Path, md5: str, timeout: float, progress, should_st
         os.replace(tmp, target)
     except urllib.error.HTTPError as exc:
         raise DownloadError(f"{url} answered HTTP {exc.code}") from None
-    except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+    except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
         raise DownloadError(f"cannot reach {url} ({reason}; offline?)") from None
     finally:

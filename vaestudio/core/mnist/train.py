@@ -288,9 +288,8 @@ def clean_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from vaestudio.core.weights import read_weight_file
-
     from vaestudio.core.errors import VaeLoadError
+    from vaestudio.core.weights import read_weight_file
 
     try:
         wf = read_weight_file(path)

@@ -1,0 +1,257 @@
+"""The real window, offscreen, driven with pytest-qt: drops, VAEs, noise, A/B, cancel, close, errors."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QThread, QUrl
+from PySide6.QtGui import QDropEvent
+
+from vaestudio.ui.settings import Store
+
+
+@pytest.fixture
+def win(qtbot, tmp_path):
+    from vaestudio.ui.main_window import MainWindow
+
+    store = Store(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    w = MainWindow(store=store)
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    w.close()
+    assert not w.runner.busy(), "a worker thread outlived the window"
+    assert not w.training.is_running()
+
+
+def drop(win, paths):
+    md = QMimeData()
+    md.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    ev = QDropEvent(QPointF(50, 50), Qt.DropAction.CopyAction, md, Qt.MouseButton.LeftButton,
+                    Qt.KeyboardModifier.NoModifier)
+    win.dropEvent(ev)
+
+
+def photo(tmp_path, name="photo.png", size=(40, 56), seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0 : size[0], 0 : size[1]]
+    arr = np.stack([xx / size[1], yy / size[0], rng.random(size) * 0.3], axis=2)
+    p = tmp_path / name
+    Image.fromarray((arr * 255).astype(np.uint8)).save(p)
+    return p
+
+
+def wait_result(qtbot, win, timeout=30000):
+    qtbot.waitUntil(lambda: win.inspector.result is not None, timeout=timeout)
+
+
+def test_drop_vae_file_and_images(qtbot, win, tmp_path, ldm_file):
+    a, b = photo(tmp_path, "a.png"), photo(tmp_path, "b.png", (33, 47), 1)
+    assert win.windowTitle().startswith("vaestudio")
+    drop(win, [ldm_file, a, b])
+    qtbot.waitUntil(lambda: win.inspector.vae is not None, timeout=30000)
+    wait_result(qtbot, win)
+    ins = win.inspector
+    assert ins.compare.recon.data.shape == (40, 56, 3)
+    assert ins.compare.diff.data is not None
+    assert ins.latents.channel_count() == 4
+    assert ins.nav_label.text().startswith("1 / 2")
+    assert ins.metrics.text("PSNR").endswith("dB") and ins.metrics.text("Latent shape") == "4 x 5 x 7"
+    assert "community_vae" in ins.vae_panel.info.text()
+    ins.result = None
+    ins.step(1)
+    wait_result(qtbot, win)
+    assert ins.compare.recon.data.shape == (33, 47, 3)
+
+
+def test_noise_slider_updates_output_without_reencoding(qtbot, win, tmp_path, vae_dir):
+    win.inspector.load_vae(str(vae_dir))
+    qtbot.waitUntil(lambda: win.inspector.vae is not None, timeout=30000)
+    win.open_images([str(photo(tmp_path))])
+    wait_result(qtbot, win)
+    ins = win.inspector
+    clean = ins.result.recon.copy()
+    enc = ins.enc
+    ins.noise.strength.setChecked(True)
+    ins.noise.slider.setValue(600)
+    qtbot.waitUntil(lambda: ins.noise.snr.text() != "SNR: -", timeout=5000)  # the instant preview
+    qtbot.waitUntil(lambda: ins.result.label.startswith("Noised"), timeout=30000)
+    assert not np.allclose(ins.result.recon, clean)
+    assert ins.enc is enc  # the encode was cached, not repeated
+    ins.noise.timestep.setChecked(True)
+    qtbot.waitUntil(lambda: "timestep" in ins.result.label, timeout=30000)
+    ins.noise.off.setChecked(True)
+    qtbot.waitUntil(lambda: ins.result.label == "Reconstruction", timeout=30000)
+    np.testing.assert_allclose(ins.result.recon, clean)
+
+
+def test_swap_vae_and_ab_compare(qtbot, win, tmp_path, vae_dir, ldm_file):
+    ins = win.inspector
+    ins.load_vae(str(vae_dir))
+    qtbot.waitUntil(lambda: ins.vae is not None, timeout=30000)
+    win.open_images([str(photo(tmp_path))])
+    wait_result(qtbot, win)
+    first = ins.vae
+    ins.result = None
+    ins.vae_panel.recent.setCurrentIndex(-1)
+    ins.load_vae(str(ldm_file))  # swapping re-runs the current image
+    qtbot.waitUntil(lambda: ins.vae is not first and ins.result is not None, timeout=30000)
+    assert "community_vae" in ins.vae_panel.info.text()
+    assert ins.vae_panel.recent.count() == 2  # both remembered for one-click swapping
+    ins.load_vae(str(vae_dir), slot="b")
+    qtbot.waitUntil(lambda: ins.compare.recon_b.isVisible(), timeout=30000)
+    assert ins.metrics.text("B: PSNR / SSIM").endswith(tuple("0123456789"))
+    ins.clear_b()
+    assert not ins.compare.recon_b.isVisible()
+    ins.vae_panel.family_changed.emit("sdxl")
+    qtbot.waitUntil(lambda: "family: sdxl" in ins.vae_panel.info.text(), timeout=10000)
+    ins.vae_panel.family_changed.emit("flux")  # 16 channels: refused, and the window stays usable
+    qtbot.waitUntil(lambda: "16 latent channels" in win.last_error, timeout=5000)
+
+
+def test_worker_cancel_and_latest_request_wins(qtbot, win):
+    from vaestudio.core.errors import Cancelled
+
+    runner = win.runner
+    results = []
+
+    def slow(tag, *, progress, should_stop):
+        for _ in range(500):
+            if should_stop():
+                raise Cancelled()
+            time.sleep(0.01)
+        return tag
+
+    runner.start("job", slow, "first", on_result=results.append)
+    runner.start("job", slow, "second", on_result=results.append)  # cancels the first
+    qtbot.waitUntil(lambda: not runner.busy(), timeout=15000)
+    assert results == ["second"]
+    cancelled = []
+    runner.start("job", slow, "third", on_result=results.append, on_cancel=lambda: cancelled.append(1))
+    runner.cancel("job")
+    qtbot.waitUntil(lambda: not runner.busy(), timeout=5000)
+    assert results == ["second"]
+
+
+def test_cancel_button_stops_a_decode(qtbot, win, tmp_path, vae_dir):
+    ins = win.inspector
+    ins.load_vae(str(vae_dir))
+    qtbot.waitUntil(lambda: ins.vae is not None, timeout=30000)
+    ins.prefs.tile = "on"
+    ins.vae.encode_tile, ins.vae.tile_overlap = 32, 16  # many tiles: a long job
+    win.open_images([str(photo(tmp_path, size=(256, 256)))])
+    qtbot.waitUntil(lambda: "encode" in win.runner.running, timeout=5000)
+    ins.cancel()
+    qtbot.waitUntil(lambda: not win.runner.busy(), timeout=10000)
+    assert ins.result is None
+
+
+def test_closing_mid_job_leaves_no_thread(qtbot, tmp_path):
+    from vaestudio.core.errors import Cancelled
+    from vaestudio.ui.main_window import MainWindow
+
+    w = MainWindow(store=Store(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)))
+    w.show()
+    started = []
+
+    def forever(*, progress, should_stop):
+        started.append(QThread.currentThread())
+        while not should_stop():
+            time.sleep(0.01)
+        raise Cancelled()
+
+    w.runner.start("long", forever)
+    qtbot.waitUntil(lambda: bool(started), timeout=5000)
+    t0 = time.monotonic()
+    w.close()
+    assert time.monotonic() - t0 < 5
+    assert not w.runner.busy()
+    assert started[0].isFinished()
+
+
+def test_corrupt_image_and_hostile_vae_show_errors_and_window_stays_usable(qtbot, win, tmp_path, vae_dir):
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "PWNED"), "w"))
+
+    evil = tmp_path / "evil.ckpt"
+    with open(evil, "wb") as fh:
+        pickle.dump({"state_dict": Evil()}, fh, protocol=2)
+    drop(win, [evil])
+    qtbot.waitUntil(lambda: "refused" in win.last_error, timeout=10000)
+    assert not (tmp_path / "PWNED").exists()
+    assert win.inspector.vae is None
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    win.open_images([str(bad)])
+    qtbot.waitUntil(lambda: "bad.png" in win.last_error, timeout=10000)
+    # still usable: a real VAE and image work afterwards
+    win.inspector.load_vae(str(vae_dir))
+    win.open_images([str(photo(tmp_path))])
+    wait_result(qtbot, win)
+
+
+def test_exports_and_failed_export(qtbot, win, tmp_path, vae_dir):
+    win.inspector.load_vae(str(vae_dir))
+    win.open_images([str(photo(tmp_path))])
+    wait_result(qtbot, win)
+    for what in ("recon", "diff", "strip", "heatmaps"):
+        win.save_export(what, str(tmp_path / f"{what}.png"))
+        assert Image.open(tmp_path / f"{what}.png").size[0] > 0
+    assert Image.open(tmp_path / "strip.png").size == (56 * 3, 40)
+    win.save_export("latents", str(tmp_path / "lat.safetensors"))
+    qtbot.waitUntil(lambda: (tmp_path / "lat.safetensors").exists() and not win.runner.busy(), timeout=10000)
+    from safetensors.torch import load_file
+
+    assert tuple(load_file(str(tmp_path / "lat.safetensors"))["latent"].shape) == (4, 5, 7)
+    win.save_export("recon", str(tmp_path / "missing_dir" / "x.png"))
+    assert "could not save" in win.last_error
+
+
+def idx(arr: np.ndarray) -> bytes:
+    return bytes([0, 0, 8, arr.ndim]) + b"".join(d.to_bytes(4, "big") for d in arr.shape) + arr.astype(np.uint8).tobytes()
+
+
+def test_mnist_studio_train_pause_stop_save_and_inspect(qtbot, win, tmp_path):
+    rng = np.random.default_rng(0)
+    x = (rng.random((600, 28, 28)) > 0.8).astype(np.uint8) * 255
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx(x)))
+    (tmp_path / "data" / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx(np.arange(600) % 10)))
+    tab = win.training
+    tab.data_dir.setText(str(tmp_path / "data"))
+    tab.epochs.setValue(200)
+    tab.batch.setValue(32)
+    tab.hidden.setValue(32)
+    tab.latent.setValue(2)
+    tab.start_btn.click()
+    qtbot.waitUntil(lambda: len(tab.step_x) > 5, timeout=30000)  # the live curve gains points
+    qtbot.waitUntil(lambda: len(tab.history) >= 1, timeout=30000)
+    tab.pause_btn.click()
+    assert tab.pause_btn.text() == "Resume"
+    time.sleep(0.3)
+    qtbot.wait(200)
+    n = len(tab.step_x)
+    qtbot.wait(400)
+    assert len(tab.step_x) == n  # paused: no new steps
+    tab.stop_btn.click()
+    qtbot.waitUntil(lambda: not tab.is_running(), timeout=10000)
+    assert tab.start_btn.text() == "Continue"
+    ckpt = tmp_path / "studio.safetensors"
+    tab.save_checkpoint(str(ckpt))
+    assert ckpt.is_file()
+    tab.inspect_btn.click()
+    ins = win.inspector
+    assert ins.vae is not None and ins.vae.kind == "mnist"
+    Image.fromarray(255 - x[0]).save(tmp_path / "digit.png")
+    win.open_images([str(tmp_path / "digit.png")])
+    wait_result(qtbot, win)
+    assert ins.latents.channel_count() == 1 and ins.enc.latent.shape == (2,)
+    tab.interpolate()
+    tab.traverse()
+    assert tab.explore_img.image is not None

@@ -1,0 +1,83 @@
+"""Remembered state (QSettings, versioned) and the user's preferences as a typed object."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFormLayout
+
+SETTINGS_VERSION = 1
+MAX_RECENT = 10
+
+
+@dataclass
+class Preferences:
+    device: str = "auto"
+    dtype: str = "auto"
+    tile: str = "auto"
+
+
+class Store:
+    """Thin typed access to QSettings; a stored version that differs resets the store."""
+
+    def __init__(self, settings: QSettings | None = None) -> None:
+        self.s = settings or QSettings("vaestudio", "vaestudio")
+        if int(self.s.value("version", 0) or 0) != SETTINGS_VERSION:
+            self.s.clear()
+            self.s.setValue("version", SETTINGS_VERSION)
+
+    def prefs(self) -> Preferences:
+        p = Preferences()
+        for f in fields(p):
+            v = self.s.value(f"prefs/{f.name}")
+            if isinstance(v, str) and v:
+                setattr(p, f.name, v)
+        return p
+
+    def set_prefs(self, p: Preferences) -> None:
+        for k, v in asdict(p).items():
+            self.s.setValue(f"prefs/{k}", v)
+
+    def recent(self, key: str) -> list[str]:
+        v = self.s.value(f"recent/{key}", [])
+        if isinstance(v, str):
+            v = [v]
+        return [str(x) for x in (v or [])]
+
+    def push_recent(self, key: str, item: str) -> list[str]:
+        items = [item] + [x for x in self.recent(key) if x != item]
+        items = items[:MAX_RECENT]
+        self.s.setValue(f"recent/{key}", items)
+        return items
+
+    def get(self, key: str, default=None):
+        return self.s.value(key, default)
+
+    def set(self, key: str, value) -> None:
+        self.s.setValue(key, value)
+
+
+class PreferencesDialog(QDialog):
+    def __init__(self, prefs: Preferences, parent=None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Preferences")
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.dtype = QComboBox()
+        self.dtype.addItems(["auto", "fp32", "fp16", "bf16"])
+        self.tile = QComboBox()
+        self.tile.addItems(["auto", "on", "off"])
+        for box, val in ((self.device, prefs.device), (self.dtype, prefs.dtype), (self.tile, prefs.tile)):
+            box.setCurrentText(val)
+        form = QFormLayout(self)
+        form.addRow("Device", self.device)
+        form.addRow("Precision", self.dtype)
+        form.addRow("Tiled encode/decode", self.tile)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def value(self) -> Preferences:
+        return Preferences(self.device.currentText(), self.dtype.currentText(), self.tile.currentText())
