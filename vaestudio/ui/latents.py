@@ -46,7 +46,7 @@ class LatentPanel(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.currentCellChanged.connect(lambda r, *_: self._show_hist(r))
         self.hist = pg.PlotWidget()
-        self.hist.setMaximumHeight(140)
+        self.hist.setMinimumHeight(130)
         self.hist.setLabel("bottom", "value")
         self.hist_curve = self.hist.plot(stepMode="center", fillLevel=0, brush=(90, 140, 220, 150))
         self.preview = pg.GraphicsLayoutWidget()

@@ -214,20 +214,23 @@ class TrainingTab(QWidget):
         self.step_plot.setDownsampling(auto=True, mode="peak")
         self.step_curve = self.step_plot.plot(pen=pg.mkPen((90, 140, 220), width=1.5))
         self.epoch_plot = self.plots.addPlot(row=0, col=1, title="per epoch: train vs held-out, recon and KL")
-        self.epoch_plot.addLegend()
+        self.epoch_plot.addLegend(offset=(-10, 10))
         self.curves = {k: self.epoch_plot.plot(pen=pg.mkPen(c, width=2), symbol="o", symbolSize=5, name=k)
                        for k, c in (("train", (90, 140, 220)), ("held-out", (230, 120, 40)),
                                     ("recon", (80, 180, 80)), ("KL", (200, 80, 160)))}
-        self.recon_vb = self.plots.addViewBox(row=1, col=0, lockAspect=True, invertY=True, enableMenu=False)
+        self.plots.addLabel("held-out digits (top) and their reconstructions", row=1, col=0)
+        self.plots.addLabel("samples from the prior N(0, I)", row=1, col=1)
+        self.recon_vb = self.plots.addViewBox(row=2, col=0, lockAspect=True, invertY=True, enableMenu=False)
         self.recon_img = pg.ImageItem(axisOrder="row-major")
         self.recon_vb.addItem(self.recon_img)
-        self.samples_vb = self.plots.addViewBox(row=1, col=1, lockAspect=True, invertY=True, enableMenu=False)
+        self.samples_vb = self.plots.addViewBox(row=2, col=1, lockAspect=True, invertY=True, enableMenu=False)
         self.samples_img = pg.ImageItem(axisOrder="row-major")
         self.samples_vb.addItem(self.samples_img)
-        self.pca_plot = self.plots.addPlot(row=2, col=0, title="held-out latents (PCA), coloured by label")
+        self.pca_plot = self.plots.addPlot(row=3, col=0, rowspan=2, title="held-out latents (PCA), coloured by label")
         self.pca_scatter = pg.ScatterPlotItem(size=4, pen=None)
         self.pca_plot.addItem(self.pca_scatter)
-        self.explore_vb = self.plots.addViewBox(row=2, col=1, lockAspect=True, invertY=True, enableMenu=False)
+        self.explore_label = self.plots.addLabel("interpolation / traversal (use the buttons on the left)", row=3, col=1)
+        self.explore_vb = self.plots.addViewBox(row=4, col=1, lockAspect=True, invertY=True, enableMenu=False)
         self.explore_img = pg.ImageItem(axisOrder="row-major")
         self.explore_vb.addItem(self.explore_img)
         lay = QHBoxLayout(self)
@@ -485,6 +488,7 @@ class TrainingTab(QWidget):
             mu = vae.model.encode(self.trainer.heldout_x[[a, b]].cpu())[0]
         t = torch.linspace(0, 1, 10)[:, None]
         self._decode_strip(mu[0] * (1 - t) + mu[1] * t)
+        self.explore_label.setText(f"interpolation between held-out digits {a} and {b}")
 
     def traverse(self) -> None:
         if self.trainer is None:
@@ -497,3 +501,4 @@ class TrainingTab(QWidget):
         z = torch.zeros(11, d)
         z[:, dim] = torch.linspace(-3, 3, 11)
         self._decode_strip(z)
+        self.explore_label.setText(f"latent dimension {dim} from -3 to +3 (others 0)")
