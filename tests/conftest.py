@@ -86,3 +86,15 @@ def rgb_image(tmp_path) -> Path:
 
 def needs_shared(path: Path):
     return pytest.mark.skipif(not path.exists(), reason=f"shared data not found at {path} (../shared is absent)")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fuzz-long", action="store_true", default=False,
+                     help="fuzz with a much larger budget (also: VAESTUDIO_FUZZ_EXAMPLES=N)")
+
+
+def pytest_terminal_summary(terminalreporter):
+    from helpers.tally import TALLY, summary
+
+    if TALLY:
+        terminalreporter.write_line(summary())

@@ -90,6 +90,7 @@ def load_image(
     try:
         with warnings.catch_warnings():
             # Pillow warns (and errors at 2x) above its own limit; ours is checked below.
+            warnings.simplefilter("ignore", UserWarning)  # Pillow's notes on odd TIFF tags and the like
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(stream) as im:
                 fmt = (im.format or "").upper()

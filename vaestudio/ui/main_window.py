@@ -297,6 +297,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         self.store.set("window/geometry", self.saveGeometry())
+        self.store.s.sync()
         self.training.stop()
         self.runner.wait_all(3000)
         super().closeEvent(event)

@@ -43,6 +43,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     data = load_dataset(args.dataset, args.data, download=args.download, holdout_fraction=args.holdout_fraction,
                         progress=show_download)
+    if args.out:
+        from pathlib import Path
+
+        from vaestudio.core.mnist.train import clean_stale_temporaries
+
+        # a process killed mid-write leaves a temporary file next to the checkpoint; tidy it now
+        clean_stale_temporaries(Path(args.out).resolve().parent)
     if args.resume:
         trainer = Trainer.resume(args.resume, data.train_x, data.heldout_x, device=args.device)
         trainer.config.epochs = max(trainer.config.epochs, args.epochs)
