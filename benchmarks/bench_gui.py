@@ -86,10 +86,11 @@ def main() -> None:
     bare = time_launch([sys.executable, "-c", BARE], repeats)
     ours = time_launch(vae_cmd, repeats)
 
+    from PySide6.QtCore import QSettings
+
     from vaestudio.ui.app import make_app
     from vaestudio.ui.main_window import MainWindow
     from vaestudio.ui.settings import Store
-    from PySide6.QtCore import QSettings
 
     app = make_app()
     tmp = Path(tempfile.mkdtemp())

@@ -61,6 +61,8 @@ def main() -> None:
     win = MainWindow(store=Store(QSettings(str(tmp / "s.ini"), QSettings.Format.IniFormat)))
     win.show()
     ins = win.inspector
+    if os.environ.get("SOAK_DEBUG"):
+        ins.message.connect(lambda m: print("  msg:", m, flush=True))
 
     def wait(cond, timeout=120):
         end = time.monotonic() + timeout
@@ -68,7 +70,7 @@ def main() -> None:
             app.processEvents()
             time.sleep(0.002)
             if time.monotonic() > end:
-                raise TimeoutError
+                raise TimeoutError(f"no result; last error: {win.last_error!r}; running: {list(win.runner.running)}")
 
     rows = []
     t0 = time.monotonic()

@@ -26,3 +26,22 @@ def test_core_never_imports_qt():
 def test_importing_vaestudio_and_cli_imports_no_torch():
     loaded = _modules_after("import vaestudio, vaestudio.cli; vaestudio.cli.build_parser()")
     assert "torch" not in loaded and "diffusers" not in loaded
+
+
+def test_qt_signals_keep_reference_counts():
+    """PySide6 6.12.0 decrements True's refcount on every emit(); a long session then aborts."""
+    from PySide6.QtCore import QObject, Signal
+
+    class Emitter(QObject):
+        plain = Signal()
+        flag = Signal(bool)
+
+    e = Emitter()
+    e.plain.connect(lambda: None)
+    e.flag.connect(lambda v: None)
+    before = sys.getrefcount(True), sys.getrefcount(False)
+    for _ in range(500):
+        e.plain.emit()
+        e.flag.emit(False)
+    after = sys.getrefcount(True), sys.getrefcount(False)
+    assert after[0] - before[0] >= -5 and after[1] - before[1] >= -5, (before, after)

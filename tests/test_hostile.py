@@ -249,3 +249,95 @@ def test_uncaught_exceptions_are_logged_and_shown(qtbot, tmp_path, monkeypatch):
     assert "ValueError: boom in a slot" in shown[0] and "ZeroDivisionError" in shown[1]
     text = (tmp_path / "logs" / "vaestudio.log").read_text()
     assert "boom in a slot" in text and "Traceback" in text and "worker-x" in text
+
+
+def _slow_hub(root, delay=0.01):
+    """A loopback hub that trickles files out, so a download is still running when we close."""
+    import http.server
+    import time
+
+    from helpers.servers import hub_handler
+
+    base = hub_handler(root, [])
+
+    class Slow(base):
+        def _answer(self, body):
+            if not body:
+                return super()._answer(False)
+            p = self._file()
+            if p is None:
+                return super()._answer(True)
+            data = p.read_bytes()
+            self.send_response(200)
+            self.send_header("X-Repo-Commit", "c0ffee" + "0" * 34)
+            self.send_header("ETag", '"slow"')
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            try:
+                for i in range(0, len(data), 2048):
+                    self.wfile.write(data[i : i + 2048])
+                    time.sleep(delay)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    _ = http.server
+    return Slow
+
+
+@pytest.mark.parametrize("job", ["download", "encode", "training"])
+def test_closing_the_window_during_each_kind_of_job(qtbot, tmp_path, vae_dir, job, monkeypatch):
+    import gzip
+    import shutil
+    import time
+
+    from helpers.servers import serve
+    from PIL import Image
+    from PySide6.QtCore import QSettings
+
+    from vaestudio.ui.main_window import MainWindow
+    from vaestudio.ui.settings import Store
+
+    win = MainWindow(store=Store(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)))
+    win.show()
+    count("faults")
+    if job == "download":
+        root = tmp_path / "hub"
+        shutil.copytree(vae_dir, root / "org" / "slow" / "vae")
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+        with serve(_slow_hub(root)) as url:
+            import vaestudio.core.sources as sources
+
+            real = sources.download_from_hub
+            monkeypatch.setattr(sources, "download_from_hub",
+                                lambda *a, **k: real(*a, **dict(k, endpoint=url, cache_dir=tmp_path / "cache")))
+            win.inspector.load_vae("org/slow/vae")
+            qtbot.waitUntil(lambda: win.inspector.vae_panel.progress.value() > 0, timeout=20000)
+            t0 = time.monotonic()
+            win.close()
+    elif job == "encode":
+        win.inspector.load_vae(str(vae_dir))
+        qtbot.waitUntil(lambda: win.inspector.vae is not None, timeout=20000)
+        win.inspector.prefs.tile = "on"
+        win.inspector.vae.encode_tile, win.inspector.vae.tile_overlap = 32, 16
+        p = tmp_path / "big.png"
+        Image.fromarray((np.random.default_rng(0).random((384, 384, 3)) * 255).astype(np.uint8)).save(p)
+        win.open_images([str(p)])
+        qtbot.waitUntil(lambda: "encode" in win.runner.running, timeout=10000)
+        t0 = time.monotonic()
+        win.close()
+    else:
+        rng = np.random.default_rng(0)
+        x = (rng.random((2000, 28, 28)) > 0.8).astype(np.uint8) * 255
+        d = tmp_path / "data"
+        d.mkdir()
+        header = bytes([0, 0, 8, 3]) + b"".join(v.to_bytes(4, "big") for v in x.shape)
+        (d / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + x.tobytes()))
+        tab = win.training
+        tab.data_dir.setText(str(d))
+        tab.epochs.setValue(100)
+        tab.start_btn.click()
+        qtbot.waitUntil(lambda: len(tab.step_x) > 0, timeout=20000)
+        t0 = time.monotonic()
+        win.close()
+    assert time.monotonic() - t0 < 5
+    assert not win.runner.busy() and not win.training.is_running()

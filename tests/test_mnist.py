@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import SHARED_MNIST
 from helpers.servers import files_handler, serve
+from helpers.tally import count
 
 from vaestudio.core.errors import CheckpointError, DataError, DownloadError
 from vaestudio.core.mnist.data import download_dataset, load_dataset, load_idx_folder, read_idx
@@ -233,9 +234,12 @@ def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, data, monkeypa
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", disk_full)
+    count("faults")
     with pytest.raises(CheckpointError, match="No space left on device.*previous one is kept"):
         trainer.save(path)
     monkeypatch.undo()
+    if path.read_bytes() != before:
+        count("files_lost")
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]
 
@@ -258,6 +262,7 @@ write_checkpoint({str(path)!r}, big, {{"vaestudio": "mnist-vae"}})
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "writing"  # the temporary file is written, not yet in place
     proc.send_signal(signal.SIGKILL)
+    count("faults")
     proc.wait(10)
     assert any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
     assert torch.equal(read_checkpoint(path)[0]["model.fc1.weight"], before)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.tally import count
 
 from vaestudio.core.errors import Cancelled, VaeStudioError
 from vaestudio.core.images import load_image
@@ -115,6 +116,7 @@ def test_out_of_memory_falls_back_to_tiles(vae_dir):
         return real_decode(z, *a, **k)
 
     vae.model.decode = decode_that_runs_out
+    count("faults")
     enc = vae.encode(np.full((64, 64, 3), 0.5, np.float32))
     out = vae.decode(enc.latent, 64, 64)
     assert out.shape == (64, 64, 3)
@@ -143,6 +145,7 @@ def test_nan_in_half_precision_retries_in_fp32(vae_dir):
         return out
 
     vae.model.decode = nan_in_half
+    count("faults")
     enc = vae.encode(np.full((16, 16, 3), 0.5, np.float32))
     out = vae.decode(enc.latent, 16, 16)
     assert np.isfinite(out).all()
@@ -176,3 +179,34 @@ def test_cancel_inside_one_untiled_pass(vae_dir):
         vae.encode(np.zeros((64, 64, 3), np.float32), tile="off", should_stop=stop_soon)
     assert calls["n"] == 4
     assert not any(m._forward_pre_hooks for m in vae.model.modules())  # hooks removed again
+
+
+def test_cancelling_one_job_never_stops_another_on_the_same_model(vae_dir):
+    """Two threads encode with one VAE; stopping the first must not cancel the second."""
+    import threading
+
+    vae = load_vae(vae_dir)
+    pixels = np.zeros((64, 64, 3), np.float32)
+    started, release = threading.Event(), threading.Event()
+    outcome = {}
+
+    def first_stop():
+        started.set()
+        release.wait(10)
+        return True  # the first job is cancelled, while its hooks are on the model
+
+    def run_first():
+        try:
+            vae.encode(pixels, tile="off", should_stop=first_stop)
+        except Cancelled:
+            outcome["first"] = "cancelled"
+
+    t = threading.Thread(target=run_first)
+    t.start()
+    started.wait(10)
+    try:
+        outcome["second"] = vae.encode(pixels, tile="off", should_stop=lambda: False).latent.shape
+    finally:
+        release.set()
+        t.join(10)
+    assert outcome == {"first": "cancelled", "second": (4, 8, 8)}

@@ -50,7 +50,7 @@ def image_bytes(fmt: str, mode: str = "RGB", orientation: int | None = None) -> 
 
     im = Image.fromarray(GOOD_RGB)
     if mode == "I;16":
-        im = Image.fromarray((GOOD_RGB[..., 0].astype(np.uint16) * 257))
+        im = Image.fromarray(GOOD_RGB[..., 0].astype(np.uint16) * 257)
     elif mode == "F":
         im = Image.fromarray(GOOD_RGB[..., 0].astype(np.float32) / 100.0 - 0.5, mode="F")
     elif mode != "RGB":

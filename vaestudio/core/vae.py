@@ -10,6 +10,7 @@ running out of memory falls back to tiles.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -156,8 +157,11 @@ class SdVae:
             yield
             return
 
+        owner = threading.get_ident()
+
         def check(_module, _inputs):
-            if should_stop():
+            # hooks live on the shared model: only the job that set them may be stopped by them
+            if threading.get_ident() == owner and should_stop():
                 raise Cancelled()
 
         handles = [m.register_forward_pre_hook(check) for m in self.model.modules()

@@ -7,6 +7,7 @@ wins. Encodings are cached per (image, VAE) with a fixed limit, so moving a slid
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from vaestudio.ui.views import ImageCompare
 from vaestudio.ui.workers import JobRunner
 
 ENCODE_CACHE_SIZE = 8
+_TOKENS = itertools.count(1)
 
 
 def _fmt_s(x: float) -> str:
@@ -133,6 +135,7 @@ class InspectorTab(QWidget):
         """Make ``vae`` the current VAE and re-run the current image with it."""
         old = self.vae
         self.vae = vae
+        self._vae_token = next(_TOKENS)  # cache key: id() of a freed VAE can be reused by the next one
         if old is not None and old is not vae and old is not self.vae_b:
             old.close()
         self._show_vae_info()
@@ -225,7 +228,7 @@ class InspectorTab(QWidget):
 
     def _key(self, vae) -> tuple:
         src = self.sources[self.index]
-        return (id(vae), vae.info.family, src if isinstance(src, str) else hash(src))
+        return (self._vae_token, vae.info.family, src if isinstance(src, str) else hash(src))
 
     def request_encode(self) -> None:
         if self.vae is None or self.image is None:

@@ -404,7 +404,7 @@ class TrainingTab(QWidget):
         self.stop_btn.setEnabled(False)
 
     def is_running(self) -> bool:
-        return self.worker is not None
+        return self.worker is not None and self.worker.isRunning()
 
     # -- checkpoints and the inspector ---------------------------------------------------------
     def has_model(self) -> bool:
