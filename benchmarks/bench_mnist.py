@@ -75,7 +75,7 @@ def panel():
     from vaestudio.ui.main_window import MainWindow
     from vaestudio.ui.settings import Store
 
-    app = make_app()
+    make_app()
     import tempfile
 
     tmp = Path(tempfile.mkdtemp())

@@ -77,7 +77,7 @@ def main() -> None:
     for r in range(args.rounds):
         old = ins.vae
         ins.load_vae(vaes[r % 2])
-        wait(lambda: ins.vae is not None and ins.vae is not old)
+        wait(lambda old=old: ins.vae is not None and ins.vae is not old)
         ins.open_sources(images)
         for k in range(len(images)):
             if k:

@@ -240,7 +240,7 @@ def test_mnist_studio_train_pause_stop_save_and_inspect(qtbot, win, tmp_path):
     qtbot.wait(400)
     assert len(tab.step_x) == n  # paused: no new steps
     tab.stop_btn.click()
-    qtbot.waitUntil(lambda: not tab.is_running(), timeout=10000)
+    qtbot.waitUntil(lambda: tab.start_btn.isEnabled(), timeout=10000)
     assert tab.start_btn.text() == "Continue"
     ckpt = tmp_path / "studio.safetensors"
     tab.save_checkpoint(str(ckpt))
