@@ -28,6 +28,17 @@ def test_importing_vaestudio_and_cli_imports_no_torch():
     assert "torch" not in loaded and "diffusers" not in loaded
 
 
+def test_the_window_is_built_without_torch():
+    """torch and diffusers load in the first worker, after the window is on screen."""
+    loaded = _modules_after(
+        "import os; os.environ['QT_QPA_PLATFORM'] = 'offscreen'\n"
+        "from vaestudio.ui.app import make_app\nfrom vaestudio.ui.main_window import MainWindow\n"
+        "app = make_app(); w = MainWindow(); w.show(); app.processEvents()"
+    )
+    assert "PySide6.QtWidgets" in loaded
+    assert "torch" not in loaded and "diffusers" not in loaded
+
+
 def test_qt_signals_keep_reference_counts():
     """PySide6 6.12.0 decrements True's refcount on every emit(); a long session then aborts."""
     from PySide6.QtCore import QObject, Signal

@@ -134,7 +134,12 @@ def _self_test(args) -> int:
 def _load(args, source: str):
     from vaestudio.core.sources import load_vae
 
-    return load_vae(source, family=args.family, device=args.device, dtype=args.dtype)
+    def show(p) -> None:  # download progress on stderr, never mixed into --json output
+        if p.total and sys.stderr.isatty():
+            print(f"\rdownloading {p.filename}: {100 * p.done // p.total}% of {p.total / 1e6:.0f} MB",
+                  end="" if p.done < p.total else "\n", file=sys.stderr, flush=True)
+
+    return load_vae(source, family=args.family, device=args.device, dtype=args.dtype, progress=show)
 
 
 def _size_ok(args) -> None:
@@ -200,6 +205,7 @@ def cmd_reconstruct(args) -> int:
             "output": str(recon_path),
             "diff": str(diff_path),
             "lpips": m.lpips,
+            "lpips_status": m.lpips_status,
         }
         if rec.noise is not None:
             record.update(noise_mode=rec.noise.mode, noise_value=rec.noise.value, seed=args.seed,
