@@ -70,7 +70,7 @@ def test_ssim_matches_scikit_image():
     b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1)
     ref = structural_similarity(a, b, channel_axis=2, data_range=1.0, gaussian_weights=True, sigma=1.5,
                                 use_sample_covariance=False)
-    assert ssim(a, b) == pytest.approx(ref, abs=1e-9)
+    assert ssim(a, b) == pytest.approx(ref, abs=1e-7)
     assert ssim(a, a) == pytest.approx(1.0)
     assert -1 <= ssim(np.zeros((4, 4, 3)), np.ones((4, 4, 3))) <= 1  # smaller than the window
 

@@ -1,7 +1,7 @@
 """The MNIST studio: train the classic VAE live, look at its latent space, send it to the inspector.
 
 Training runs in a QThread that iterates the core's ``Trainer.run()`` generator. Step records are
-batched and sent at most four times a second, so plotting never slows training; each epoch the
+batched and sent at most twice a second, so plotting never slows training; each epoch the
 worker also renders the pictures (reconstructions, prior samples, a PCA of held-out latents) with
 a random generator of its own, leaving the training run's random numbers untouched.
 """
@@ -104,7 +104,7 @@ class TrainWorker(QThread):
             for rec in self.trainer.run(should_pause=lambda: self.paused, should_stop=self.isInterruptionRequested):
                 if isinstance(rec, StepRecord):
                     pending.append(rec)
-                    if time.monotonic() - last > 0.25:  # 4 redraws a second: live, and cheap
+                    if time.monotonic() - last > 0.5:  # 2 redraws a second: live, and cheap
                         self.steps.emit(pending)
                         pending, last = [], time.monotonic()
                 elif isinstance(rec, EpochRecord):
