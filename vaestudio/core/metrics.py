@@ -15,7 +15,6 @@ from functools import cache
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 #: The difference map shows |error| from 0 to this value (so maps are comparable across VAEs).
 DIFF_SCALE = 0.25
