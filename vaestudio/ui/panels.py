@@ -119,7 +119,7 @@ class VaePanel(QGroupBox):
         self.info.setText("<br>".join(lines))
         idx = next((i for i in range(self.family.count()) if self.family.itemData(i) == info["family"]), 0)
         self.family.setEnabled(info["format"] != "mnist")
-        self.family.setCurrentIndex(idx if not info["family_guessed"] else idx)
+        self.family.setCurrentIndex(idx)
 
     def set_busy(self, text: str | None, done: int = 0, total: int = 0) -> None:
         busy = text is not None
