@@ -253,7 +253,6 @@ def test_uncaught_exceptions_are_logged_and_shown(qtbot, tmp_path, monkeypatch):
 
 def _slow_hub(root, delay=0.01):
     """A loopback hub that trickles files out, so a download is still running when we close."""
-    import http.server
     import time
 
     from helpers.servers import hub_handler
@@ -280,7 +279,6 @@ def _slow_hub(root, delay=0.01):
             except (BrokenPipeError, ConnectionResetError):
                 pass
 
-    _ = http.server
     return Slow
 
 

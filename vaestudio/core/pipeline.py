@@ -37,13 +37,17 @@ class Reconstruction:
         return colorize(self.diff)
 
 
+def vae_input(vae, pixels: np.ndarray) -> np.ndarray:
+    """What the VAE actually sees, to compare its output with: the image, or the 28x28 digit an
+    MNIST VAE makes of it."""
+    return vae.prepare_pixels(pixels)[0] if hasattr(vae, "prepare_pixels") else pixels
+
+
 def reconstruct(vae, image: LoadedImage, *, noise: float | None = None, timestep: float | None = None,
                 seed: int = 0, sample: bool = False, tile: str = "auto", with_lpips: bool = False,
                 progress: Progress | None = None, should_stop: ShouldStop | None = None) -> Reconstruction:
     """Encode ``image``, optionally noise the latent, decode it, and compare with the original."""
-    original, prep_notes = image.pixels, []
-    if hasattr(vae, "prepare_pixels"):  # an MNIST VAE compares against the 28x28 digit it sees
-        original, prep_notes = vae.prepare_pixels(image.pixels)
+    original = vae_input(vae, image.pixels)
     enc = vae.encode(image.pixels, sample=sample, seed=seed, tile=tile, progress=progress, should_stop=should_stop)
     latent = enc.latent
     noised = None

@@ -92,7 +92,8 @@ def prepare_source(source: str | os.PathLike, *, family: str | None = None, subf
             raise VaeLoadError(
                 f"family {fam.name} has {fam.latent_channels} latent channels but this VAE has "
                 f"{prepared.info.latent_channels}", text)
-        _apply_family(prepared, fam, guessed=False, reason="chosen by the user")
+        prepared.family = fam
+        prepared.info.use_family(fam)
     return prepared
 
 
@@ -195,16 +196,6 @@ def _prepare_tensors(wf: WeightFile, label: str, *, fmt: str, name: str, config:
 
 def _aslist(v):
     return v if isinstance(v, (list, tuple)) else [v]
-
-
-def _apply_family(prepared: PreparedVae, fam: Family, *, guessed: bool, reason: str) -> None:
-    prepared.family = fam
-    prepared.info.family = fam.name
-    prepared.info.family_guessed = guessed
-    prepared.info.family_reason = reason
-    if prepared.mnist is None:
-        prepared.info.scaling_factor = fam.scaling_factor
-        prepared.info.shift_factor = fam.shift_factor
 
 
 def _check_finite(tensors: dict[str, torch.Tensor], label: str) -> None:

@@ -52,6 +52,14 @@ class VaeInfo:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def use_family(self, family: Family) -> None:
+        """The user chose the family: take its scaling and shift."""
+        self.family = family.name
+        self.family_guessed = False
+        self.family_reason = "chosen by the user"
+        self.scaling_factor = family.scaling_factor
+        self.shift_factor = family.shift_factor
+
 
 @dataclass
 class EncodeResult:
@@ -127,11 +135,7 @@ class SdVae:
     # -- family / scaling -------------------------------------------------------------------
     def set_family(self, family: Family) -> None:
         self.family = family
-        self.info.family = family.name
-        self.info.family_guessed = False
-        self.info.family_reason = "chosen by the user"
-        self.info.scaling_factor = family.scaling_factor
-        self.info.shift_factor = family.shift_factor
+        self.info.use_family(family)
 
     def scale(self, z: torch.Tensor) -> torch.Tensor:
         return (z - self.info.shift_factor) * self.info.scaling_factor

@@ -316,12 +316,11 @@ class InspectorTab(QWidget):
         if self.vae_b is None or self.image is None:
             return
 
-        def done(result) -> None:
-            enc, res = result
-            self.compare.set_recon_b(res.recon, f"B: {Path(self.vae_b.info.source).name}")
-            self.metrics.labels["B: PSNR / SSIM"].setText(f"{res.metrics['psnr']:.2f} dB / {res.metrics['ssim']:.4f}")
+        def done(rec) -> None:
+            self.compare.set_recon_b(rec.recon, f"B: {Path(self.vae_b.info.source).name}")
+            self.metrics.labels["B: PSNR / SSIM"].setText(f"{rec.metrics.psnr:.2f} dB / {rec.metrics.ssim:.4f}")
 
-        self.runner.start("b", jobs.encode_decode_job, self.vae_b, self.image, self.prefs.tile, on_result=done,
+        self.runner.start("b", jobs.reconstruct_job, self.vae_b, self.image, self.prefs.tile, on_result=done,
                           on_error=self.error.emit)
 
     def _progress(self, done: int, total: int, what: str) -> None:

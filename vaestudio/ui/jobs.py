@@ -46,11 +46,10 @@ def load_image_job(source, *, progress, should_stop):
 
 
 def encode_job(vae, image, tile, *, progress, should_stop):
-    original = image.pixels
-    if hasattr(vae, "prepare_pixels"):
-        original, _ = vae.prepare_pixels(image.pixels)
+    from vaestudio.core.pipeline import vae_input
+
     enc = vae.encode(image.pixels, tile=tile, progress=progress, should_stop=should_stop)
-    return enc, original
+    return enc, vae_input(vae, image.pixels)
 
 
 def _noised(vae, latent, noise: dict):
@@ -94,10 +93,11 @@ def decode_job(vae, enc, original: np.ndarray, noise: dict, tile, ablate: tuple[
     return DecodeResult(recon, colorize(difference_map(original, recon)), m.to_dict(), dt, snr, label)
 
 
-def encode_decode_job(vae, image, tile, *, progress, should_stop):
-    """For the B side of an A/B comparison: the whole round trip in one job."""
-    enc, original = encode_job(vae, image, tile, progress=progress, should_stop=should_stop)
-    return enc, decode_job(vae, enc, original, {}, tile, progress=progress, should_stop=should_stop)
+def reconstruct_job(vae, image, tile, *, progress, should_stop):
+    """For the B side of an A/B comparison: the core's whole round trip."""
+    from vaestudio.core.pipeline import reconstruct
+
+    return reconstruct(vae, image, tile=tile, progress=progress, should_stop=should_stop)
 
 
 def save_latents_job(latent, path, metadata: dict, *, progress, should_stop):

@@ -107,7 +107,7 @@ class LatentPanel(QWidget):
             return
         arr = np.asarray(latent, np.float32)
         self.latent = arr[None, None, :] if arr.ndim == 1 else arr  # a vector becomes one 1 x D map
-        self.ab_channel.setRange(0, (arr.shape[0] if arr.ndim == 3 else arr.shape[0]) - 1)
+        self.ab_channel.setRange(0, arr.shape[0] - 1)
         self._build_grid()
         self._redraw()
         self._fill_table(arr if arr.ndim == 3 else arr[:, None, None])
@@ -177,11 +177,11 @@ class LatentPanel(QWidget):
     def _show_hist(self, row: int) -> None:
         if self.latent is None or row < 0:
             return
-        data = self.latent.reshape(-1) if self.latent.shape[0] == 1 and self.latent.shape[1] == 1 else None
-        ch = data if data is not None else self.latent[min(row, self.latent.shape[0] - 1)].reshape(-1)
-        counts, edges = np.histogram(ch, bins=32)
+        vector = self.latent.shape[:2] == (1, 1)  # an MNIST latent, shown as one 1 x D strip
+        values = self.latent.reshape(-1) if vector else self.latent[min(row, self.latent.shape[0] - 1)].reshape(-1)
+        counts, edges = np.histogram(values, bins=32)
         self.hist_curve.setData(edges, counts)
-        self.hist.setTitle(f"histogram of channel {row}" if data is None else "histogram of the latent vector")
+        self.hist.setTitle("histogram of the latent vector" if vector else f"histogram of channel {row}")
 
     def _moved(self, pos) -> None:
         for c, vb in enumerate(self.views):

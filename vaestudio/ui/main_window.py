@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTa
 
 from vaestudio import __version__
 from vaestudio.ui.inspector import InspectorTab
+from vaestudio.ui.jobs import save_latents_job
 from vaestudio.ui.settings import PreferencesDialog, Store
 from vaestudio.ui.training import TrainingTab
 from vaestudio.ui.workers import JobRunner
@@ -230,8 +231,7 @@ class MainWindow(QMainWindow):
             if what == "latents":
                 meta = {"source_image": ins.image.name, "vae": ins.vae.info.source, "family": ins.vae.family.name,
                         "scaled": "true"}
-                self.runner.start("export", lambda progress, should_stop: _save_latents(ins.enc.latent, path, meta),
-                                  on_result=lambda p: self.statusBar().showMessage(f"Saved {p}", 8000),
+                self.runner.start("export", save_latents_job, ins.enc.latent, path, meta, on_result=lambda p: self.statusBar().showMessage(f"Saved {p}", 8000),
                                   on_error=self.show_error)
                 return
             if what == "recon":
@@ -301,12 +301,3 @@ class MainWindow(QMainWindow):
         self.training.stop()
         self.runner.wait_all(3000)
         super().closeEvent(event)
-
-
-def _save_latents(latent, path, meta):
-    from vaestudio.ui.jobs import save_latents_job
-
-    return save_latents_job(latent, path, meta, progress=None, should_stop=None)
-
-
-
