@@ -30,7 +30,7 @@ def train_small_vae(seconds: float, path: Path) -> None:
     from diffusers import AutoencoderKL
     from safetensors.torch import save_file
 
-    from vaestudio.core.convert import diffusers_to_ldm
+    from vaestudio.core.archs.autoencoder_kl import diffusers_to_ldm
     from vaestudio.core.images import load_image
 
     torch.manual_seed(0)

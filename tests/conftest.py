@@ -43,7 +43,7 @@ def tiny_vae(latent_channels: int = 4, quant: bool = True, seed: int = 0, **over
 
 
 def ldm_state_dict(model, prefix: str = "") -> dict:
-    from vaestudio.core.convert import diffusers_to_ldm
+    from vaestudio.core.archs.autoencoder_kl import diffusers_to_ldm
 
     return {prefix + k: v.detach().clone().contiguous() for k, v in diffusers_to_ldm(model.state_dict()).items()}
 

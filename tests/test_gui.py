@@ -75,19 +75,19 @@ def test_noise_slider_updates_output_without_reencoding(qtbot, win, tmp_path, va
     win.open_images([str(photo(tmp_path))])
     wait_result(qtbot, win)
     ins = win.inspector
-    clean = ins.result.recon.copy()
+    clean = ins.result.decoded.copy()
     enc = ins.enc
     ins.noise.strength.setChecked(True)
     ins.noise.slider.setValue(600)
     qtbot.waitUntil(lambda: ins.noise.snr.text() != "SNR: -", timeout=5000)  # the instant preview
     qtbot.waitUntil(lambda: ins.result.label.startswith("Noised"), timeout=30000)
-    assert not np.allclose(ins.result.recon, clean)
+    assert not np.allclose(ins.result.decoded, clean)
     assert ins.enc is enc  # the encode was cached, not repeated
     ins.noise.timestep.setChecked(True)
     qtbot.waitUntil(lambda: "timestep" in ins.result.label, timeout=30000)
     ins.noise.off.setChecked(True)
     qtbot.waitUntil(lambda: ins.result.label == "Reconstruction", timeout=30000)
-    np.testing.assert_allclose(ins.result.recon, clean)
+    np.testing.assert_allclose(ins.result.decoded, clean)
 
 
 def test_swap_vae_and_ab_compare(qtbot, win, tmp_path, vae_dir, ldm_file):
@@ -247,7 +247,7 @@ def test_mnist_studio_train_pause_stop_save_and_inspect(qtbot, win, tmp_path):
     assert ckpt.is_file()
     tab.inspect_btn.click()
     ins = win.inspector
-    assert ins.vae is not None and ins.vae.kind == "mnist"
+    assert ins.vae is not None and ins.vae.info.architecture == "mnist"
     Image.fromarray(255 - x[0]).save(tmp_path / "digit.png")
     win.open_images([str(tmp_path / "digit.png")])
     wait_result(qtbot, win)

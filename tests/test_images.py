@@ -30,7 +30,7 @@ def test_jpeg_and_gif_first_frame_notice(tmp_path):
     frames = [Image.new("RGB", (8, 8), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
     frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
     img = load_image(tmp_path / "a.gif")
-    assert img.notices and "3 frames" in img.notices[0]
+    assert img.notes and "3 frames" in img.notes[0]
     assert img.pixels[0, 0, 0] > 0.9 and img.pixels[0, 0, 1] < 0.1
 
 

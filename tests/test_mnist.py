@@ -284,7 +284,7 @@ def test_checkpoint_opens_in_the_inspector(tmp_path, data):
     assert vae.info.format == "mnist" and vae.info.latent_channels == 4
     Image.fromarray(255 - digits(1)[0]).resize((100, 100)).save(tmp_path / "d.png")
     rec = reconstruct(vae, load_image(tmp_path / "d.png"))
-    assert rec.recon.shape == (28, 28, 3) and tuple(rec.encoded.latent.shape) == (4,)
-    assert any("inverted" in n for n in rec.encoded.notices)
+    assert rec.decoded.shape == (28, 28, 3) and tuple(rec.encoded.latent.shape) == (4,)
+    assert any("inverted" in n for n in rec.encoded.notes)
     with pytest.raises(CheckpointError):
         Trainer.resume(tmp_path / "d.png", *data)

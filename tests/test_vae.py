@@ -120,7 +120,7 @@ def test_out_of_memory_falls_back_to_tiles(vae_dir):
     enc = vae.encode(np.full((64, 64, 3), 0.5, np.float32))
     out = vae.decode(enc.latent, 64, 64)
     assert out.shape == (64, 64, 3)
-    assert any("out of memory" in n for n in vae.notices)
+    assert any("out of memory" in n for n in vae.notes)
     with pytest.raises(VaeStudioError, match="out of memory"):
         vae.decode(enc.latent, 64, 64, tile="off")
 
@@ -150,7 +150,7 @@ def test_nan_in_half_precision_retries_in_fp32(vae_dir):
     out = vae.decode(enc.latent, 16, 16)
     assert np.isfinite(out).all()
     assert vae.dtype == torch.float32
-    assert any("retried in fp32" in n for n in vae.notices)
+    assert any("retried in fp32" in n for n in vae.notes)
 
 
 def test_real_photo_round_trip(vae_dir):

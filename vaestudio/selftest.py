@@ -64,7 +64,7 @@ def run_self_test(json_out: bool = False) -> int:
         from diffusers import AutoencoderKL
         from safetensors.torch import save_file
 
-        from vaestudio.core.convert import diffusers_to_ldm
+        from vaestudio.core.archs.autoencoder_kl import diffusers_to_ldm
 
         torch.manual_seed(0)
         model = AutoencoderKL(block_out_channels=(32,) * 4, down_block_types=("DownEncoderBlock2D",) * 4,
@@ -92,7 +92,7 @@ def run_self_test(json_out: bool = False) -> int:
         if win.inspector.result is None:
             raise RuntimeError(win.last_error)
         r = win.inspector.result
-        return f"{sample.name} {r.recon.shape[1]}x{r.recon.shape[0]}, PSNR {r.metrics['psnr']:.2f} dB"
+        return f"{sample.name} {r.decoded.shape[1]}x{r.decoded.shape[0]}, PSNR {r.metrics.psnr:.2f} dB"
 
     def train():
         import numpy as np

@@ -75,7 +75,7 @@ def tiny_vae_files(folder: Path) -> dict[str, Path]:
     import torch
     from safetensors.torch import save_file
 
-    from vaestudio.core.convert import diffusers_to_ldm
+    from vaestudio.core.archs.autoencoder_kl import diffusers_to_ldm
 
     torch.manual_seed(0)
     from diffusers import AutoencoderKL

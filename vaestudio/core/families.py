@@ -1,14 +1,18 @@
-"""VAE families: how latents are scaled, which noise schedule applies, how to preview them.
+"""VAE families: the model line a latent belongs to, its noise schedule and how to preview it.
 
 A family is what shapes alone cannot always tell: SD1.x/SD2 and SDXL VAEs have identical shapes, as
 do SD3 and Flux. ``guess_family`` uses the diffusers config, file metadata and the name to decide,
-and says whether it guessed.
+and says whether it guessed. Which families an architecture can have, and how a family changes its
+scaling, is the architecture's business (``vaestudio.core.registry``).
+
+This module imports nothing heavy: the window lists families before torch is loaded.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -18,25 +22,35 @@ from importlib import resources
 class Family:
     name: str
     label: str
-    latent_channels: int
-    scaling_factor: float
+    latent_channels: int  # channels of the raw latent of this family's VAEs (0: a vector latent)
+    scaling_factor: float  # of an SD-style VAE of this family: model = (raw - shift) * scale
     shift_factor: float
     schedule: str  # "ddpm" (scaled-linear betas) or "flow" (rectified flow)
-    sample_size: int  # the training resolution, used as the default tile size
+    downscale: int = 8  # spatial factor of the raw latent (1: a vector latent)
+    tiny: str = ""  # the name of this family's tiny autoencoder (madebyollin's files: <tiny>_decoder.pth)
+    patch: int = 1  # the model space packs patch x patch raw latent pixels into channels (FLUX.2: 2)
+    hints: tuple[str, ...] = ()  # words in a file name or metadata that point to this family
 
     @property
     def max_timestep(self) -> int:
         return 999 if self.schedule == "ddpm" else 1000
 
 
-FAMILIES: dict[str, Family] = {
-    "sd1": Family("sd1", "Stable Diffusion 1.x / 2.x", 4, 0.18215, 0.0, "ddpm", 512),
-    "sdxl": Family("sdxl", "Stable Diffusion XL", 4, 0.13025, 0.0, "ddpm", 1024),
-    "sd3": Family("sd3", "Stable Diffusion 3", 16, 1.5305, 0.0609, "flow", 1024),
-    "flux": Family("flux", "Flux", 16, 0.3611, 0.1159, "flow", 1024),
-    "mnist": Family("mnist", "MNIST VAE (vaestudio)", 0, 1.0, 0.0, "ddpm", 28),
-}
-ALIASES = {"sd15": "sd1", "sd1.5": "sd1", "sd2": "sd1", "sd21": "sd1", "xl": "sdxl", "sd35": "sd3", "flux1": "flux"}
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("sd1", "Stable Diffusion 1.x / 2.x", 4, 0.18215, 0.0, "ddpm", tiny="taesd",
+           hints=("sd1", "sd15", "sd_1", "sd-1", "v1-5", "stable-diffusion-v1", "sd2", "v2-1", "ft-mse", "ft-ema",
+                  "840000")),
+    Family("sdxl", "Stable Diffusion XL", 4, 0.13025, 0.0, "ddpm", tiny="taesdxl",
+           hints=("sdxl", "sd_xl", "stable-diffusion-xl", "pony", "illustrious")),
+    Family("sd3", "Stable Diffusion 3", 16, 1.5305, 0.0609, "flow", tiny="taesd3",
+           hints=("sd3", "stable-diffusion-3")),
+    Family("flux", "FLUX.1", 16, 0.3611, 0.1159, "flow", tiny="taef1", hints=("flux1", "flux.1", "flux-1", "flux")),
+    Family("flux2", "FLUX.2", 32, 1.0, 0.0, "flow", tiny="taef2", patch=2, hints=("flux2", "flux.2", "flux-2")),
+    Family("sana", "SANA (DC-AE f32c32)", 32, 0.41407, 0.0, "flow", 32, "taesana", hints=("sana", "dc-ae", "dcae")),
+    Family("mnist", "MNIST VAE (vaestudio)", 0, 1.0, 0.0, "ddpm", 1),
+)}
+ALIASES = {"sd15": "sd1", "sd1.5": "sd1", "sd2": "sd1", "sd21": "sd1", "xl": "sdxl", "sd35": "sd3", "flux1": "flux",
+           "flux.1": "flux", "flux.2": "flux2", "dc-ae": "sana"}
 
 
 def get_family(name: str) -> Family:
@@ -47,6 +61,12 @@ def get_family(name: str) -> Family:
     return FAMILIES[key]
 
 
+def register_family(family: Family) -> Family:
+    """Add a family (architecture modules call this for the families only they have)."""
+    FAMILIES.setdefault(family.name, family)
+    return FAMILIES[family.name]
+
+
 @dataclass(frozen=True)
 class FamilyGuess:
     family: Family
@@ -54,55 +74,51 @@ class FamilyGuess:
     reason: str
 
 
-def guess_family(
-    latent_channels: int,
-    *,
-    config_scaling: float | None = None,
-    metadata: dict[str, str] | None = None,
-    name: str = "",
-) -> FamilyGuess:
-    """Decide the family of an SD-style VAE from what is known about it.
+def guess_family(candidates: Iterable[Family], *, config_scaling: float | None = None,
+                 metadata: dict[str, str] | None = None, name: str = "",
+                 default: Family | None = None) -> FamilyGuess:
+    """Decide the family among ``candidates`` (those whose latent fits) from what is known.
 
     A diffusers config's scaling factor is decisive; then file metadata (``modelspec.architecture``,
-    ``ss_base_model_version``...), then hints in the name. Without any, the commonest family for the
-    channel count is guessed (SD1 for 4 channels, Flux for 16) and marked as a guess.
+    ``ss_base_model_version``...), then hints in the name. Without any, ``default`` (or the first
+    candidate) is taken and marked as a guess.
     """
-    candidates = [f for f in FAMILIES.values() if f.latent_channels == latent_channels]
-    if not candidates:
-        raise ValueError(f"no known Stable Diffusion VAE family has {latent_channels} latent channels")
+    cands = list(candidates)
+    if not cands:
+        raise ValueError("no known family fits this latent")
+    if len(cands) == 1:
+        return FamilyGuess(cands[0], False, f"the only family with {cands[0].latent_channels} latent channels")
     if config_scaling is not None:
-        for fam in candidates:
+        for fam in cands:
             if abs(fam.scaling_factor - config_scaling) < 1e-4:
                 return FamilyGuess(fam, False, f"config scaling_factor {config_scaling}")
     hint_text = " ".join(f"{k}={v}" for k, v in (metadata or {}).items()).lower()
     for source, text in (("file metadata", hint_text), ("name", name.lower())):
-        fam = _family_from_text(text, latent_channels)
+        fam = family_from_text(text, cands)
         if fam is not None:
             return FamilyGuess(fam, source == "name", f"{source} mentions {fam.name}")
-    default = FAMILIES["sd1"] if latent_channels == 4 else FAMILIES["flux"]
-    other = "sdxl" if latent_channels == 4 else "sd3"
-    return FamilyGuess(default, True, f"shapes fit {default.name} and {other}; no hint found, assumed {default.name}")
+    pick = default or cands[0]
+    others = ", ".join(f.name for f in cands if f is not pick)
+    return FamilyGuess(pick, True, f"shapes fit {pick.name} and {others}; no hint found, assumed {pick.name}")
 
 
-def _family_from_text(text: str, latent_channels: int) -> Family | None:
+def family_from_text(text: str, candidates: Iterable[Family]) -> Family | None:
+    """The candidate whose longest hint appears in ``text`` (so 'sdxl' beats 'sd1' hints inside it)."""
     tokens = set(re.split(r"[^a-z0-9.]+", text))
-    if latent_channels == 16:
-        if "flux" in text:
-            return FAMILIES["flux"]
-        if "sd3" in text or "stable-diffusion-3" in text:
-            return FAMILIES["sd3"]
-    if latent_channels == 4:
-        if "sdxl" in text or "sd_xl" in text or "stable-diffusion-xl" in text or "xl" in tokens or "pony" in text:
-            return FAMILIES["sdxl"]
-        sd1_hints = ("sd1", "sd15", "sd_1", "sd-1", "v1-5", "stable-diffusion-v1", "sd2", "v2-1", "ft-mse", "ft-ema", "840000")
-        if any(h in text for h in sd1_hints):
-            return FAMILIES["sd1"]
-    return None
+    best: tuple[int, Family] | None = None
+    for fam in candidates:
+        for hint in fam.hints:
+            if hint in text or hint in tokens:
+                if best is None or len(hint) > best[0]:
+                    best = (len(hint), fam)
+    if best is None and "xl" in tokens:
+        best = next(((0, f) for f in candidates if f.name == "sdxl"), None)
+    return None if best is None else best[1]
 
 
 @cache
 def latent_rgb_factors(family: str) -> tuple[list[list[float]], list[float]] | None:
-    """Linear factors (C x 3) and bias (3) mapping scaled latents to RGB in [-1, 1], if known."""
+    """Linear factors (C x 3) and bias (3) mapping model-space latents to RGB in [-1, 1], if known."""
     data = json.loads(resources.files("vaestudio.resources").joinpath("latent_rgb.json").read_text())
     entry = data.get(family)
     return None if entry is None else (entry["factors"], entry["bias"])

@@ -19,10 +19,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vaestudio.core.errors import ImageLoadError
+from vaestudio.core.filetypes import IMAGE_SUFFIXES
 
 #: Formats we accept; anything else Pillow may know is refused with a clear message.
 SUPPORTED_FORMATS = {"PNG", "JPEG", "MPO", "WEBP", "BMP", "DIB", "TIFF", "GIF"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 #: Largest image we decode (pixels). 64 MP is a 8000x8000 photo; larger is almost surely a bomb.
 DEFAULT_MAX_PIXELS = 64_000_000
 
@@ -35,7 +35,7 @@ class LoadedImage:
     name: str
     source_format: str
     source_mode: str
-    notices: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def width(self) -> int:
@@ -86,7 +86,7 @@ def load_image(
             raise ImageLoadError("is a folder, not an image file", label)
         if stream.stat().st_size == 0:
             raise ImageLoadError("the file is empty", label)
-    notices: list[str] = []
+    notes: list[str] = []
     try:
         with warnings.catch_warnings():
             # Pillow warns (and errors at 2x) above its own limit; ours is checked below.
@@ -109,7 +109,7 @@ def load_image(
                         label,
                     )
                 if getattr(im, "n_frames", 1) > 1:
-                    notices.append(f"{fmt} has {im.n_frames} frames; using the first")
+                    notes.append(f"{fmt} has {im.n_frames} frames; using the first")
                     im.seek(0)
                 mode = im.mode
                 im.load()
@@ -128,7 +128,7 @@ def load_image(
         raise ImageLoadError(f"could not decode the image ({reason})", label) from None
     if size is not None:
         rgb = resize_longer_side(rgb, size)
-    return LoadedImage(rgb, name or _name_of(source), fmt, mode, notices)
+    return LoadedImage(rgb, name or _name_of(source), fmt, mode, notes)
 
 
 def _name_of(source: object) -> str:

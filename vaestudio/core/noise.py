@@ -1,10 +1,12 @@
 """Noise in latent space: a plain strength, or the forward process of the family's schedule.
 
-- strength s: ``z + s * eps`` in scaled latent units;
+Noise always acts on the model-space latent (what the diffusion model sees):
+
+- strength s: ``z + s * eps`` in model-space units;
 - timestep t, SD1/SD2/SDXL: DDPM with scaled-linear betas 0.00085..0.012 over 1000 steps
   (diffusers' ``DDPMScheduler.add_noise``), t in 0..999;
-- timestep t, SD3/Flux: rectified flow, ``z_t = (1 - sigma) z + sigma eps`` with sigma = t / 1000,
-  t in 0..1000.
+- timestep t, flow-matching families (SD3, FLUX.1, FLUX.2, SANA, ...): rectified flow,
+  ``z_t = (1 - sigma) z + sigma eps`` with sigma = t / 1000, t in 0..1000.
 
 The noise is seeded; the signal-to-noise ratio is measured on the actual latent and noise.
 """
@@ -18,6 +20,18 @@ from functools import cache
 import torch
 
 from vaestudio.core.families import Family
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """What noise to add: a strength, or a timestep of the family's schedule, with its seed."""
+
+    mode: str  # "strength" or "timestep"
+    value: float
+    seed: int = 0
+
+    def describe(self) -> str:
+        return f"{self.mode} {self.value:.3g}"
 
 
 @dataclass
@@ -38,10 +52,10 @@ class NoiseResult:
 
 @cache
 def _ddpm_alphas_cumprod() -> torch.Tensor:
-    from diffusers import DDPMScheduler
-
-    sched = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-    return sched.alphas_cumprod.clone()
+    """Stable Diffusion's training schedule: scaled-linear betas 0.00085..0.012 over 1000 steps
+    (what diffusers' DDPMScheduler computes; a test checks the two agree)."""
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float32) ** 2
+    return torch.cumprod(1.0 - betas, dim=0)
 
 
 def noise_like(latent: torch.Tensor, seed: int) -> torch.Tensor:
@@ -49,8 +63,13 @@ def noise_like(latent: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 def add_noise(latent: torch.Tensor, family: Family, *, strength: float | None = None,
-              timestep: float | None = None, seed: int = 0, eps: torch.Tensor | None = None) -> NoiseResult:
-    """Noise a scaled latent; exactly one of ``strength`` and ``timestep`` is given."""
+              timestep: float | None = None, seed: int = 0, eps: torch.Tensor | None = None,
+              spec: NoiseSpec | None = None) -> NoiseResult:
+    """Noise a model-space latent; exactly one of ``strength`` and ``timestep`` (or a ``spec``) is given."""
+    if spec is not None:
+        strength = spec.value if spec.mode == "strength" else None
+        timestep = spec.value if spec.mode == "timestep" else None
+        seed = spec.seed
     if (strength is None) == (timestep is None):
         raise ValueError("give either a noise strength or a timestep")
     z = latent.float()

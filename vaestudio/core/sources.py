@@ -1,8 +1,10 @@
-"""Loading a VAE from any source: a weight file, a diffusers folder, a Hugging Face id, an MNIST VAE.
+"""Loading a VAE from any source: a weight file, a folder, a Hugging Face id.
 
 ``prepare_source`` reads and checks the weights and works out what they are (that is all
-``inspect-vae`` needs); ``load_vae`` then builds the model. The model is created on the meta device
-and the weights are assigned to it, so no time is spent on a random initialisation.
+``inspect-vae`` needs); ``load_vae`` then builds the model. Which architecture a source holds is
+asked of the registry (``vaestudio.core.registry``): by the diffusers config's class name for a
+folder, by marker keys and shapes for a file. Models are created on the meta device and the
+weights assigned to them, so no time is spent on a random initialisation.
 """
 
 from __future__ import annotations
@@ -11,18 +13,17 @@ import io
 import json
 import os
 import re
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from vaestudio.core.convert import extract_vae, infer_config, ldm_to_diffusers, modernize_attention_names
+from vaestudio.core.autoencoder import Autoencoder, pick_device
 from vaestudio.core.errors import Cancelled, DownloadError, VaeLoadError
-from vaestudio.core.families import Family, get_family, guess_family
-from vaestudio.core.vae import SdVae, VaeInfo, pick_device
-from vaestudio.core.weights import WEIGHT_SUFFIXES, WeightFile, read_weight_file
+from vaestudio.core.filetypes import WEIGHT_SUFFIXES
+from vaestudio.core.registry import PreparedVae, architectures, for_config_class, get_architecture, recognise
+from vaestudio.core.weights import WeightFile, read_weight_file
 
 HUB_ID_RE = re.compile(r"^(?:hf://)?([A-Za-z0-9][\w.-]*/[\w.-]+)(?:/([\w./-]+))?$")
 FOLDER_WEIGHT_NAMES = (
@@ -32,7 +33,7 @@ FOLDER_WEIGHT_NAMES = (
     "diffusion_pytorch_model.bin",
     "diffusion_pytorch_model.fp16.bin",
 )
-SUPPORTED_CLASSES = {None, "AutoencoderKL"}
+BOTH_HALVES = ("encoder", "decoder")
 
 
 @dataclass
@@ -40,17 +41,6 @@ class DownloadProgress:
     filename: str
     done: int
     total: int | None
-
-
-@dataclass
-class PreparedVae:
-    """Checked weights in diffusers layout with their config and what we learned."""
-
-    tensors: dict[str, torch.Tensor]
-    config: dict
-    info: VaeInfo
-    family: Family
-    mnist: object | None = None  # an MNIST checkpoint, when the source is one
 
 
 def hf_cache_dir() -> Path:
@@ -82,126 +72,65 @@ def prepare_source(source: str | os.PathLike, *, family: str | None = None, subf
     else:
         raise VaeLoadError("no such file or folder, and not a Hugging Face model id (like org/name)", text)
     if family:
-        try:
-            fam = get_family(family)
-        except ValueError as exc:
-            raise VaeLoadError(str(exc), text) from None
-        if prepared.mnist is not None and fam.name != "mnist":
-            raise VaeLoadError("an MNIST VAE has no Stable Diffusion family to override", text)
-        if prepared.mnist is None and fam.latent_channels != prepared.info.latent_channels:
-            raise VaeLoadError(
-                f"family {fam.name} has {fam.latent_channels} latent channels but this VAE has "
-                f"{prepared.info.latent_channels}", text)
+        arch = get_architecture(prepared.architecture)
+        fam = arch.check_family(prepared.info, family)
+        arch.use_family(prepared.info, fam)
         prepared.family = fam
-        prepared.info.use_family(fam)
     return prepared
 
 
 def load_vae(source: str | os.PathLike, *, family: str | None = None, device: str | None = None,
-             dtype: str | None = None, subfolder: str | None = None,
+             dtype: str | None = None, subfolder: str | None = None, halves: tuple[str, ...] = BOTH_HALVES,
              progress: Callable[[DownloadProgress], None] | None = None,
-             should_stop: Callable[[], bool] | None = None):
-    """Load a VAE from a file, a diffusers folder, a Hugging Face id or an MNIST checkpoint."""
+             should_stop: Callable[[], bool] | None = None) -> Autoencoder:
+    """Load a VAE from a file, a folder, a Hugging Face id or an MNIST checkpoint.
+
+    ``halves`` names what the caller needs: a source that lacks one of them (a tiny decoder without
+    its encoder file) fails with a sentence naming what is missing.
+    """
     prepared = prepare_source(source, family=family, subfolder=subfolder, progress=progress, should_stop=should_stop)
-    return build_vae(prepared, device=device, dtype=dtype)
+    return build_vae(prepared, device=device, dtype=dtype, halves=halves)
 
 
-def build_vae(prepared: PreparedVae, *, device: str | None = None, dtype: str | None = None):
-    if prepared.mnist is not None:
-        from vaestudio.core.mnist.adapter import MnistVae
-
-        return MnistVae.from_checkpoint(prepared.mnist, prepared.info, device=pick_device(device))
-    from diffusers import AutoencoderKL
-    from diffusers.utils import logging as diffusers_logging
-
-    diffusers_logging.set_verbosity_error()  # its dtype-cast advice does not apply to a plain VAE
-    config = dict(prepared.config)
-    config.update(scaling_factor=prepared.info.scaling_factor, shift_factor=prepared.info.shift_factor or None)
-    label = prepared.info.source
-    try:
-        with torch.device("meta"):
-            model = AutoencoderKL.from_config(config)
-        result = model.load_state_dict(prepared.tensors, strict=False, assign=True)
-    except (RuntimeError, ValueError, TypeError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise VaeLoadError(f"the weights do not fit a Stable Diffusion VAE ({msg[:160]})", label) from None
-    if result.missing_keys:
-        raise VaeLoadError(
-            f"the VAE is incomplete: {len(result.missing_keys)} weights are missing (e.g. {result.missing_keys[0]})", label)
-    if result.unexpected_keys:
-        raise VaeLoadError(
-            f"the file has {len(result.unexpected_keys)} weights this VAE layout does not use "
-            f"(e.g. {result.unexpected_keys[0]})", label)
-    model = model.float()
-    return SdVae(model, prepared.info, prepared.family, device=pick_device(device), dtype=dtype)
+def build_vae(prepared: PreparedVae, *, device: str | None = None, dtype: str | None = None,
+              halves: tuple[str, ...] = BOTH_HALVES) -> Autoencoder:
+    arch = get_architecture(prepared.architecture)
+    missing = [h for h in halves if h not in prepared.info.halves]
+    if missing:
+        hint = prepared.extra.get("missing_hint", "")
+        raise VaeLoadError(f"has no {missing[0]}{hint}", prepared.info.source)
+    return arch.build(prepared, device=pick_device(device), dtype=dtype, halves=halves)
 
 
 # -- files ------------------------------------------------------------------------------------
 
 def _prepare_file(path: Path, label: str) -> PreparedVae:
     wf = read_weight_file(path)
-    if wf.metadata.get("vaestudio") == "mnist-vae":
-        from vaestudio.core.mnist.adapter import prepare_mnist_checkpoint
-
-        return prepare_mnist_checkpoint(path, wf, label)
-    return _prepare_tensors(wf, label, fmt=wf.format, name=path.name)
-
-
-def _prepare_tensors(wf: WeightFile, label: str, *, fmt: str, name: str, config: dict | None = None) -> PreparedVae:
-    extracted = extract_vae(wf.tensors, label)
-    tensors = extracted.tensors
-    if extracted.layout == "ldm":
-        tensors = ldm_to_diffusers(tensors)
-    else:
-        tensors = modernize_attention_names(tensors)
-    _check_finite(tensors, label)
-    inferred = infer_config(tensors, label)
-    if config is not None:
-        for key in ("latent_channels", "block_out_channels", "layers_per_block"):
-            if key in config and list(_aslist(config[key])) != list(_aslist(inferred[key])):
-                raise VaeLoadError(
-                    f"config.json says {key}={config[key]} but the weights have {inferred[key]}", label)
-        merged = {k: v for k, v in config.items() if not k.startswith("_")}
-        merged.update({k: inferred[k] for k in ("use_quant_conv", "use_post_quant_conv")})
-    else:
-        merged = inferred
-    dtype_counts = Counter(str(t.dtype).replace("torch.", "") for t in tensors.values())
-    notes = list(wf.notes)
-    if wf.dropped:
-        notes.append(f"non-tensor entries ignored: {', '.join(wf.dropped[:6])}")
-    cfg_scale = config.get("scaling_factor") if config else None
-    guess = guess_family(inferred["latent_channels"], config_scaling=cfg_scale, metadata=wf.metadata, name=name)
-    info = VaeInfo(
-        source=label,
-        format=fmt,
-        key_layout=extracted.layout,
-        family=guess.family.name,
-        family_guessed=guess.guessed,
-        family_reason=guess.reason,
-        latent_channels=inferred["latent_channels"],
-        scaling_factor=guess.family.scaling_factor,
-        shift_factor=guess.family.shift_factor,
-        parameters=sum(t.numel() for t in tensors.values()),
-        dtype=dtype_counts.most_common(1)[0][0],
-        downscale=2 ** (len(inferred["block_out_channels"]) - 1),
-        ignored_keys=extracted.ignored_summary(),
-        notes=notes,
-        force_upcast=bool((config or {}).get("force_upcast", True)),
-    )
-    if config is not None and cfg_scale is not None:
-        info.scaling_factor = float(cfg_scale)
-        info.shift_factor = float(config.get("shift_factor") or 0.0)
-    return PreparedVae(tensors, merged, info, guess.family)
+    arch = recognise(wf, path)
+    if arch is None:
+        raise VaeLoadError(not_a_vae_reason(wf.tensors), label)
+    return arch.prepare_file(path, wf, label)
 
 
-def _aslist(v):
-    return v if isinstance(v, (list, tuple)) else [v]
-
-
-def _check_finite(tensors: dict[str, torch.Tensor], label: str) -> None:
-    bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-    if bad:
-        raise VaeLoadError(f"refused: {len(bad)} weight tensors contain NaN or Inf (e.g. {bad[0]})", label)
+def not_a_vae_reason(sd: dict[str, torch.Tensor]) -> str:
+    """One sentence on what a state dict that no architecture claims holds instead."""
+    keys = list(sd)
+    low = [k.lower() for k in keys]
+    n = len(keys)
+    if any("lora" in k for k in low) or any(k.endswith((".alpha", "lokr_w1", "hada_w1_a")) for k in low):
+        return f"is a LoRA ({n} tensors), not a VAE"
+    if any(k.startswith("decoder.") for k in keys) and not any(k.startswith("encoder.") for k in keys):
+        return "holds only a decoder (e.g. a decoder-only file); a full VAE needs the encoder too"
+    if any(
+        s in k
+        for k in keys
+        for s in ("model.diffusion_model.", "input_blocks.", "time_embedding.", "time_embed.", "down_blocks.0.attentions")
+    ):
+        return "is a UNet / diffusion model without a VAE"
+    if any(s in k for k in keys for s in ("text_model.", "cond_stage_model.", "conditioner.", "transformer.resblocks", "text_projection")):
+        return "is a text encoder, not a VAE"
+    example = keys[0] if keys else "none"
+    return f"no VAE weights found ({n} tensors, e.g. '{example}')"
 
 
 # -- folders ----------------------------------------------------------------------------------
@@ -211,6 +140,9 @@ def _prepare_folder(folder: Path, label: str, fmt: str = "diffusers-folder") -> 
         folder = folder / "vae"
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
+        for arch in architectures():
+            if arch.claims_folder(folder):
+                return arch.prepare_folder(folder, None, label, "folder")
         weights = [p.name for p in folder.iterdir() if p.suffix.lower() in WEIGHT_SUFFIXES] if folder.is_dir() else []
         hint = f" (it holds {weights[0]}: pick that file instead)" if weights else ""
         raise VaeLoadError(f"the folder has no config.json, so it is not a diffusers model folder{hint}", label)
@@ -223,13 +155,20 @@ def _prepare_folder(folder: Path, label: str, fmt: str = "diffusers-folder") -> 
     if not isinstance(config, dict):
         raise VaeLoadError("config.json is not a JSON object", label)
     cls = config.get("_class_name")
-    if cls not in SUPPORTED_CLASSES:
-        raise VaeLoadError(f"config.json describes a {cls}, not an AutoencoderKL VAE", label)
+    arch = for_config_class(cls)
+    if arch is None:
+        known = sorted({c for a in architectures() for c in a.config_classes} - {"AutoencoderKL"})
+        raise VaeLoadError(f"config.json describes a {cls}, not an AutoencoderKL or another VAE vaestudio knows "
+                           f"({', '.join(known)})", label)
+    return arch.prepare_folder(folder, config, label, fmt)
+
+
+def read_folder_weights(folder: Path, label: str) -> WeightFile:
+    """The weights file of a diffusers model folder."""
     weights = next((folder / n for n in FOLDER_WEIGHT_NAMES if (folder / n).is_file()), None)
     if weights is None:
         raise VaeLoadError("the folder has a config.json but no weights file (diffusion_pytorch_model.safetensors)", label)
-    wf = read_weight_file(weights)
-    return _prepare_tensors(wf, label, fmt=fmt, name=str(folder), config=config)
+    return read_weight_file(weights)
 
 
 # -- the Hugging Face hub ---------------------------------------------------------------------

@@ -21,7 +21,6 @@ import torch
 
 from vaestudio.core.errors import UnsafeFileError, VaeLoadError
 
-WEIGHT_SUFFIXES = {".safetensors", ".ckpt", ".pt", ".pth", ".bin"}
 #: A safetensors header larger than this is not a real model header.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 _SAFETENSORS_DTYPE_SIZES = {
@@ -220,6 +219,13 @@ def _unwrap(obj: object, path: Path) -> WeightFile:
     if not tensors:
         raise VaeLoadError("the checkpoint holds no tensors", path)
     return WeightFile(tensors, "pickle", {}, notes, dropped)
+
+
+def check_finite(tensors: dict[str, torch.Tensor], label: str) -> None:
+    """Refuse weights with NaN or Inf: they would only ever decode to garbage."""
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise VaeLoadError(f"refused: {len(bad)} weight tensors contain NaN or Inf (e.g. {bad[0]})", label)
 
 
 def _first_line(exc: BaseException) -> str:

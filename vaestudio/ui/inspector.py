@@ -89,7 +89,7 @@ class InspectorTab(QWidget):
         self.image = None
         self.enc = None
         self.original: np.ndarray | None = None
-        self.result: jobs.DecodeResult | None = None
+        self.result = None  # the last Reconstruction shown
         self.cache: OrderedDict = OrderedDict()
 
         self.prev_btn.clicked.connect(lambda: self.step(-1))
@@ -97,7 +97,7 @@ class InspectorTab(QWidget):
         self.cancel_btn.clicked.connect(self.cancel)
         self.noise.changed.connect(self.request_preview)
         self.noise.settled.connect(self.request_decode)
-        self.latents.ablation_requested.connect(lambda c, f: self.request_decode(ablate=(c, f)))
+        self.latents.ablation_requested.connect(self._ablate)
         self.vae_panel.family_changed.connect(self.set_family)
         self.vae_panel.cancel.connect(lambda: self.runner.cancel("vae"))
         self.vae_panel.clear_b.connect(self.clear_b)
@@ -146,18 +146,18 @@ class InspectorTab(QWidget):
             self.request_encode()
 
     def _show_vae_info(self) -> None:
-        from vaestudio.core.vae import dtype_name
+        from vaestudio.core.autoencoder import dtype_name
 
         v = self.vae
         self.vae_panel.show_info(v.info.to_dict(), str(v.device), dtype_name(v.dtype))
 
     def set_family(self, name: str) -> None:
-        if self.vae is None or not name or self.vae.kind != "sd":
+        if self.vae is None or not name:
             return
         from vaestudio.core.families import get_family
 
         fam = get_family(name)
-        if fam.latent_channels != self.vae.info.latent_channels:
+        if fam not in self.vae.family_choices():
             self.error.emit(f"{fam.label} VAEs have {fam.latent_channels} latent channels; this one has "
                             f"{self.vae.info.latent_channels}")
             self._show_vae_info()
@@ -217,7 +217,7 @@ class InspectorTab(QWidget):
             self.compare.set_diff(None)
             self.compare.set_recon_b(None)
             self.latents.set_latent(None)
-            for note in image.notices:
+            for note in image.notes:
                 self.message.emit(note)
             if self.vae is not None:
                 self.request_encode()
@@ -244,11 +244,12 @@ class InspectorTab(QWidget):
                           on_progress=self._progress, on_cancel=lambda: self.message.emit("Cancelled"))
 
     def _encoded(self, result, key=None) -> None:
-        enc, original = result
+        enc, original = result.result, result.original
         if key is not None:
             self.cache[key] = result
             while len(self.cache) > ENCODE_CACHE_SIZE:
                 self.cache.popitem(last=False)
+        self.encoded = result
         self.enc, self.original = enc, original
         if original.shape != self.image.pixels.shape:  # e.g. the 28x28 digit an MNIST VAE sees
             self.compare.set_original(original)
@@ -261,7 +262,7 @@ class InspectorTab(QWidget):
             "Latent shape": " x ".join(map(str, lat.shape)),
             "Compression": f"{original.size / max(1, lat.size):.0f}x fewer values",
         }
-        for note in enc.notices:
+        for note in result.notes:
             self.message.emit(note)
         self.request_decode()
 
@@ -270,7 +271,7 @@ class InspectorTab(QWidget):
         if self.enc is None:
             return
         noise = self.noise.params()
-        if not noise:
+        if noise is None:
             self.noise.snr.setText("SNR: -")
             return
         self.runner.start("preview", jobs.preview_job, self.vae, self.enc.latent, noise,
@@ -280,36 +281,43 @@ class InspectorTab(QWidget):
         self.noise.snr.setText(f"SNR: {res.snr_db:.1f} dB" if res.snr_db is not None else "SNR: -")
         if res.preview is not None:
             h, w = self.original.shape[:2]
-            up = np.kron(res.preview, np.ones((self.vae.downscale, self.vae.downscale, 1), np.float32))[:h, :w]
-            self.compare.set_recon(up, "Preview (latent-to-RGB, decoding ...)")
+            f = -(-h // res.preview.shape[0])
+            up = np.kron(res.preview, np.ones((f, f, 1), np.float32))[:h, :w]
+            if up.shape[:2] == (h, w):
+                self.compare.set_recon(up, "Preview (latent-to-RGB, decoding ...)")
 
-    def request_decode(self, ablate: tuple[int, float] | None = None) -> None:
+    def _ablate(self, channel: int, factor: float) -> None:
+        from vaestudio.core.pipeline import Ablation
+
+        self.request_decode(Ablation(channel, factor))
+
+    def request_decode(self, ablation=None) -> None:
         if self.enc is None:
             return
         noise = self.noise.params()
         self.message.emit("Decoding ...")
-        self.runner.start("decode", jobs.decode_job, self.vae, self.enc, self.original, noise, self.prefs.tile,
-                          ablate, on_result=self._decoded, on_error=self.error.emit, on_progress=self._progress,
+        self.runner.start("decode", jobs.decode_job, self.vae, self.encoded, noise, self.prefs.tile,
+                          ablation, on_result=self._decoded, on_error=self.error.emit, on_progress=self._progress,
                           on_cancel=lambda: self.message.emit("Cancelled"))
 
-    def _decoded(self, res: jobs.DecodeResult) -> None:
+    def _decoded(self, res) -> None:
         self.result = res
-        self.compare.set_recon(res.recon, res.label)
+        self.compare.set_recon(res.decoded, res.label)
         self.compare.set_diff(res.diff_rgb)
         m = res.metrics
         vals = dict(getattr(self, "_metrics_base", {}))
-        psnr = m["psnr"]
+        psnr = m.psnr
         vals.update({
             "PSNR": "inf" if psnr == float("inf") else f"{psnr:.2f} dB",
-            "SSIM": f"{m['ssim']:.4f}",
-            "MAE": f"{m['mae']:.4f}",
-            "Colour shift (R, G, B)": ", ".join(f"{v:+.4f}" for v in m["color_shift"]),
+            "SSIM": f"{m.ssim:.4f}",
+            "MAE": f"{m.mae:.4f}",
+            "Colour shift (R, G, B)": ", ".join(f"{v:+.4f}" for v in m.color_shift),
             "Decode": _fmt_s(res.decode_s),
             "B: PSNR / SSIM": self.metrics.text("B: PSNR / SSIM"),
         })
         self.metrics.set_values(vals)
-        if res.snr_db is not None:
-            self.noise.snr.setText(f"SNR: {res.snr_db:.1f} dB")
+        if res.noise is not None:
+            self.noise.snr.setText(f"SNR: {res.noise.snr_db:.1f} dB")
         self.message.emit(f"PSNR {vals['PSNR']}, SSIM {vals['SSIM']}")
 
     def request_b(self) -> None:
@@ -317,7 +325,7 @@ class InspectorTab(QWidget):
             return
 
         def done(rec) -> None:
-            self.compare.set_recon_b(rec.recon, f"B: {Path(self.vae_b.info.source).name}")
+            self.compare.set_recon_b(rec.decoded, f"B: {Path(self.vae_b.info.source).name}")
             self.metrics.labels["B: PSNR / SSIM"].setText(f"{rec.metrics.psnr:.2f} dB / {rec.metrics.ssim:.4f}")
 
         self.runner.start("b", jobs.reconstruct_job, self.vae_b, self.image, self.prefs.tile, on_result=done,

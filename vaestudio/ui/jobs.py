@@ -13,20 +13,9 @@ import numpy as np
 
 
 @dataclass
-class DecodeResult:
-    recon: np.ndarray
-    diff_rgb: np.ndarray
-    metrics: dict
-    decode_s: float
-    snr_db: float | None
-    label: str
-
-
-@dataclass
 class PreviewResult:
     preview: np.ndarray | None
     snr_db: float | None
-    latent: np.ndarray
 
 
 def load_vae_job(source, family, prefs, *, progress, should_stop):
@@ -46,58 +35,33 @@ def load_image_job(source, *, progress, should_stop):
 
 
 def encode_job(vae, image, tile, *, progress, should_stop):
-    from vaestudio.core.pipeline import vae_input
+    from vaestudio.core.pipeline import encode_image
 
-    enc = vae.encode(image.pixels, tile=tile, progress=progress, should_stop=should_stop)
-    return enc, vae_input(vae, image.pixels)
+    return encode_image(vae, image.pixels, tile=tile, progress=progress, should_stop=should_stop)
 
 
-def _noised(vae, latent, noise: dict):
+def preview_job(vae, latent, noise, *, progress, should_stop) -> PreviewResult:
+    from vaestudio.core.analysis import latent_preview
     from vaestudio.core.noise import add_noise
 
-    if not noise:
-        return latent, None
-    kw = {k: v for k, v in noise.items() if k in ("strength", "timestep")}
-    if "timestep" in kw:
-        kw["timestep"] = min(kw["timestep"], vae.family.max_timestep)
-    res = add_noise(latent, vae.family, seed=noise.get("seed", 0), **kw)
-    return res.latent, res.snr_db
+    noised = add_noise(latent, vae.family, spec=noise)
+    return PreviewResult(latent_preview(noised.latent, vae.family.name), noised.snr_db)
 
 
-def preview_job(vae, latent, noise: dict, *, progress, should_stop) -> PreviewResult:
-    from vaestudio.core.analysis import latent_preview
+def decode_job(vae, encoded, noise, tile, ablation=None, *, progress, should_stop):
+    from vaestudio.core.pipeline import decode_latent
 
-    z, snr = _noised(vae, latent, noise)
-    return PreviewResult(latent_preview(z, vae.family.name), snr, z.numpy())
-
-
-def decode_job(vae, enc, original: np.ndarray, noise: dict, tile, ablate: tuple[int, float] | None = None, *,
-               progress, should_stop) -> DecodeResult:
-    import time
-
-    from vaestudio.core.metrics import colorize, compute_metrics, difference_map
-
-    z, snr = _noised(vae, enc.latent, noise)
-    label = "Reconstruction"
-    if noise:
-        label = "Noised: " + ", ".join(f"{k} {v:.3g}" for k, v in noise.items() if k != "seed")
-    if ablate is not None:
-        ch, factor = ablate
-        z = z.clone()
-        z[ch] *= factor
-        label += f" (channel {ch} x {factor:g})"
-    t0 = time.perf_counter()
-    recon = vae.decode(z, enc.height, enc.width, tile=tile, progress=progress, should_stop=should_stop)
-    dt = time.perf_counter() - t0
-    m = compute_metrics(original, recon)
-    return DecodeResult(recon, colorize(difference_map(original, recon)), m.to_dict(), dt, snr, label)
+    rec = decode_latent(vae, encoded, noise=noise, ablation=ablation, tile=tile, progress=progress,
+                        should_stop=should_stop)
+    rec.diff_rgb  # noqa: B018 - computed here, not on the UI thread
+    return rec
 
 
-def reconstruct_job(vae, image, tile, *, progress, should_stop):
+def reconstruct_job(vae, image, tile, noise=None, *, progress, should_stop):
     """For the B side of an A/B comparison: the core's whole round trip."""
     from vaestudio.core.pipeline import reconstruct
 
-    return reconstruct(vae, image, tile=tile, progress=progress, should_stop=should_stop)
+    return reconstruct(vae, image, noise=noise, tile=tile, progress=progress, should_stop=should_stop)
 
 
 def save_latents_job(latent, path, metadata: dict, *, progress, should_stop):

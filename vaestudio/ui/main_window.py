@@ -11,6 +11,7 @@ from PySide6.QtGui import QAction, QGuiApplication, QIcon, QImage, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget
 
 from vaestudio import __version__
+from vaestudio.core.filetypes import WEIGHT_SUFFIXES
 from vaestudio.ui.inspector import InspectorTab
 from vaestudio.ui.jobs import save_latents_job
 from vaestudio.ui.settings import PreferencesDialog, Store
@@ -192,7 +193,7 @@ class MainWindow(QMainWindow):
     def dropEvent(self, event) -> None:  # noqa: N802 - Qt API
         md = event.mimeData()
         paths = [u.toLocalFile() for u in md.urls() if u.isLocalFile()]
-        weights = [p for p in paths if Path(p).suffix.lower() in {".safetensors", ".ckpt", ".pt", ".pth", ".bin"}]
+        weights = [p for p in paths if Path(p).suffix.lower() in WEIGHT_SUFFIXES]
         images = [p for p in paths if p not in weights and not Path(p).is_dir()]
         folders = [p for p in paths if Path(p).is_dir()]
         if weights or folders:  # a dropped weight file or model folder becomes the VAE
@@ -235,11 +236,11 @@ class MainWindow(QMainWindow):
                                   on_error=self.show_error)
                 return
             if what == "recon":
-                img = ins.result.recon
+                img = ins.result.decoded
             elif what == "diff":
                 img = ins.result.diff_rgb
             elif what == "strip":
-                img = np.concatenate([ins.original, ins.result.recon, ins.result.diff_rgb], axis=1)
+                img = np.concatenate([ins.original, ins.result.decoded, ins.result.diff_rgb], axis=1)
             else:
                 img = self._heatmap_sheet()
             save_png(img, path)
@@ -265,7 +266,7 @@ class MainWindow(QMainWindow):
 
     def copy_image(self) -> None:
         if self.inspector.result is not None:
-            QGuiApplication.clipboard().setImage(to_qimage(self.inspector.result.recon))
+            QGuiApplication.clipboard().setImage(to_qimage(self.inspector.result.decoded))
             self.statusBar().showMessage("Reconstruction copied to the clipboard", 5000)
 
     # -- misc ---------------------------------------------------------------------------------

@@ -187,11 +187,12 @@ class NoisePanel(QGroupBox):
         v = self.slider.value() / 1000.0
         return 2.0 * v if self.mode() == "strength" else round(v * self.max_timestep)
 
-    def params(self) -> dict:
+    def params(self):
+        """The noise as a NoiseSpec, or None when off."""
+        from vaestudio.core.noise import NoiseSpec
+
         m = self.mode()
-        if m == "off":
-            return {}
-        return {"strength" if m == "strength" else "timestep": self.value(), "seed": self.seed.value()}
+        return None if m == "off" else NoiseSpec(m, self.value(), self.seed.value())
 
     def _moved(self) -> None:
         m = self.mode()

@@ -470,13 +470,13 @@ class TrainingTab(QWidget):
         """The latest trained weights as an inspector VAE (a copy: training can go on)."""
         if self.trainer is None:
             return None
-        from vaestudio.core.mnist.adapter import MnistVae
+        from vaestudio.core.archs.mnist import MnistVae
         from vaestudio.core.mnist.model import make_model
 
         c = self.trainer.config
         model = make_model(c.arch, c.hidden_dim, c.latent_dim)
         model.load_state_dict(self.snapshot or self.trainer.model.state_dict())
-        return MnistVae.from_model(model, f"MNIST VAE (studio, {c.arch} {c.hidden_dim}-{c.latent_dim})")
+        return MnistVae.from_trained(model, f"MNIST VAE (studio, {c.arch} {c.hidden_dim}-{c.latent_dim})")
 
     # -- latent exploration ---------------------------------------------------------------------
     def _decode_strip(self, z) -> None:

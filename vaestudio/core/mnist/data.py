@@ -142,11 +142,17 @@ def load_idx_folder(folder: str | os.PathLike, *, holdout_fraction: float = 0.2,
                    f"images 0-{cut - 1} train, {cut}-{len(x) - 1} held out")
 
 
+def as_digit(grey: np.ndarray) -> tuple[np.ndarray, bool]:
+    """A grey 28x28 image as MNIST digits are: light on a dark background. Returns (digit, inverted)."""
+    inverted = bool(grey.mean() > 0.5)
+    return (1.0 - grey if inverted else grey), inverted
+
+
 def load_image_folder(folder: str | os.PathLike, *, holdout_fraction: float = 0.2) -> Dataset:
     """Any folder of images as a dataset: grey, resized to 28x28; sub-folder names become labels."""
     from PIL import Image
 
-    from vaestudio.core.images import IMAGE_SUFFIXES
+    from vaestudio.core.filetypes import IMAGE_SUFFIXES
 
     folder = Path(folder)
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -160,9 +166,7 @@ def load_image_folder(folder: str | os.PathLike, *, holdout_fraction: float = 0.
                 g = np.asarray(im.convert("L").resize((28, 28), Image.Resampling.BILINEAR), np.float32) / 255.0
         except (OSError, ValueError, Image.DecompressionBombError):
             continue
-        if g.mean() > 0.5:  # MNIST digits are light on dark
-            g = 1.0 - g
-        xs.append(g.reshape(784))
+        xs.append(as_digit(g)[0].reshape(784))
         label = p.parent.name if p.parent != folder else ""
         ys.append(int(label) if label.isdigit() else -1)
     if len(xs) < 2:

@@ -6,8 +6,12 @@ import argparse
 import json
 import sys
 
+from vaestudio.cli.common import usage
 
-def add_train_parser(sub) -> None:
+ORDER = 40
+
+
+def add_parser(sub) -> None:
     t = sub.add_parser("train-mnist", help="train the classic MNIST VAE (784-400-20, BCE + KL, Adam)")
     t.add_argument("--data", default=None, metavar="DIR",
                    help="folder with the IDX files (default: $VAESTUDIO_DATA or the user cache folder)")
@@ -27,15 +31,15 @@ def add_train_parser(sub) -> None:
     t.add_argument("--resume", default=None, metavar="CKPT", help="continue from a checkpoint")
     t.add_argument("--device", default="cpu")
     t.add_argument("--json", action="store_true", help="one JSON record per epoch")
+    t.set_defaults(handler=run)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from vaestudio.core.mnist.data import load_dataset
     from vaestudio.core.mnist.train import EpochRecord, StopRecord, TrainConfig, Trainer
 
     if not 0 < args.holdout_fraction < 1:
-        print("vaestudio: error: --holdout-fraction must be between 0 and 1", file=sys.stderr)
-        return 2
+        return usage("--holdout-fraction must be between 0 and 1")
 
     def show_download(name: str, done: int, total: int | None) -> None:
         if not args.json and total:
@@ -60,8 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         try:
             config.validate()
         except ValueError as exc:
-            print(f"vaestudio: error: {exc}", file=sys.stderr)
-            return 2
+            return usage(str(exc))
         trainer = Trainer(config, data.train_x, data.heldout_x, device=args.device)
     if not args.json:
         print(f"{data.name}: {len(data.train_x)} training images, {len(data.heldout_x)} held out ({data.split})",

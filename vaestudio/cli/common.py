@@ -1,0 +1,76 @@
+"""What the commands share: error lines and exit codes, VAE options, loading, result rows."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import traceback
+
+EXIT_OK, EXIT_OTHER, EXIT_USAGE, EXIT_IMAGE = 0, 1, 2, 3
+
+
+def finite(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else round(float(x), 6)
+
+
+def err(path: object, reason: object) -> None:
+    print(f"error: {path}: {reason}" if path else f"error: {reason}", file=sys.stderr, flush=True)
+
+
+def report(exc: BaseException, debug: bool, fallback_path: object = None) -> int:
+    """Print one error line (a traceback too under --debug); return the exit code it stands for."""
+    from vaestudio.core.errors import VaeStudioError
+
+    if debug:
+        traceback.print_exception(exc)
+    if isinstance(exc, VaeStudioError):
+        err(exc.path or fallback_path, exc.reason)
+        return exc.exit_code
+    err(fallback_path, f"{type(exc).__name__}: {exc}".strip())
+    return EXIT_OTHER
+
+
+def usage(msg: str) -> int:
+    print(f"vaestudio: error: {msg}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def family_help() -> str:
+    from vaestudio.core.families import FAMILIES
+
+    return "override the detected family: " + ", ".join(n for n in FAMILIES if n != "mnist")
+
+
+def add_vae_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    p.add_argument("--family", default=None, help=family_help())
+    p.add_argument("--tile", default="auto", choices=["auto", "on", "off"], help="tiled encode/decode")
+
+
+def add_size_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--size", type=int, default=None, metavar="N", help="resize so the longer side is N pixels")
+
+
+def check_size(args) -> None:
+    if args.size is not None and args.size < 8:
+        raise SystemExit(usage("--size must be at least 8"))
+
+
+def load(args, source: str):
+    """Load a VAE as the command's options say; download progress goes to stderr."""
+    from vaestudio.core.sources import load_vae
+
+    def show(p) -> None:  # never mixed into --json output on stdout
+        if p.total and sys.stderr.isatty():
+            print(f"\rdownloading {p.filename}: {100 * p.done // p.total}% of {p.total / 1e6:.0f} MB",
+                  end="" if p.done < p.total else "\n", file=sys.stderr, flush=True)
+
+    return load_vae(source, family=args.family, device=args.device, dtype=args.dtype, progress=show)
+
+
+def metric_fields(m) -> dict:
+    """A reconstruction's metrics as flat JSON/CSV fields."""
+    return {"psnr": finite(m.psnr), "ssim": finite(m.ssim), "mae": finite(m.mae),
+            "color_shift": [finite(v) for v in m.color_shift], "lpips": m.lpips, "lpips_status": m.lpips_status}

@@ -1,0 +1,110 @@
+"""``vaestudio reconstruct``: encode and decode images, write reconstructions and difference maps."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+from vaestudio.cli.common import (
+    EXIT_OK,
+    EXIT_OTHER,
+    add_size_option,
+    add_vae_options,
+    check_size,
+    err,
+    finite,
+    load,
+    metric_fields,
+    report,
+    usage,
+)
+
+ORDER = 10
+
+
+def add_parser(sub) -> None:
+    r = sub.add_parser("reconstruct", help="encode and decode images, write reconstructions and difference maps")
+    r.add_argument("images", nargs="+", metavar="IMAGE")
+    r.add_argument("--vae", required=True, metavar="SOURCE",
+                   help="weight file, diffusers folder, or Hugging Face id (org/name[/subfolder])")
+    r.add_argument("--out", default=".", metavar="DIR", help="output folder (default: current folder)")
+    add_size_option(r)
+    grp = r.add_mutually_exclusive_group()
+    grp.add_argument("--noise", type=float, default=None, metavar="S", help="add noise of strength S to the latent")
+    grp.add_argument("--timestep", type=float, default=None, metavar="T", help="noise the latent to diffusion timestep T")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--sample", action="store_true", help="sample the latent instead of taking its mean")
+    r.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    add_vae_options(r)
+    r.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from vaestudio.core.autoencoder import dtype_name
+    from vaestudio.core.images import list_images, load_image, save_png
+    from vaestudio.core.noise import NoiseSpec
+    from vaestudio.core.pipeline import reconstruct
+
+    check_size(args)
+    try:
+        vae = load(args, args.vae)
+    except Exception as exc:  # noqa: BLE001
+        return report(exc, args.debug, args.vae)
+    if args.timestep is not None and not 0 <= args.timestep <= vae.family.max_timestep:
+        return usage(f"--timestep must be between 0 and {vae.family.max_timestep} for {vae.family.name}")
+    if args.noise is not None and (args.noise < 0 or not math.isfinite(args.noise)):
+        return usage("--noise must be a finite number >= 0")
+    noise = None
+    if args.noise is not None:
+        noise = NoiseSpec("strength", args.noise, args.seed)
+    elif args.timestep is not None:
+        noise = NoiseSpec("timestep", args.timestep, args.seed)
+    out_dir = Path(args.out)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        err(out_dir, f"cannot create the output folder ({exc.strerror})")
+        return EXIT_OTHER
+    code = EXIT_OK
+    for path in list_images(args.images):
+        try:
+            image = load_image(path, size=args.size)
+            rec = reconstruct(vae, image, noise=noise, seed=args.seed, sample=args.sample, tile=args.tile)
+            recon_path = save_png(rec.decoded, out_dir / f"{image.name}_recon.png")
+            diff_path = save_png(rec.diff_rgb, out_dir / f"{image.name}_diff.png")
+        except Exception as exc:  # noqa: BLE001 - report and go on with the rest of the batch
+            code = max(code, report(exc, args.debug, path))
+            continue
+        for note in rec.notes:
+            print(f"note: {path}: {note}", file=sys.stderr)
+        record = {
+            "image": str(path),
+            "width": image.width,
+            "height": image.height,
+            "latent_shape": list(rec.encoded.raw.shape),
+            **metric_fields(rec.metrics),
+            "encode_s": round(rec.encode_s, 4),
+            "decode_s": round(rec.decode_s, 4),
+            "device": str(vae.device),
+            "dtype": dtype_name(vae.dtype),
+            "architecture": vae.info.architecture,
+            "family": vae.info.family,
+            "family_guessed": vae.info.family_guessed,
+            "tiled": rec.encoded.tiled,
+            "output": str(recon_path),
+            "diff": str(diff_path),
+        }
+        if rec.noise is not None:
+            record.update(noise_mode=rec.noise.mode, noise_value=rec.noise.value, seed=args.seed,
+                          snr=finite(rec.noise.snr), snr_db=finite(rec.noise.snr_db))
+        if args.json:
+            print(json.dumps(record), flush=True)
+        else:
+            m = rec.metrics
+            extra = f"  SNR {record['snr_db']} dB" if rec.noise is not None else ""
+            print(f"{path}: {image.width}x{image.height} latent {tuple(record['latent_shape'])}  "
+                  f"PSNR {m.psnr:.2f} dB  SSIM {m.ssim:.4f}  encode {rec.encode_s:.2f}s decode {rec.decode_s:.2f}s"
+                  f"{extra}  -> {recon_path}", flush=True)
+    return code

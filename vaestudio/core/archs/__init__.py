@@ -1,0 +1,1 @@
+"""One module per VAE architecture; each defines ``ARCHITECTURE`` (see ``vaestudio.core.registry``)."""

@@ -1,0 +1,156 @@
+"""vaestudio's own MNIST VAE (trained in the studio or by ``train-mnist``) as an inspector VAE.
+
+Any image becomes a 28x28 grey digit (light on dark, as MNIST digits are), its latent is a vector,
+and the decoder draws a digit back. A checkpoint is recognised by its ``vaestudio: mnist-vae``
+metadata.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vaestudio.core.autoencoder import EncodeResult, VaeInfo
+from vaestudio.core.errors import VaeLoadError
+from vaestudio.core.families import FAMILIES, Family
+from vaestudio.core.registry import Architecture, PreparedVae
+from vaestudio.core.weights import WeightFile, check_finite
+
+
+def _info(source: str, fmt: str, reason: str, latent_dim: int, parameters: int, notes: list[str]) -> VaeInfo:
+    return VaeInfo(source=source, format=fmt, key_layout="mnist", architecture="mnist", family="mnist",
+                   family_guessed=False, family_reason=reason, latent_channels=latent_dim, downscale=1,
+                   scaling_factor=1.0, shift_factor=0.0, parameters=parameters, dtype="float32", notes=notes,
+                   force_upcast=False)
+
+
+class MnistVae:
+    """The inspector's view of an MNIST VAE: images become 28x28 grey digits, latents are vectors."""
+
+    architecture = "mnist"
+
+    def __init__(self, model: torch.nn.Module, info: VaeInfo, device: torch.device | None = None) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.info = info
+        self.family = FAMILIES["mnist"]
+        self.device = device or torch.device("cpu")
+        self.model.to(self.device)
+        self.dtype = torch.float32
+        self.notes: list[str] = []
+
+    @classmethod
+    def from_trained(cls, model: torch.nn.Module, name: str = "MNIST VAE (training studio)") -> MnistVae:
+        """A copy of a model being trained, so that training can go on."""
+        params = sum(p.numel() for p in model.parameters())
+        info = _info(name, "mnist", "trained in vaestudio", model.latent_dim, params, [])
+        return cls(copy.deepcopy(model).cpu(), info)
+
+    downscale = 1
+    can_encode = True
+    can_decode = True
+
+    def prepare_pixels(self, pixels: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Any RGB image to a 28x28 digit (grey, light on dark), shown as RGB."""
+        from vaestudio.core.mnist.data import as_digit
+
+        notes = []
+        grey = pixels.mean(axis=2)
+        if grey.shape != (28, 28):
+            grey = np.asarray(Image.fromarray(grey.astype(np.float32), mode="F").resize((28, 28), Image.Resampling.BILINEAR))
+            notes.append(f"resized from {pixels.shape[1]}x{pixels.shape[0]} to 28x28 for the MNIST VAE")
+        grey, inverted = as_digit(grey)
+        if inverted:
+            notes.append("inverted: MNIST digits are light on a dark background")
+        grey = np.clip(grey, 0.0, 1.0).astype(np.float32)
+        return np.repeat(grey[..., None], 3, axis=2), notes
+
+    def encode(self, pixels: np.ndarray, *, sample: bool = False, seed: int = 0, tile: str = "auto",
+               progress=None, should_stop=None) -> EncodeResult:
+        t0 = time.perf_counter()
+        digit, notes = self.prepare_pixels(pixels)
+        x = torch.from_numpy(digit[..., 0].reshape(1, 784)).to(self.device)
+        with torch.inference_mode():
+            mu, logvar = self.model.encode(x)
+            z = mu
+            if sample:
+                eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(seed))
+                z = mu + torch.exp(0.5 * logvar) * eps.to(self.device)
+        if progress is not None:
+            progress(1, 1)
+        z = z[0].float().cpu()
+        return EncodeResult(z, z, 28, 28, time.perf_counter() - t0, False, notes)
+
+    def decode(self, latent: torch.Tensor, height: int | None = None, width: int | None = None, *,
+               tile: str = "auto", progress=None, should_stop=None) -> np.ndarray:
+        with torch.inference_mode():
+            out = self.model.decode(latent.float().reshape(1, -1).to(self.device)).reshape(28, 28).cpu().numpy()
+        if progress is not None:
+            progress(1, 1)
+        return np.repeat(out[..., None], 3, axis=2).astype(np.float32)
+
+    def to_model(self, raw: torch.Tensor) -> torch.Tensor:
+        return raw
+
+    def from_model(self, latent: torch.Tensor) -> torch.Tensor:
+        return latent
+
+    def family_choices(self) -> list[Family]:
+        return [FAMILIES["mnist"]]
+
+    def set_family(self, family: Family) -> None:
+        if family.name != "mnist":
+            raise ValueError("an MNIST VAE has no Stable Diffusion family")
+
+    def close(self) -> None:
+        pass
+
+
+class MnistArchitecture(Architecture):
+    name = "mnist"
+    label = "MNIST VAE (vaestudio)"
+    order = 0
+    families = ("mnist",)
+    sources = (("vaestudio checkpoint", "a .safetensors file written by the MNIST studio or train-mnist"),)
+
+    def claims(self, wf: WeightFile, path: Path | None) -> bool:
+        from vaestudio.core.mnist.train import FORMAT_TAG
+
+        return wf.metadata.get("vaestudio") == FORMAT_TAG
+
+    def prepare_file(self, path: Path, wf: WeightFile, label: str) -> PreparedVae:
+        from vaestudio.core.mnist.train import TrainConfig
+
+        try:
+            config = TrainConfig(**json.loads(wf.metadata["config"]))
+        except (KeyError, TypeError, ValueError):
+            raise VaeLoadError("an MNIST checkpoint without a valid config record", label) from None
+        weights = {k[6:]: v for k, v in wf.tensors.items() if k.startswith("model.")}
+        check_finite(weights, label)
+        info = _info(label, "mnist", "vaestudio MNIST checkpoint", config.latent_dim,
+                     sum(t.numel() for t in weights.values()),
+                     [f"{config.arch} 784-{config.hidden_dim}-{config.latent_dim}, trained on {config.dataset}"])
+        return PreparedVae(self.name, weights, {}, info, FAMILIES["mnist"], extra={"train_config": config})
+
+    def build(self, prepared: PreparedVae, *, device, dtype, halves) -> MnistVae:
+        from vaestudio.core.mnist.model import make_model
+
+        config = prepared.extra["train_config"]
+        model = make_model(config.arch, config.hidden_dim, config.latent_dim)
+        try:
+            model.load_state_dict(prepared.tensors)
+        except RuntimeError as exc:
+            raise VaeLoadError(f"the checkpoint's weights do not fit its config ({str(exc).splitlines()[0]})",
+                               prepared.info.source) from None
+        return MnistVae(model, prepared.info, device)
+
+    def family_choices(self, info: VaeInfo) -> list[Family]:
+        return [FAMILIES["mnist"]]
+
+
+ARCHITECTURE = MnistArchitecture()
