@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
@@ -124,7 +124,21 @@ class Autoencoder(Protocol):
         """Decode a model-space latent to an (H, W, 3) float image in [0, 1]."""
         ...
 
-    def to_model(self, raw: torch.Tensor) -> torch.Tensor: ...
+    def encode_batch(self, x: torch.Tensor, *, sample: bool = False, seeds: Sequence[int] | None = None,
+                     tile: str = "auto", progress: Progress | None = None,
+                     should_stop: ShouldStop | None = None) -> tuple[torch.Tensor, bool]:
+        """Encode (N, 3, H, W) images in [0, 1] (sides a multiple of ``info.pad_multiple``) to raw
+        latents (N, C, h, w); returns them and whether tiles were used."""
+        ...
+
+    def decode_batch(self, latent: torch.Tensor, *, tile: str = "auto", progress: Progress | None = None,
+                     should_stop: ShouldStop | None = None) -> torch.Tensor:
+        """Decode model-space latents (N, ...) to (N, 3, H, W) images in [0, 1] (float32, CPU)."""
+        ...
+
+    def to_model(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw latent (..., C, h, w) to model space (leading batch dimensions allowed)."""
+        ...
 
     def from_model(self, latent: torch.Tensor) -> torch.Tensor: ...
 
@@ -374,6 +388,51 @@ class TorchAutoencoder:
                                  self.info.source)
 
     # -- the round trip ---------------------------------------------------------------------
+    def encode_batch(self, x: torch.Tensor, *, sample: bool = False, seeds: Sequence[int] | None = None,
+                     tile: str = "auto", progress: Progress | None = None,
+                     should_stop: ShouldStop | None = None) -> tuple[torch.Tensor, bool]:
+        """Encode (N, 3, H, W) images in [0, 1] to raw latents; see ``Autoencoder.encode_batch``.
+
+        With ``sample``, image i draws its sample with ``torch.Generator().manual_seed(seeds[i])``,
+        so results do not depend on how images are batched.
+        """
+        self._need("encoder")
+        lo, hi = self.input_range
+        if (lo, hi) != (0.0, 1.0):
+            x = x * (hi - lo) + lo
+        f = self.downscale
+        tk = {"tile": self.encode_tile, "overlap": self.tile_overlap, "up": 1, "down": f}
+        with torch.inference_mode():
+            out, tiled = self._apply(self._encode_tensor, x, tile_mode=tile, tiled_kwargs=tk, progress=progress,
+                                     should_stop=should_stop)
+        if not self.has_logvar:
+            if sample:
+                self.notes.append(f"{self.architecture} latents are deterministic; sampling has no effect")
+            return out, tiled
+        mean, logvar = out.chunk(2, dim=1)
+        if not sample:
+            return mean.contiguous(), tiled
+        std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+        seeds = list(seeds) if seeds is not None else [0] * len(mean)
+        eps = torch.stack([torch.randn(mean.shape[1:], generator=torch.Generator().manual_seed(int(s)),
+                                       dtype=mean.dtype) for s in seeds])
+        return (mean + std * eps).contiguous(), tiled
+
+    def decode_batch(self, latent: torch.Tensor, *, tile: str = "auto", progress: Progress | None = None,
+                     should_stop: ShouldStop | None = None) -> torch.Tensor:
+        """Decode model-space latents (N, ...) to (N, 3, H, W) images in [0, 1]."""
+        self._need("decoder")
+        z = self.from_model(latent.float())
+        f = self.downscale
+        tk = {"tile": self.encode_tile // f, "overlap": self.tile_overlap // f, "up": f, "down": 1}
+        with torch.inference_mode():
+            x, _ = self._apply(self._decode_tensor, z, tile_mode=tile, tiled_kwargs=tk, progress=progress,
+                               should_stop=should_stop)
+        lo, hi = self.input_range
+        if (lo, hi) != (0.0, 1.0):
+            x = (x - lo) / (hi - lo)
+        return x.clamp(0, 1)
+
     def encode(self, pixels: np.ndarray, *, sample: bool = False, seed: int = 0, tile: str = "auto",
                progress: Progress | None = None, should_stop: ShouldStop | None = None) -> EncodeResult:
         """Encode an (H, W, 3) float image in [0, 1] to its latent (see ``EncodeResult``)."""
@@ -381,28 +440,10 @@ class TorchAutoencoder:
         t0 = time.perf_counter()
         self.notes = []
         h, w = pixels.shape[:2]
-        lo, hi = self.input_range
         x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(2, 0, 1)[None]
-        if (lo, hi) != (0.0, 1.0):
-            x = x * (hi - lo) + lo
         x = pad_to_multiple(x, self.info.pad_multiple)
-        f = self.downscale
-        tk = {"tile": self.encode_tile, "overlap": self.tile_overlap, "up": 1, "down": f}
-        with torch.inference_mode():
-            out, tiled = self._apply(self._encode_tensor, x, tile_mode=tile, tiled_kwargs=tk, progress=progress,
+        z, tiled = self.encode_batch(x, sample=sample, seeds=[seed], tile=tile, progress=progress,
                                      should_stop=should_stop)
-        if self.has_logvar:
-            mean, logvar = out.chunk(2, dim=1)
-            if sample:
-                std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
-                eps = torch.randn(mean.shape, generator=torch.Generator().manual_seed(seed), dtype=mean.dtype)
-                z = mean + std * eps
-            else:
-                z = mean
-        else:
-            z = out
-            if sample:
-                self.notes.append(f"{self.architecture} latents are deterministic; --sample has no effect")
         raw = z[0].contiguous()
         return EncodeResult(self.to_model(raw).contiguous(), raw, h, w, time.perf_counter() - t0, tiled,
                             list(self.notes))
@@ -411,19 +452,10 @@ class TorchAutoencoder:
                tile: str = "auto", progress: Progress | None = None,
                should_stop: ShouldStop | None = None) -> np.ndarray:
         """Decode a model-space latent to an (H, W, 3) float image, cropped to (height, width)."""
-        self._need("decoder")
         self.notes = []
-        z = self.from_model(latent.float())[None]
-        f = self.downscale
-        tk = {"tile": self.encode_tile // f, "overlap": self.tile_overlap // f, "up": f, "down": 1}
-        with torch.inference_mode():
-            x, _ = self._apply(self._decode_tensor, z, tile_mode=tile, tiled_kwargs=tk, progress=progress,
-                               should_stop=should_stop)
+        x = self.decode_batch(latent[None], tile=tile, progress=progress, should_stop=should_stop)
         x = x[0, :, : height or x.shape[2], : width or x.shape[3]]
-        lo, hi = self.input_range
-        if (lo, hi) != (0.0, 1.0):
-            x = (x - lo) / (hi - lo)
-        return x.clamp(0, 1).permute(1, 2, 0).numpy().astype(np.float32, copy=False)
+        return x.permute(1, 2, 0).numpy().astype(np.float32, copy=False)
 
     def close(self) -> None:
         """Free the model's memory."""

@@ -94,6 +94,21 @@ class MnistVae:
             progress(1, 1)
         return np.repeat(out[..., None], 3, axis=2).astype(np.float32)
 
+    def encode_batch(self, x: torch.Tensor, *, sample: bool = False, seeds=None, tile: str = "auto", progress=None,
+                     should_stop=None) -> tuple[torch.Tensor, bool]:
+        """(N, 3, H, W) images in [0, 1] to (N, D) latent vectors."""
+        zs = []
+        for i, img in enumerate(x):
+            seed = int(seeds[i]) if seeds is not None else 0
+            zs.append(self.encode(img.permute(1, 2, 0).numpy(), sample=sample, seed=seed).raw)
+        return torch.stack(zs), False
+
+    def decode_batch(self, latent: torch.Tensor, *, tile: str = "auto", progress=None, should_stop=None) -> torch.Tensor:
+        """(N, D) latent vectors to (N, 3, 28, 28) digits."""
+        with torch.inference_mode():
+            out = self.model.decode(latent.float().to(self.device)).reshape(-1, 1, 28, 28).cpu()
+        return out.expand(-1, 3, -1, -1).contiguous()
+
     def to_model(self, raw: torch.Tensor) -> torch.Tensor:
         return raw
 
