@@ -1,0 +1,233 @@
+"""Scaling factor: the latent statistics a VAE really produces, and the factor that would normalise them.
+
+A diffusion model is trained on latents of about zero mean and unit variance. SD-style VAEs get there
+with ``model = (raw - shift) * scale``; Stable Diffusion's 0.18215 is 1 / (the standard deviation of
+the raw latents of a batch of training images). This analysis measures the mean and standard
+deviation of the latents, per channel and overall, in the raw space (what the encoder outputs) and in
+model space (after ``vae.to_model``: the configured scaling and shift), and suggests
+
+- ``suggested_scaling_factor = 1 / std(raw)`` and ``suggested_shift = mean(raw)`` (overall, over all
+  channels and positions), which give zero mean and unit variance.
+
+**Far**: the configured factor is *far* from the measured one when the latents' standard deviation
+in model space is outside ``[1 / FAR_FACTOR, FAR_FACTOR]`` = [0.67, 1.5]; for SD-style VAEs that is the
+configured factor being more than 1.5 times larger or smaller than the suggested one. Single images
+vary by some tens of percent around a family's factor, so a factor of 1.5 flags a wrong family
+(SDXL's 0.13025 against SD's 0.18215 is 1.4x; SD3's 1.5305 against FLUX.1's 0.3611 is 4.2x) and not
+an unusual picture; the dataset average (``LatentStatsAccumulator``) is the better measurement.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from vaestudio.core.analyses.common import Step, Steps
+from vaestudio.core.analyses.plotting import BLACK, GREY, WARN, Canvas, colour, limits
+from vaestudio.core.analyses.spectrum import sig
+from vaestudio.core.autoencoder import Autoencoder
+from vaestudio.core.tiling import Progress, ShouldStop
+
+#: The configured factor is "far" from the measured one beyond this ratio (model-space std outside [1/F, F]).
+FAR_FACTOR = 1.5
+
+
+@dataclass
+class ScaleResult:
+    mean: float  # raw latents, over all channels and positions
+    std: float
+    channel_mean: list[float]  # raw, per channel
+    channel_std: list[float]
+    model_mean: float  # after the VAE's scaling and shift (model space)
+    model_std: float
+    model_channel_mean: list[float]
+    model_channel_std: list[float]
+    suggested_scaling_factor: float  # 1 / std
+    suggested_shift: float  # mean
+    configured_scaling_factor: float
+    configured_shift: float
+    far: bool  # model_std outside [1/FAR_FACTOR, FAR_FACTOR]
+    warning: str | None
+    family: str = ""
+    values: int = 0  # latent values measured per raw channel
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """``mean``, ``std`` (raw, overall), ``suggested_*``, ``configured_*``; per channel and model space too."""
+        d = asdict(self)
+        d.pop("notes")
+        for k, v in d.items():
+            if isinstance(v, float):
+                d[k] = sig(v)
+            elif isinstance(v, list):
+                d[k] = [sig(x) for x in v]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ScaleResult:
+        def f(v):
+            return math.nan if v is None else v
+
+        kw = {k: ([f(x) for x in v] if isinstance(v, list) else f(v)) for k, v in d.items()
+              if k in cls.__dataclass_fields__}
+        return cls(**kw)
+
+
+def _moments(count: torch.Tensor, s: torch.Tensor, sq: torch.Tensor) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Per-channel and overall mean and (population) standard deviation from sums."""
+    n = count.clamp(min=1)
+    mean = s / n
+    var = (sq / n - mean**2).clamp(min=0)
+    total = float(count.sum().clamp(min=1))
+    m = float(s.sum()) / total
+    v = max(float(sq.sum()) / total - m * m, 0.0)
+    return mean.numpy(), var.sqrt().numpy(), m, math.sqrt(v)
+
+
+def scale_from_state(state: dict[str, torch.Tensor], configured_scaling: float, configured_shift: float,
+                     family: str = "") -> ScaleResult:
+    """The ``ScaleResult`` of summed latent statistics (``LatentStatsAccumulator.state()``)."""
+    cm, cs, m, s = _moments(state["latent.raw.count"], state["latent.raw.sum"], state["latent.raw.sumsq"])
+    mcm, mcs, mm, ms = _moments(state["latent.model.count"], state["latent.model.sum"], state["latent.model.sumsq"])
+    suggested = 1.0 / s if s > 0 else math.inf
+    far = not (1.0 / FAR_FACTOR <= ms <= FAR_FACTOR)
+    warning = None
+    if far:
+        warning = (f"the configured scaling factor {configured_scaling:g} gives latents with standard deviation "
+                   f"{ms:.3g} in model space instead of about 1 (measured factor {suggested:.4g}, "
+                   f"{configured_scaling / suggested:.2f}x): the family{f' ({family})' if family else ''} "
+                   f"may be wrong")
+    values = int(state["latent.raw.count"][0]) if state["latent.raw.count"].numel() else 0
+    return ScaleResult(m, s, cm.tolist(), cs.tolist(), mm, ms, mcm.tolist(), mcs.tolist(), suggested, m,
+                       float(configured_scaling), float(configured_shift), far, warning, family, values)
+
+
+class LatentStatsAccumulator:
+    """Latent mean and standard deviation over a dataset, raw and in model space (``common.Accumulator``).
+
+    ``update`` takes the raw latents (N, C, h, w) (a vector latent (N, D) counts as one channel);
+    the sums per channel (count, sum, sum of squares, in float64) are the state, reduced by adding.
+    """
+
+    name = "latent_stats"
+
+    def __init__(self, to_model: Callable[[torch.Tensor], torch.Tensor], scaling_factor: float,
+                 shift_factor: float, family: str = "") -> None:
+        self.to_model = to_model
+        self.scaling_factor = scaling_factor
+        self.shift_factor = shift_factor
+        self.family = family
+        self.sums: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def for_vae(cls, vae: Autoencoder) -> LatentStatsAccumulator:
+        return cls(vae.to_model, vae.info.scaling_factor, vae.info.shift_factor, vae.info.family)
+
+    def _add(self, space: str, z: torch.Tensor) -> None:
+        z = z.detach().cpu().to(torch.float64)
+        z = z.reshape(z.shape[0], 1, -1) if z.ndim == 2 else z.reshape(z.shape[0], z.shape[1], -1)
+        parts = {"count": torch.full((z.shape[1],), float(z.shape[0] * z.shape[2]), dtype=torch.float64),
+                 "sum": z.sum(dim=(0, 2)), "sumsq": (z * z).sum(dim=(0, 2))}
+        for k, v in parts.items():
+            key = f"latent.{space}.{k}"
+            if key in self.sums and self.sums[key].shape != v.shape:
+                raise ValueError(f"latents with {v.shape[0]} channels after {self.sums[key].shape[0]}")
+            self.sums[key] = self.sums[key] + v if key in self.sums else v
+
+    def update(self, originals: torch.Tensor | None, reconstructions: torch.Tensor | None,
+               raw_latents: torch.Tensor | None) -> None:
+        """Add a batch of raw latents (the images are not used)."""
+        if raw_latents is None:
+            raise ValueError("the latent statistics need the raw latents")
+        self._add("raw", raw_latents)
+        self._add("model", self.to_model(raw_latents.detach().float().cpu()))
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in self.sums.items()}
+
+    def result(self, state: dict[str, torch.Tensor] | None = None) -> dict:
+        s = self.state() if state is None else state
+        if not s:
+            raise ValueError("no latents were added")
+        return scale_from_state(s, self.scaling_factor, self.shift_factor, self.family).to_dict()
+
+    def html(self, result: dict) -> str:
+        r = ScaleResult.from_dict(result)
+        warn = f'<p class="warning"><b>Warning:</b> {html.escape(r.warning)}</p>' if r.warning else ""
+        rows = "".join(
+            f"<tr><td>{i}</td><td>{m:.4g}</td><td>{s:.4g}</td><td>{mm:.4g}</td><td>{ms:.4g}</td></tr>"
+            for i, (m, s, mm, ms) in enumerate(zip(r.channel_mean, r.channel_std, r.model_channel_mean,
+                                                   r.model_channel_std, strict=False)))
+        buf = io.BytesIO()
+        from PIL import Image
+
+        Image.fromarray(plot_scale([("dataset", r)])).save(buf, format="PNG")
+        img = base64.b64encode(buf.getvalue()).decode("ascii")
+        return (
+            '<section class="analysis scale"><h3>Scaling factor</h3>'
+            f"<p>Latents measured over the dataset ({r.values} values per channel): raw mean {r.mean:.4g}, "
+            f"std {r.std:.4g}; in model space mean {r.model_mean:.4g}, std {r.model_std:.4g}. "
+            f"Configured scaling factor {r.configured_scaling_factor:.6g}, shift {r.configured_shift:.6g}; "
+            f"suggested (zero mean, unit variance) {r.suggested_scaling_factor:.6g}, shift "
+            f"{r.suggested_shift:.6g}.</p>{warn}"
+            f'<img alt="latent statistics" src="data:image/png;base64,{img}">'
+            "<table><tr><th>channel</th><th>raw mean</th><th>raw std</th><th>model mean</th>"
+            f"<th>model std</th></tr>{rows}</table></section>"
+        )
+
+
+def run_scale(vae: Autoencoder, pixels: np.ndarray, *, tile: str = "auto", progress: Progress | None = None,
+              should_stop: ShouldStop | None = None) -> Generator[Step | ScaleResult, None, ScaleResult]:
+    """Encode ``pixels`` and measure its latent statistics against the VAE's scaling and shift.
+
+    Yields ``Step`` records, then the ``ScaleResult`` (also returned).
+    """
+    steps = Steps(1, progress, should_stop)
+    _, notes = vae.prepare_pixels(pixels)
+    yield steps.start("encode")
+    enc = vae.encode(pixels, tile=tile, should_stop=should_stop)
+    steps.finish()
+    acc = LatentStatsAccumulator.for_vae(vae)
+    acc._add("raw", enc.raw[None])
+    acc._add("model", enc.latent[None])
+    result = scale_from_state(acc.state(), acc.scaling_factor, acc.shift_factor, acc.family)
+    result.notes = notes
+    yield result
+    return result
+
+
+def plot_scale(results: Sequence[tuple[str, ScaleResult]], *, width: int = 1040, row: int = 300) -> np.ndarray:
+    """Per VAE: each model-space channel's standard deviation (bars) and mean (dots), with 0 and 1 marked."""
+    height = max(1, len(results)) * (row + 20) + 10
+    c = Canvas(width, height)
+    for i, (label, r) in enumerate(results):
+        y0 = i * (row + 20)
+        n = len(r.model_channel_std)
+        vals = [*r.model_channel_std, *r.model_channel_mean]
+        ratio = r.configured_scaling_factor * r.std if math.isfinite(r.std) else math.nan
+        title = (f"{label[-40:]}: configured factor {r.configured_scaling_factor:.5g} (shift {r.configured_shift:.4g}), "
+                 f"measured {r.suggested_scaling_factor:.5g} (shift {r.suggested_shift:.4g})")
+        ax = c.axes((0, y0 + 4, width, y0 + row - 24), xlim=(-0.6, n - 0.4), ylim=limits(vals, include=[0.0, 1.1]),
+                    title=title, xlabel="model-space channel", ylabel="value",
+                    xticks=[k for k in range(n) if n <= 32 or k % max(1, n // 16) == 0])
+        ax.hline(0.0)
+        ax.hline(1.0, color=BLACK)
+        ax.bars(list(range(n)), r.model_channel_std, 0.6, colour(i))
+        for k, m in enumerate(r.model_channel_mean):
+            if math.isfinite(m):
+                px, py = ax.px(k), ax.py(m)
+                if ax.top <= py <= ax.bottom:
+                    c.draw.ellipse((px - 4, py - 4, px + 4, py + 4), fill=BLACK)
+        c.text((70, y0 + row - 20), f"bars: standard deviation (want 1), dots: mean (want 0); overall std "
+               f"{r.model_std:.3g}, mean {r.model_mean:.3g}", size=12, color=GREY)
+        line = r.warning if r.far and r.warning else (
+            f"configured / measured factor: {ratio:.2f}x (within {FAR_FACTOR}x)")
+        c.text((70, y0 + row - 4), line, size=12, color=WARN if r.far else GREY)
+    return c.array()

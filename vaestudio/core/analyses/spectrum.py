@@ -1,0 +1,236 @@
+"""Spectrum: which spatial frequencies a VAE keeps, loses or invents.
+
+The radially averaged power spectrum of the original and of the reconstruction, and their ratio,
+per spatial frequency. Frequencies are in **cycles per pixel**, from 0 to 0.5 (the Nyquist limit: a
+pattern that alternates every pixel); 0.25 is detail with a period of 4 pixels. A ratio of 1 means the
+VAE keeps that frequency's energy; below 1 it loses it (blur), above 1 it adds energy that was not
+there (invented texture, noise, ringing).
+
+How: each channel has its mean removed and is multiplied by a 2-D Hann window (so the image edges do
+not add false high frequencies), ``|FFT|^2 / sum(window^2)`` is averaged over R, G, B, and the power
+is averaged over rings of equal radial frequency ``sqrt(fx^2 + fy^2)``: ``bins`` rings of equal width
+between 0 and 0.5 (frequencies beyond 0.5, in the corners, and the constant term are left out).
+
+``SpectrumAccumulator`` averages the spectra over a dataset (the power per ring summed over images,
+and how many images had that ring), so the ratio of the average spectra can be reduced across
+processes.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from vaestudio.core.analyses.common import Step, Steps, as_tensor
+from vaestudio.core.analyses.plotting import BLACK, GREY, Canvas, colour, limits
+from vaestudio.core.autoencoder import Autoencoder
+from vaestudio.core.tiling import Progress, ShouldStop
+
+#: Rings for dataset averages (images of different sizes share them).
+DATASET_BINS = 64
+
+
+def sig(x: float, digits: int = 6) -> float | None:
+    """A float for JSON with ``digits`` significant digits (None for NaN/inf)."""
+    return float(f"{x:.{digits}g}") if math.isfinite(x) else None
+
+
+def radial_power(x: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Radially averaged power spectra of images.
+
+    Parameters
+    ----------
+    x : (N, C, H, W) images (any range; the mean of each channel is removed).
+    bins : number of rings of equal width between 0 and 0.5 cycles per pixel.
+
+    Returns
+    -------
+    power : (N, bins) float64, the mean power in each ring averaged over channels (0 where the ring
+        holds no frequency of this image size).
+    counts : (bins,) how many FFT frequencies fell into each ring.
+    """
+    x = x.detach().to(torch.float64)
+    _, _, h, w = x.shape
+    x = x - x.mean(dim=(-2, -1), keepdim=True)
+    win = torch.outer(torch.hann_window(h, periodic=False, dtype=torch.float64),
+                      torch.hann_window(w, periodic=False, dtype=torch.float64)) if min(h, w) > 2 else \
+        torch.ones(h, w, dtype=torch.float64)
+    spec = torch.fft.fft2(x * win)
+    p = (spec.real**2 + spec.imag**2).mean(dim=1) / win.pow(2).sum()  # (N, H, W)
+    fy = torch.fft.fftfreq(h, dtype=torch.float64)
+    fx = torch.fft.fftfreq(w, dtype=torch.float64)
+    r = torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
+    idx = torch.clamp((r / 0.5 * bins).floor().long(), max=bins - 1)
+    valid = (r > 0) & (r <= 0.5)
+    idx_v = idx[valid]
+    counts = torch.bincount(idx_v, minlength=bins).to(torch.float64)
+    sums = torch.zeros(p.shape[0], bins, dtype=torch.float64).index_add_(1, idx_v, p[:, valid])
+    return sums / counts.clamp(min=1), counts
+
+
+def bin_centres(bins: int) -> np.ndarray:
+    """The frequency at the middle of each ring, cycles per pixel."""
+    return (np.arange(bins) + 0.5) * 0.5 / bins
+
+
+def power_ratio(recon: np.ndarray, original: np.ndarray) -> np.ndarray:
+    """recon / original per ring; exactly 1 where both are equal (also where both are 0)."""
+    eps = 1e-10 * float(np.mean(original)) + 1e-30
+    return (recon + eps) / (original + eps)
+
+
+@dataclass
+class SpectrumResult:
+    frequencies: np.ndarray  # cycles per pixel, the centre of each ring
+    original_power: np.ndarray
+    reconstruction_power: np.ndarray
+    ratio: np.ndarray  # reconstruction_power / original_power
+    reconstruction: np.ndarray | None = None  # (H, W, 3), absent for dataset averages
+    images: int = 1
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """``frequencies`` (cycles/pixel) and ``ratio``, equal-length lists; the two spectra too."""
+        return {"frequencies": [round(float(f), 6) for f in self.frequencies],
+                "ratio": [sig(float(v)) for v in self.ratio],
+                "original_power": [sig(float(v)) for v in self.original_power],
+                "reconstruction_power": [sig(float(v)) for v in self.reconstruction_power]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SpectrumResult:
+        def arr(k: str) -> np.ndarray:
+            return np.array([math.nan if v is None else v for v in d[k]], dtype=np.float64)
+
+        return cls(arr("frequencies"), arr("original_power"), arr("reconstruction_power"), arr("ratio"),
+                   images=int(d.get("images", 1)))
+
+
+def spectrum_of(original: np.ndarray, reconstruction: np.ndarray, bins: int | None = None) -> SpectrumResult:
+    """The spectra of two (H, W, 3) images and their ratio (``bins``: half the shorter side by default)."""
+    h, w = original.shape[:2]
+    bins = bins or max(4, min(h, w) // 2)
+    p, counts = radial_power(torch.cat([as_tensor(original), as_tensor(reconstruction)]), bins)
+    keep = (counts > 0).numpy()
+    po, pr = p[0].numpy()[keep], p[1].numpy()[keep]
+    return SpectrumResult(bin_centres(bins)[keep], po, pr, power_ratio(pr, po), reconstruction)
+
+
+def run_spectrum(vae: Autoencoder, pixels: np.ndarray, *, bins: int | None = None, tile: str = "auto",
+                 progress: Progress | None = None,
+                 should_stop: ShouldStop | None = None) -> Generator[Step | SpectrumResult, None, SpectrumResult]:
+    """Reconstruct ``pixels`` and compare the power spectra (see the module docstring).
+
+    ``bins``: rings between 0 and 0.5 cycles/pixel (default: half the shorter side, one FFT step each).
+    Yields ``Step`` records, then the ``SpectrumResult`` (also returned).
+    """
+    steps = Steps(2, progress, should_stop)
+    original, notes = vae.prepare_pixels(pixels)
+    yield steps.start("encode")
+    enc = vae.encode(pixels, tile=tile, should_stop=should_stop)
+    steps.finish()
+    yield steps.start("decode")
+    recon = vae.decode(enc.latent, enc.height, enc.width, tile=tile, should_stop=should_stop)
+    steps.finish()
+    result = spectrum_of(original, recon, bins)
+    result.notes = notes
+    yield result
+    return result
+
+
+class SpectrumAccumulator:
+    """The spectra averaged over a dataset (``common.Accumulator``): sums per ring, reduced by adding."""
+
+    name = "spectrum"
+
+    def __init__(self, bins: int = DATASET_BINS) -> None:
+        self.bins = bins
+        self.original = torch.zeros(bins, dtype=torch.float64)
+        self.reconstruction = torch.zeros(bins, dtype=torch.float64)
+        self.images = torch.zeros(bins, dtype=torch.float64)
+
+    def update(self, originals: torch.Tensor, reconstructions: torch.Tensor | None,
+               raw_latents: torch.Tensor | None = None) -> None:
+        """Add a batch: (N, 3, H, W) originals and their reconstructions (``raw_latents`` unused)."""
+        if reconstructions is None:
+            raise ValueError("the spectrum needs the reconstructions")
+        p, counts = radial_power(torch.cat([originals.cpu(), reconstructions.cpu()]), self.bins)
+        n = originals.shape[0]
+        present = (counts > 0).to(torch.float64)
+        self.original += p[:n].sum(0)
+        self.reconstruction += p[n:].sum(0)
+        self.images += present * n
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"spectrum.original_power": self.original.clone(),
+                "spectrum.reconstruction_power": self.reconstruction.clone(),
+                "spectrum.images": self.images.clone()}
+
+    def result(self, state: dict[str, torch.Tensor] | None = None) -> dict:
+        """The mean spectra and their ratio, as ``SpectrumResult.to_dict`` plus ``images``."""
+        s = self.state() if state is None else state
+        n = s["spectrum.images"].numpy()
+        keep = n > 0
+        po = s["spectrum.original_power"].numpy()[keep] / n[keep]
+        pr = s["spectrum.reconstruction_power"].numpy()[keep] / n[keep]
+        res = SpectrumResult(bin_centres(self.bins)[keep], po, pr, power_ratio(pr, po), images=int(n.max(initial=0)))
+        return {**res.to_dict(), "images": res.images}
+
+    def html(self, result: dict) -> str:
+        """A short explanation, the plot as an embedded PNG, and the ratio at a few frequencies."""
+        res = SpectrumResult.from_dict(result)
+        rows = []
+        if len(res.frequencies):
+            for f in (0.05, 0.1, 0.2, 0.3, 0.4, 0.49):
+                i = int(np.argmin(np.abs(res.frequencies - f)))
+                rows.append(f"<tr><td>{res.frequencies[i]:.3f}</td><td>{res.ratio[i]:.3f}</td></tr>")
+        return (
+            '<section class="analysis spectrum"><h3>Spectrum</h3>'
+            f"<p>Radially averaged power spectrum of the reconstructions against the originals, averaged over "
+            f"{res.images} images. Ratio 1: the frequency is kept; below 1: lost (blur); above 1: added.</p>"
+            f'<img alt="spectrum" src="data:image/png;base64,{_png_base64(plot_spectrum([("dataset", res)]))}">'
+            "<table><tr><th>cycles/pixel</th><th>power ratio</th></tr>" + "".join(rows) + "</table></section>"
+        )
+
+
+def _png_base64(rgb: np.ndarray) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def plot_spectrum(results: Sequence[tuple[str, SpectrumResult]], *, width: int = 1040,
+                  height: int = 520) -> np.ndarray:
+    """Power spectra (original in black, one colour per VAE) and their ratio against frequency."""
+    c = Canvas(width, height)
+    legend_h = 20 * (len(results) + 1) + 12
+    hw = width // 2
+    xlim = (0.0, 0.5)
+    pw = [v for _, r in results for v in (*r.original_power, *r.reconstruction_power)]
+    ax = c.axes((0, 0, hw, height - legend_h), xlim=xlim, ylim=limits(pw, log=True), ylog=True,
+                title="Radially averaged power spectrum", xlabel="spatial frequency (cycles/pixel)",
+                ylabel="power")
+    if results:
+        r0 = results[0][1]
+        ax.line(r0.frequencies, r0.original_power, BLACK, width=2)
+    for i, (_, r) in enumerate(results):
+        ax.line(r.frequencies, r.reconstruction_power, colour(i), width=2)
+    ratios = [v for _, r in results for v in r.ratio]
+    ax = c.axes((hw, 0, width, height - legend_h), xlim=xlim, ylim=limits(ratios, log=True, include=[1.0]),
+                ylog=True, title="Reconstruction / original (1 = kept)", xlabel="spatial frequency (cycles/pixel)",
+                ylabel="power ratio")
+    ax.hline(1.0)
+    for i, (_, r) in enumerate(results):
+        ax.line(r.frequencies, r.ratio, colour(i), width=2)
+    entries = [("original", BLACK)] + [(label, colour(i)) for i, (label, _) in enumerate(results)]
+    c.legend(entries, (70, height - legend_h + 6))
+    c.text((width - 10, height - legend_h + 6), "0.5 cycles/pixel = detail alternating every pixel", size=12,
+           color=GREY, anchor="ra")
+    return c.array()
