@@ -254,6 +254,8 @@ class TorchAutoencoder:
     has_logvar: ClassVar[bool] = True
     #: Class names of the blocks before which a running job checks for cancellation.
     cancel_blocks: ClassVar[tuple[str, ...]] = ()
+    #: Store 4-D weights channels-last (faster convolutions); False for models with 5-D (3D conv) weights.
+    channels_last: ClassVar[bool] = True
 
     def __init__(self, model: torch.nn.Module, info: VaeInfo, family: Family,
                  device: torch.device | None = None, dtype: str | None = None) -> None:
@@ -263,7 +265,10 @@ class TorchAutoencoder:
         self.device = pick_device(None) if device is None else device
         self.dtype = pick_dtype(dtype, self.device, info.force_upcast)
         # channels-last convolutions are ~10% faster on CPU (oneDNN) and use tensor cores on GPU
-        self.model.to(self.device, self.dtype, memory_format=torch.channels_last)
+        if self.channels_last:
+            self.model.to(self.device, self.dtype, memory_format=torch.channels_last)
+        else:  # torch cannot store 5-D (3D convolution) weights channels-last
+            self.model.to(self.device, self.dtype)
         self.encode_tile = 512  # pixels
         self.tile_overlap = 64  # pixels
         self.notes: list[str] = []

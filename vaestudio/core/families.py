@@ -47,10 +47,18 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("flux", "FLUX.1", 16, 0.3611, 0.1159, "flow", tiny="taef1", hints=("flux1", "flux.1", "flux-1", "flux")),
     Family("flux2", "FLUX.2", 32, 1.0, 0.0, "flow", tiny="taef2", patch=2, hints=("flux2", "flux.2", "flux-2")),
     Family("sana", "SANA (DC-AE f32c32)", 32, 0.41407, 0.0, "flow", 32, "taesana", hints=("sana", "dc-ae", "dcae")),
+    # model space of the Wan-layout VAEs: per-channel (z - latents_mean) / latents_std (the architecture's config)
+    Family("wan", "Wan 2.1 (and Wan 2.2 A14B)", 16, 1.0, 0.0, "flow", hints=("wan2", "wan_2", "wan-2", "wan21")),
+    Family("qwen-image", "Qwen-Image", 16, 1.0, 0.0, "flow", hints=("qwen-image", "qwen_image", "qwenimage", "qwen")),
+    Family("wan22", "Wan 2.2 (TI2V-5B)", 48, 1.0, 0.0, "flow", 16, hints=("wan2.2", "wan2_2", "wan22", "wan_2.2", "wan-2.2")),
+    Family("hunyuan-image", "HunyuanImage 2.1", 64, 0.75289, 0.0, "flow", 32,
+           hints=("hunyuanimage", "hunyuan_image", "hunyuan-image", "hunyuan")),
     Family("mnist", "MNIST VAE (vaestudio)", 0, 1.0, 0.0, "ddpm", 1),
 )}
 ALIASES = {"sd15": "sd1", "sd1.5": "sd1", "sd2": "sd1", "sd21": "sd1", "xl": "sdxl", "sd35": "sd3", "flux1": "flux",
-           "flux.1": "flux", "flux.2": "flux2", "dc-ae": "sana"}
+           "flux.1": "flux", "flux.2": "flux2", "dc-ae": "sana", "wan2.1": "wan", "wan21": "wan", "wan2.2": "wan22",
+           "qwen": "qwen-image", "qwenimage": "qwen-image", "qwen_image": "qwen-image", "hunyuanimage": "hunyuan-image",
+           "hunyuan-image-2.1": "hunyuan-image"}
 
 
 def get_family(name: str) -> Family:

@@ -1,0 +1,366 @@
+"""The Wan-layout VAEs: Wan 2.1 (also used by Wan 2.2 A14B), the Qwen-Image VAE and Wan 2.2's (TI2V-5B).
+
+Video VAEs with causal 3D convolutions (diffusers' ``AutoencoderKLWan`` / ``AutoencoderKLQwenImage``),
+used here on one frame: an image is a video of one frame, as the image pipelines (QwenImagePipeline)
+feed it. Wan 2.1 and Qwen-Image: 16 latent channels at 1/8; Wan 2.2: the image patchified 2x2 into
+12 channels, residual down/up blocks, 48 latent channels at 1/16. The model space is what the
+pipelines give their transformer: per channel ``(z - latents_mean) / latents_std`` from the config.
+
+One frame makes every causal convolution see two zero frames before the image, so only the last
+temporal tap of each 3x3x3 kernel contributes: ``_single_frame`` runs those layers as 2D
+convolutions with that tap (a third of the work; the result equals diffusers' to float rounding).
+Temporal up/downsampling convolutions never run on a first frame, in diffusers as here.
+
+Sources: diffusers folders (``AutoencoderKLWan``, ``AutoencoderKLQwenImage``; pipeline folders with
+``vae/``), Hugging Face ids, and the original files as ComfyUI ships them (``wan_2.1_vae``,
+``qwen_image_vae``, ``wan2.2_vae``; .safetensors or .pth), recognised by
+``decoder.middle.0.residual.0.gamma``. Wan 2.1-layout files are converted with diffusers'
+``convert_wan_vae_to_diffusers``; Wan 2.2's nested layout (``decoder.upsamples.0.upsamples.0``) has no
+converter in diffusers' loaders, so ``original_to_diffusers`` maps it (``diffusers_to_original`` is
+its inverse; tests run both ways). Qwen-Image's VAE is a fine-tuned Wan 2.1 VAE: same keys, shapes
+and latent statistics, so a single file without a name or metadata hint is reported as a guess.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from vaestudio.core.archs import _common as common
+from vaestudio.core.autoencoder import TorchAutoencoder
+from vaestudio.core.errors import VaeLoadError
+from vaestudio.core.families import FAMILIES, guess_family
+from vaestudio.core.registry import Architecture, PreparedVae, find_prefix
+from vaestudio.core.weights import WeightFile
+
+_ORIGINAL_MARK = "decoder.middle.0.residual.0.gamma"
+_DIFFUSERS_MARK = "decoder.mid_block.resnets.0.norm1.gamma"
+_PARTS = ("encoder", "decoder", "conv1", "conv2", "quant_conv", "post_quant_conv")
+_RES = (("residual.0.gamma", "norm1.gamma"), ("residual.2.", "conv1."), ("residual.3.gamma", "norm2.gamma"),
+        ("residual.6.", "conv2."), ("shortcut.", "conv_shortcut."))
+_CONFIG_CLASSES = ("AutoencoderKLWan", "AutoencoderKLQwenImage")
+
+
+# -- key layouts ----------------------------------------------------------------------------------
+
+def _res_to_diffusers(rest: str) -> str:
+    for old, new in _RES:
+        if rest.startswith(old):
+            return new + rest[len(old):]
+    return rest
+
+
+def _res_to_original(rest: str) -> str:
+    for old, new in _RES:
+        if rest.startswith(new):
+            return old + rest[len(new):]
+    return rest
+
+
+def _common_to_diffusers(k: str) -> str | None:
+    """Keys both Wan layouts share (stem, middle, head, quant convs); None for the block keys."""
+    if m := re.match(r"^(encoder|decoder)\.conv1\.(.*)$", k):
+        return f"{m.group(1)}.conv_in.{m.group(2)}"
+    if m := re.match(r"^conv([12])\.(.*)$", k):
+        return ("quant_conv." if m.group(1) == "1" else "post_quant_conv.") + m.group(2)
+    if m := re.match(r"^(encoder|decoder)\.head\.([02])\.(.*)$", k):
+        return f"{m.group(1)}.{'norm_out' if m.group(2) == '0' else 'conv_out'}.{m.group(3)}"
+    if m := re.match(r"^(encoder|decoder)\.middle\.([012])\.(.*)$", k):
+        half, i, rest = m.groups()
+        if i == "1":
+            return f"{half}.mid_block.attentions.0.{rest}"
+        return f"{half}.mid_block.resnets.{int(i) // 2}.{_res_to_diffusers(rest)}"
+    return None
+
+
+def _common_to_original(k: str) -> str | None:
+    if m := re.match(r"^(encoder|decoder)\.conv_in\.(.*)$", k):
+        return f"{m.group(1)}.conv1.{m.group(2)}"
+    if k.startswith("quant_conv."):
+        return "conv1." + k[len("quant_conv."):]
+    if k.startswith("post_quant_conv."):
+        return "conv2." + k[len("post_quant_conv."):]
+    if m := re.match(r"^(encoder|decoder)\.(norm_out|conv_out)\.(.*)$", k):
+        return f"{m.group(1)}.head.{0 if m.group(2) == 'norm_out' else 2}.{m.group(3)}"
+    if m := re.match(r"^(encoder|decoder)\.mid_block\.attentions\.0\.(.*)$", k):
+        return f"{m.group(1)}.middle.1.{m.group(2)}"
+    if m := re.match(r"^(encoder|decoder)\.mid_block\.resnets\.([01])\.(.*)$", k):
+        return f"{m.group(1)}.middle.{2 * int(m.group(2))}.{_res_to_original(m.group(3))}"
+    return None
+
+
+def original_to_diffusers(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Original Wan VAE keys (ComfyUI's files) to diffusers'. Wan 2.1's flat layout goes through
+    diffusers' own converter; Wan 2.2's nested one (no converter in diffusers' loaders) is mapped here."""
+    if not any(re.match(r"^decoder\.upsamples\.\d+\.upsamples\.", k) for k in tensors):
+        from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+        return convert_wan_vae_to_diffusers(dict(tensors))
+    out: dict[str, torch.Tensor] = {}
+    for k, v in tensors.items():
+        new = _common_to_diffusers(k)
+        if new is None and (m := re.match(r"^(encoder|decoder)\.(down|up)samples\.(\d+)\.\2samples\.(\d+)\.(.*)$", k)):
+            half, kind, i, j, rest = m.groups()
+            if rest.startswith(("resample.", "time_conv.")):
+                new = f"{half}.{kind}_blocks.{i}.{kind}sampler.{rest}"
+            else:
+                new = f"{half}.{kind}_blocks.{i}.resnets.{j}.{_res_to_diffusers(rest)}"
+        out[new or k] = v
+    return out
+
+
+def diffusers_to_original(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of ``original_to_diffusers`` (for export and tests)."""
+    residual = any(re.match(r"^encoder\.down_blocks\.\d+\.resnets\.", k) for k in tensors)
+    n_res = common.count_index(tensors, r"^decoder\.up_blocks\.0\.resnets\.(\d+)\.") - 1  # num_res_blocks
+    out: dict[str, torch.Tensor] = {}
+    for k, v in tensors.items():
+        new = _common_to_original(k)
+        if new is None and residual:
+            if m := re.match(r"^(encoder|decoder)\.(down|up)_blocks\.(\d+)\.resnets\.(\d+)\.(.*)$", k):
+                half, kind, i, j, rest = m.groups()
+                new = f"{half}.{kind}samples.{i}.{kind}samples.{j}.{_res_to_original(rest)}"
+            elif m := re.match(r"^(encoder|decoder)\.(down|up)_blocks\.(\d+)\.(?:down|up)sampler\.(.*)$", k):
+                half, kind, i, rest = m.groups()
+                j = n_res if kind == "down" else n_res + 1
+                new = f"{half}.{kind}samples.{i}.{kind}samples.{j}.{rest}"
+        elif new is None:
+            if m := re.match(r"^encoder\.down_blocks\.(\d+)\.(.*)$", k):
+                new = f"encoder.downsamples.{m.group(1)}.{_res_to_original(m.group(2))}"
+            elif m := re.match(r"^decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.*)$", k):
+                b, r, rest = int(m.group(1)), int(m.group(2)), m.group(3)
+                new = f"decoder.upsamples.{b * (n_res + 2) + r}.{_res_to_original(rest)}"
+            elif m := re.match(r"^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.(.*)$", k):
+                new = f"decoder.upsamples.{int(m.group(1)) * (n_res + 2) + n_res + 1}.{m.group(2)}"
+        out[new or k] = v
+    return out
+
+
+# -- config from shapes ----------------------------------------------------------------------------
+
+def infer_config(t: dict[str, torch.Tensor], label: str) -> dict:
+    """The AutoencoderKLWan config of diffusers-layout tensors (what varies between Wan VAEs)."""
+    try:
+        return _infer(t)
+    except (KeyError, IndexError, ValueError, ZeroDivisionError):
+        raise VaeLoadError("the Wan VAE weights are incomplete (encoder or decoder blocks are missing)",
+                           label) from None
+
+
+def _infer(t: dict[str, torch.Tensor]) -> dict:
+    enc_in = t["encoder.conv_in.weight"].shape
+    base, in_ch = int(enc_in[0]), int(enc_in[1])
+    z_dim = int(t["decoder.conv_in.weight"].shape[1])
+    out_ch = int(t["decoder.conv_out.weight"].shape[0])
+    dec_base = int(t["decoder.conv_out.weight"].shape[1])
+    residual = any(re.match(r"^encoder\.down_blocks\.\d+\.resnets\.", k) for k in t)
+    if residual:
+        levels = common.count_index(t, r"^encoder\.down_blocks\.(\d+)\.")
+        n_res = common.count_index(t, r"^encoder\.down_blocks\.0\.resnets\.(\d+)\.")
+        mult = [int(t[f"encoder.down_blocks.{i}.resnets.0.conv1.weight"].shape[0]) // base for i in range(levels)]
+        temporal = [f"encoder.down_blocks.{i}.downsampler.time_conv.weight" in t for i in range(levels - 1)]
+    else:  # a flat list: num_res_blocks residual blocks per level, a resample between levels
+        n = common.count_index(t, r"^encoder\.down_blocks\.(\d+)\.")
+        mult, temporal, n_res, count = [], [], 0, 0
+        for i in range(n):
+            if f"encoder.down_blocks.{i}.resample.1.weight" in t:
+                temporal.append(f"encoder.down_blocks.{i}.time_conv.weight" in t)
+                n_res, count = count, 0
+                continue
+            if f"encoder.down_blocks.{i}.to_qkv.weight" in t:
+                raise ValueError("attention in the down blocks")
+            if count == 0:
+                mult.append(int(t[f"encoder.down_blocks.{i}.conv1.weight"].shape[0]) // base)
+            count += 1
+        n_res = n_res or count
+    patch = round((in_ch / 3) ** 0.5)
+    cfg = {"base_dim": base, "z_dim": z_dim, "dim_mult": mult, "num_res_blocks": n_res, "attn_scales": [],
+           "temperal_downsample": temporal, "dropout": 0.0}
+    if residual or in_ch != 3 or dec_base != base or out_ch != 3:
+        cfg.update(is_residual=residual, in_channels=in_ch, out_channels=out_ch, decoder_base_dim=dec_base,
+                   patch_size=patch if patch > 1 else None,
+                   scale_factor_spatial=2 ** len(temporal) * max(patch, 1))
+    return cfg
+
+
+def downscale_of(cfg: dict) -> int:
+    return 2 ** len(cfg["temperal_downsample"]) * (cfg.get("patch_size") or 1)
+
+
+# -- one frame, run as 2D --------------------------------------------------------------------------
+
+def _frame_forward(self, x: torch.Tensor, cache_x: torch.Tensor | None = None) -> torch.Tensor:
+    """A causal 3D convolution of one frame with no cache: only the last temporal tap sees the frame."""
+    if cache_x is not None or x.shape[2] != 1:
+        return type(self).forward(self, x, cache_x)
+    pw, _, ph, _, _, _ = self._padding
+    y = F.conv2d(x[:, :, 0], self.weight[:, :, -1], self.bias, self.stride[1:], (ph, pw))
+    return y.unsqueeze(2)
+
+
+def single_frame(model: torch.nn.Module) -> torch.nn.Module:
+    """Make every causal 3D convolution of ``model`` run a single frame as a 2D convolution."""
+    for m in model.modules():
+        if type(m).__name__.endswith("CausalConv3d"):
+            pt = m._padding[4]
+            if m.kernel_size[0] - 1 == pt and m.stride[0] == 1:  # 'same' causal padding: the last tap only
+                m.forward = types.MethodType(_frame_forward, m)
+    return model
+
+
+class WanVae(TorchAutoencoder):
+    """A Wan-layout VAE on single images; the model space is per-channel normalised."""
+
+    architecture = "wan"
+    channels_last = False  # 5-D weights
+    cancel_blocks = ("WanResidualBlock", "WanAttentionBlock", "QwenImageResidualBlock", "QwenImageAttentionBlock")
+
+    def __init__(self, model, info, family, device=None, dtype=None) -> None:
+        super().__init__(model, info, family, device=device, dtype=dtype)
+        cfg = model.config
+        self._mean = torch.tensor(list(cfg.latents_mean), dtype=torch.float32).view(-1, 1, 1)
+        self._inv_std = 1.0 / torch.tensor(list(cfg.latents_std), dtype=torch.float32).view(-1, 1, 1)
+        self._patch = getattr(cfg, "patch_size", None) or 1
+        self._first_chunk = type(model).__name__ == "AutoencoderKLWan"
+
+    def _encode_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.unsqueeze(2)  # one frame
+        if self._patch > 1:
+            from diffusers.models.autoencoders.autoencoder_kl_wan import patchify as wan_patchify
+
+            x = wan_patchify(x, patch_size=self._patch)
+        h = self.model.quant_conv(self.model.encoder(x))
+        return h[:, :, 0]
+
+    def _decode_tensor(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.model.post_quant_conv(z.unsqueeze(2))
+        out = self.model.decoder(x, first_chunk=True) if self._first_chunk else self.model.decoder(x)
+        if self._patch > 1:
+            from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify as wan_unpatchify
+
+            out = wan_unpatchify(out, patch_size=self._patch)
+        return out[:, :, 0].clamp(-1.0, 1.0)
+
+    def to_model(self, raw: torch.Tensor) -> torch.Tensor:
+        return (raw - self._mean.to(raw.device, raw.dtype)) * self._inv_std.to(raw.device, raw.dtype)
+
+    def from_model(self, latent: torch.Tensor) -> torch.Tensor:
+        return latent / self._inv_std.to(latent.device, latent.dtype) + self._mean.to(latent.device, latent.dtype)
+
+
+# -- the architecture ------------------------------------------------------------------------------
+
+class WanArchitecture(Architecture):
+    name = "wan"
+    label = "Wan / Qwen-Image VAE (AutoencoderKLWan)"
+    order = 60
+    config_classes = _CONFIG_CLASSES
+    families = ("wan", "qwen-image", "wan22")
+    sources = (
+        ("single file", "ComfyUI's wan_2.1_vae / qwen_image_vae / wan2.2_vae (original Wan keys, "
+                        "decoder.middle.0.residual.0.gamma), .safetensors or .pth; or diffusers keys"),
+        ("diffusers folder", "config.json (AutoencoderKLWan or AutoencoderKLQwenImage) + weights, or a pipeline "
+                             "folder with vae/"),
+        ("Hugging Face id", "e.g. Qwen/Qwen-Image, Wan-AI/Wan2.1-T2V-1.3B-Diffusers, Wan-AI/Wan2.2-TI2V-5B-Diffusers"),
+    )
+
+    def claims(self, wf: WeightFile, path: Path | None) -> bool:
+        return find_prefix(wf.tensors, _ORIGINAL_MARK) is not None or find_prefix(wf.tensors, _DIFFUSERS_MARK) is not None
+
+    def prepare_file(self, path: Path, wf: WeightFile, label: str) -> PreparedVae:
+        return self._prepare(wf, label, fmt=wf.format, name=path.name, config=None)
+
+    def prepare_folder(self, folder: Path, config: dict | None, label: str, fmt: str) -> PreparedVae:
+        from vaestudio.core.sources import read_folder_weights
+
+        return self._prepare(read_folder_weights(folder, label), label, fmt=fmt, name=str(folder), config=config)
+
+    def _prepare(self, wf: WeightFile, label: str, *, fmt: str, name: str, config: dict | None) -> PreparedVae:
+        original = find_prefix(wf.tensors, _ORIGINAL_MARK) is not None
+        found = common.extract(wf, _ORIGINAL_MARK if original else _DIFFUSERS_MARK, _PARTS)
+        if found is None:
+            raise VaeLoadError("no Wan VAE decoder found", label)
+        tensors, ignored = found
+        # the anchor is decoder.*: strip the same prefix from the encoder keys (extract kept them)
+        if not any(k.startswith("encoder.") for k in tensors):
+            raise VaeLoadError("holds only a Wan VAE decoder; the encoder is missing", label)
+        head = tensors.get("decoder.head.2.weight" if original else "decoder.conv_out.weight")
+        if head is not None and head.ndim == 5 and head.shape[2] == 1:
+            raise VaeLoadError("is a Qwen-Image 2.1 VAE (Wan 2.2 layout, 64 channels, 2D kernels), which vaestudio "
+                               "does not support yet", label)
+        if original:
+            try:
+                tensors = original_to_diffusers(tensors)
+            except (KeyError, ValueError, IndexError):
+                raise VaeLoadError("the Wan VAE weights are incomplete (blocks are missing)", label) from None
+        common.checked(tensors, label)
+        inferred = infer_config(tensors, label)
+        cls = (config or {}).get("_class_name")
+        residual = bool(inferred.get("is_residual"))
+        if cls == "AutoencoderKLQwenImage" and "is_residual" in inferred:
+            raise VaeLoadError("config.json says AutoencoderKLQwenImage but the weights are a Wan 2.2-style VAE", label)
+        channels = inferred["z_dim"]
+        candidates = [FAMILIES[n] for n in self.families if FAMILIES[n].latent_channels == channels]
+        if not candidates:
+            raise VaeLoadError(f"no known Wan-layout VAE family has {channels} latent channels", label)
+        if cls == "AutoencoderKLQwenImage":
+            fam, guessed, reason = FAMILIES["qwen-image"], False, "config class AutoencoderKLQwenImage"
+        elif cls == "AutoencoderKLWan" and channels == 16:
+            fam, guessed, reason = FAMILIES["wan"], False, "config class AutoencoderKLWan with 16 latent channels"
+        else:
+            g = guess_family(candidates, metadata=wf.metadata, name=Path(name).name, default=candidates[0])
+            fam, guessed, reason = g.family, g.guessed, g.reason
+            if guessed and len(candidates) > 1:
+                reason += " (Qwen-Image's VAE is a fine-tuned Wan 2.1 VAE with the same keys and latent statistics)"
+        shipped = "wan2.2" if residual else "wan2.1"
+        merged = common.shipped_config(shipped)
+        for key in ("latents_mean", "latents_std"):
+            if config is not None and key in config:
+                merged[key] = list(config[key])
+        if config is not None:
+            for key in ("z_dim", "base_dim", "dim_mult", "num_res_blocks"):
+                if key in config and config[key] != inferred[key]:
+                    raise VaeLoadError(f"config.json says {key}={config[key]} but the weights have {inferred[key]}",
+                                       label)
+        merged.update(inferred)
+        if len(merged["latents_mean"]) != channels or len(merged["latents_std"]) != channels:
+            raise VaeLoadError(f"the config's latents_mean/latents_std have {len(merged['latents_mean'])} values "
+                               f"but the latent has {channels} channels", label)
+        if any(float(s) <= 0 for s in merged["latents_std"]):
+            raise VaeLoadError("the config's latents_std has a value that is not positive", label)
+        info = common.new_info(
+            self.name, label, wf, tensors, fmt=fmt, layout="comfyui" if original else "diffusers", family=fam,
+            guessed=guessed, reason=reason, latent_channels=channels, downscale=downscale_of(merged),
+            ignored=ignored, scaling=1.0,
+            notes=["model space: per channel (z - latents_mean) / latents_std from the config, as the Wan and "
+                   "Qwen-Image pipelines do", "encoded and decoded as a video of one frame"],
+        )
+        return PreparedVae(self.name, tensors, merged, info, fam, extra={"config_class": cls})
+
+    def build(self, prepared: PreparedVae, *, device, dtype, halves) -> WanVae:
+        cfg = dict(prepared.config)
+        cls = prepared.extra.get("config_class")
+        if cls not in _CONFIG_CLASSES:
+            cls = "AutoencoderKLQwenImage" if prepared.family.name == "qwen-image" and not cfg.get("is_residual") \
+                else "AutoencoderKLWan"
+        if cls == "AutoencoderKLQwenImage":
+            cfg = {k: v for k, v in cfg.items() if k in ("base_dim", "z_dim", "dim_mult", "num_res_blocks",
+                                                          "attn_scales", "temperal_downsample", "dropout",
+                                                          "latents_mean", "latents_std")}
+        model = common.build_model(cls, cfg, prepared.tensors, prepared.info.source)
+        return WanVae(single_frame(model), prepared.info, prepared.family, device=device, dtype=dtype)
+
+    def family_choices(self, info):
+        return [FAMILIES[n] for n in self.families
+                if FAMILIES[n].latent_channels == info.latent_channels and FAMILIES[n].downscale == info.downscale]
+
+    def use_family(self, info, family) -> None:
+        super().use_family(info, family)
+        info.scaling_factor, info.shift_factor = 1.0, 0.0  # the per-channel statistics normalise
+
+
+ARCHITECTURE = WanArchitecture()
