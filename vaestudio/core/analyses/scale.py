@@ -227,7 +227,8 @@ def plot_scale(results: Sequence[tuple[str, ScaleResult]], *, width: int = 1040,
                     c.draw.ellipse((px - 4, py - 4, px + 4, py + 4), fill=BLACK)
         c.text((70, y0 + row - 20), f"bars: standard deviation (want 1), dots: mean (want 0); overall std "
                f"{r.model_std:.3g}, mean {r.model_mean:.3g}", size=12, color=GREY)
-        line = r.warning if r.far and r.warning else (
-            f"configured / measured factor: {ratio:.2f}x (within {FAR_FACTOR}x)")
+        line = (f"WARNING: the configured factor is {ratio:.2f}x the measured one (beyond {FAR_FACTOR}x): "
+                f"is the family ({r.family}) right?" if r.far else
+                f"configured / measured factor: {ratio:.2f}x (within {FAR_FACTOR}x)")
         c.text((70, y0 + row - 4), line, size=12, color=WARN if r.far else GREY)
     return c.array()

@@ -1,0 +1,270 @@
+"""``vaestudio analyze {drift,seams,spectrum,noise,scale}``: the five analyses, as PNG plots, CSV and JSON.
+
+For each image the plot of all VAEs is ``<image>_<analysis>.png`` and the numbers ``<image>_<analysis>.csv``
+(one block of rows per VAE), rewritten as each VAE finishes; drift also writes the picture after the last
+round (``<image>_<vae>_drift_last.png``) and seams the difference maps (``<image>_<vae>_seams_maps.png``).
+``--json`` prints one object per image and VAE: ``image``, ``vae``, ``analysis``, the analysis's numbers
+(see ``vaestudio.core.analyses``) and ``outputs``. Exit codes as for ``reconstruct``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from vaestudio.cli.common import EXIT_IMAGE, EXIT_OK, EXIT_OTHER, add_vae_options, err, load, report, usage
+
+ORDER = 35
+#: Images are resized so the longer side is this many pixels unless --size says otherwise: it keeps each
+#: analysis under a minute with an SD-sized VAE on a 2-core CPU (docs/benchmarks.md).
+DEFAULT_SIZE = 256
+
+HELP = {
+    "drift": "encode and decode K times in a row: PSNR, SSIM and colour shift after each round",
+    "seams": "decode tiled and untiled: difference maps and a seam score per tile size and overlap",
+    "spectrum": "radially averaged power spectrum of original and reconstruction, and their ratio",
+    "noise": "reconstruction quality against the amount of latent noise (timestep or strength)",
+    "scale": "measured latent mean and std, and the scaling factor and shift that would normalise them",
+}
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got '{text}'") from None
+    if not vals or any(v < 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"expected whole numbers >= 0 separated by commas, got '{text}'")
+    return vals
+
+
+def add_parser(sub) -> None:
+    a = sub.add_parser("analyze", help="drift, seams, spectrum, noise robustness, scaling factor",
+                       description="Analyses of what a VAE does: " + "; ".join(f"{k}: {v}" for k, v in HELP.items()))
+    kinds = a.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True)
+    for name, text in HELP.items():
+        p = kinds.add_parser(name, help=text, description=text)
+        p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
+        p.add_argument("--vae", action="append", required=True, metavar="SOURCE",
+                       help="weight file, diffusers folder, or Hugging Face id; repeat to overlay VAEs")
+        p.add_argument("--out", default=".", metavar="DIR", help="output folder (default: current folder)")
+        p.add_argument("--size", type=int, default=DEFAULT_SIZE, metavar="N",
+                       help=f"resize so the longer side is N pixels (default {DEFAULT_SIZE}; 0: keep the size)")
+        p.add_argument("--json", action="store_true", help="one JSON object per image and VAE per line")
+        if name == "drift":
+            p.add_argument("--rounds", type=int, default=10, metavar="K", help="encode/decode rounds (default 10)")
+        elif name == "seams":
+            p.add_argument("--tiles", type=_int_list, default=[64, 128], metavar="T,T",
+                           help="tile sizes in pixels (default 64,128)")
+            p.add_argument("--overlaps", type=_int_list, default=[0, 16, 32], metavar="O,O",
+                           help="tile overlaps in pixels (default 0,16,32)")
+        elif name == "spectrum":
+            p.add_argument("--bins", type=int, default=None, metavar="N",
+                           help="frequency rings from 0 to 0.5 cycles/pixel (default: half the shorter side)")
+        elif name == "noise":
+            p.add_argument("--steps", type=int, default=10, metavar="N", help="noise amounts, from none (default 10)")
+            p.add_argument("--mode", choices=["timestep", "strength"], default="timestep",
+                           help="timesteps over the family's schedule (default), or strength z + s * eps")
+            p.add_argument("--max-strength", type=float, default=1.0, metavar="S",
+                           help="the largest strength with --mode strength (default 1)")
+            p.add_argument("--seed", type=int, default=0)
+        add_vae_options(p)
+        p.set_defaults(handler=run)
+
+
+def vae_labels(sources: list[str]) -> list[str]:
+    """Short names for file names and legends: the file stem or folder name, made unique."""
+    out: list[str] = []
+    for s in sources:
+        p = Path(s)
+        parts = [q for q in re.split(r"[\\/]+", s.rstrip("/\\")) if q]
+        if p.is_file():
+            name = p.stem
+        elif parts and parts[-1].lower() in ("vae", "decoder") and len(parts) > 1:
+            name = f"{parts[-2]}-{parts[-1]}"
+        else:
+            name = parts[-1] if parts else "vae"
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "vae"
+        base, k = name, 2
+        while name in out:
+            name, k = f"{base}-{k}", k + 1
+        out.append(name)
+    return out
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    fields: list[str] = []
+    for r in rows:
+        fields += [k for k in r if k not in fields]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _num(v):
+    return "" if v is None else v
+
+
+def _rows(analysis: str, label: str, d: dict) -> list[dict]:
+    """CSV rows of one VAE's result (``d`` is ``result.to_dict()``)."""
+    if analysis == "drift":
+        return [{"vae": label, "round": r["round"], "psnr": _num(r["psnr"]), "ssim": _num(r["ssim"]),
+                 "color_shift_r": r["color_shift"][0], "color_shift_g": r["color_shift"][1],
+                 "color_shift_b": r["color_shift"][2]} for r in d["rounds"]]
+    if analysis == "seams":
+        return [{"vae": label, **{k: _num(v) for k, v in s.items()}, "band_width": d["band_width"]} for s in d["seams"]]
+    if analysis == "spectrum":
+        return [{"vae": label, "frequency": f, "original_power": _num(po), "reconstruction_power": _num(pr),
+                 "ratio": _num(r)} for f, po, pr, r in zip(d["frequencies"], d["original_power"],
+                                                           d["reconstruction_power"], d["ratio"], strict=True)]
+    if analysis == "noise":
+        return [{"vae": label, "mode": d["mode"], **{k: _num(v) for k, v in p.items()}} for p in d["points"]]
+    summary = {k: _num(d[k]) for k in ("suggested_scaling_factor", "suggested_shift", "configured_scaling_factor",
+                                       "configured_shift")}
+    rows = [{"vae": label, "space": "raw", "channel": "all", "mean": _num(d["mean"]), "std": _num(d["std"]), **summary},
+            {"vae": label, "space": "model", "channel": "all", "mean": _num(d["model_mean"]),
+             "std": _num(d["model_std"]), **summary}]
+    for space, mk, sk in (("raw", "channel_mean", "channel_std"), ("model", "model_channel_mean", "model_channel_std")):
+        rows += [{"vae": label, "space": space, "channel": i, "mean": _num(m), "std": _num(s), **summary}
+                 for i, (m, s) in enumerate(zip(d[mk], d[sk], strict=True))]
+    return rows
+
+
+def _f(v, spec: str = ".2f") -> str:
+    return "inf" if v is None else format(v, spec)
+
+
+def _summary(analysis: str, d: dict) -> str:
+    if analysis == "drift":
+        r = d["rounds"][-1]
+        cs = ", ".join(f"{v:+.4f}" for v in r["color_shift"])
+        return f"after round {r['round']}: PSNR {_f(r['psnr'])} dB, SSIM {_f(r['ssim'], '.4f')}, colour shift ({cs})"
+    if analysis == "seams":
+        return "seam score " + ", ".join(f"tile {s['tile']}/overlap {s['overlap']}: "
+                                         f"{'n/a' if s['seam_score'] is None else format(s['seam_score'], '.3f')}"
+                                         for s in d["seams"])
+    if analysis == "spectrum":
+        fr, ra = d["frequencies"], d["ratio"]
+        picks = []
+        for target in (0.1, 0.25, 0.45):
+            if fr:
+                i = min(range(len(fr)), key=lambda k: abs(fr[k] - target))
+                picks.append(f"{fr[i]:.2f}: {_f(ra[i], '.3f')}")
+        return "power ratio at cycles/pixel " + ", ".join(picks)
+    if analysis == "noise":
+        pts = d["points"]
+        return "PSNR vs clean " + ", ".join(f"{d['mode']} {p['t']:g}: {_f(p['psnr'], '.1f')} dB" for p in pts)
+    return (f"raw latents mean {d['mean']:.4g} std {d['std']:.4g}; suggested scaling factor "
+            f"{d['suggested_scaling_factor']:.5g} shift {d['suggested_shift']:.4g}; configured "
+            f"{d['configured_scaling_factor']:.5g} shift {d['configured_shift']:.4g}")
+
+
+def run(args) -> int:
+    from vaestudio.core.analyses import drift, robustness, scale, seams, spectrum
+    from vaestudio.core.analyses.common import drive
+    from vaestudio.core.images import list_images, load_image, save_png
+
+    if args.size != 0 and args.size < 8:
+        return usage("--size must be at least 8 (or 0 to keep the image's size)")
+    name = args.analysis
+    if name == "drift":
+        if args.rounds < 1:
+            return usage("--rounds must be at least 1")
+        runner, plot, opts = drift.run_drift, drift.plot_drift, {"rounds": args.rounds}
+    elif name == "seams":
+        if not any(o < t for t in args.tiles for o in args.overlaps):
+            return usage("every overlap is as large as every tile: an overlap must be smaller than the tile")
+        runner, plot, opts = seams.run_seams, seams.plot_seams, {"tiles": args.tiles, "overlaps": args.overlaps}
+    elif name == "spectrum":
+        if args.bins is not None and args.bins < 2:
+            return usage("--bins must be at least 2")
+        runner, plot, opts = spectrum.run_spectrum, spectrum.plot_spectrum, {"bins": args.bins}
+    elif name == "noise":
+        if args.steps < 2:
+            return usage("--steps must be at least 2")
+        if not (args.max_strength > 0 and args.max_strength < float("inf")):
+            return usage("--max-strength must be a finite number > 0")
+        runner, plot = robustness.run_noise, robustness.plot_noise
+        opts = {"steps": args.steps, "mode": args.mode, "max_strength": args.max_strength, "seed": args.seed}
+    else:
+        runner, plot, opts = scale.run_scale, scale.plot_scale, {}
+    out_dir = Path(args.out)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        err(out_dir, f"cannot create the output folder ({exc.strerror})")
+        return EXIT_OTHER
+    code = EXIT_OK
+    images = []  # (path, LoadedImage, stem for output names)
+    stems: set[str] = set()
+    for path in list_images(args.images):
+        try:
+            image = load_image(path, size=args.size or None)
+        except Exception as exc:  # noqa: BLE001 - report and go on with the rest of the batch
+            code = max(code, report(exc, args.debug, path))
+            continue
+        stem, k = image.name, 2
+        while stem in stems:
+            stem, k = f"{image.name}-{k}", k + 1
+        stems.add(stem)
+        images.append((path, image, stem))
+    if not images:
+        err(None, "no readable images")
+        return code or EXIT_IMAGE
+    tty = sys.stderr.isatty()
+    done: dict[str, list] = {stem: [] for _, _, stem in images}  # stem -> [(label, result)]
+    rows: dict[str, list[dict]] = {stem: [] for _, _, stem in images}
+    for source, label in zip(args.vae, vae_labels(args.vae), strict=True):
+        try:
+            vae = load(args, source)
+        except Exception as exc:  # noqa: BLE001
+            code = max(code, report(exc, args.debug, source))
+            continue
+        try:
+            for path, image, stem in images:
+
+                def show(step, path=path, label=label) -> None:
+                    line = f"{name} {path} [{label}]: {step.what} ({step.done + 1}/{step.total})"
+                    print(f"\r{line}\033[K" if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+
+                try:
+                    result = drive(runner(vae, image.pixels, tile=args.tile, **opts), on_step=show)
+                    if tty:
+                        print("\r\033[K", end="", file=sys.stderr, flush=True)
+                    d = result.to_dict()
+                    done[stem].append((label, result))
+                    rows[stem] += _rows(name, label, d)
+                    outputs = {"plot": str(save_png(plot(done[stem]), out_dir / f"{stem}_{name}.png"))}
+                    csv_path = out_dir / f"{stem}_{name}.csv"
+                    _write_csv(csv_path, rows[stem])
+                    outputs["csv"] = str(csv_path)
+                    if name == "drift":
+                        outputs["last_round"] = str(save_png(result.last, out_dir / f"{stem}_{label}_drift_last.png"))
+                    elif name == "seams":
+                        maps = seams.seam_maps(result, f"{image.name}, {label}: tiled minus untiled decode")
+                        outputs["maps"] = str(save_png(maps, out_dir / f"{stem}_{label}_seams_maps.png"))
+                except Exception as exc:  # noqa: BLE001 - report and go on with the rest of the batch
+                    if tty:
+                        print(file=sys.stderr)
+                    code = max(code, report(exc, args.debug, path))
+                    continue
+                for note in result.notes:
+                    print(f"note: {path}: {note}", file=sys.stderr)
+                if name == "scale" and result.warning:
+                    print(f"warning: {path}: {source}: {result.warning}", file=sys.stderr, flush=True)
+                if args.json:
+                    print(json.dumps({"image": str(path), "vae": source, "analysis": name, **d, "outputs": outputs}),
+                          flush=True)
+                else:
+                    print(f"{path} [{label}] {name}: {_summary(name, d)} -> {outputs['plot']}", flush=True)
+        finally:
+            vae.close()
+    return code
