@@ -57,8 +57,8 @@ def test_drop_vae_file_and_images(qtbot, win, tmp_path, ldm_file):
     qtbot.waitUntil(lambda: win.inspector.vae is not None, timeout=30000)
     wait_result(qtbot, win)
     ins = win.inspector
-    assert ins.compare.recon.data.shape == (40, 56, 3)
-    assert ins.compare.diff.data is not None
+    assert ins.compare.reconstruction.data.shape == (40, 56, 3)
+    assert ins.compare.difference.data is not None
     assert ins.latents.channel_count() == 4
     assert ins.nav_label.text().startswith("1 / 2")
     assert ins.metrics.text("PSNR").endswith("dB") and ins.metrics.text("Latent shape") == "4 x 5 x 7"
@@ -66,7 +66,7 @@ def test_drop_vae_file_and_images(qtbot, win, tmp_path, ldm_file):
     ins.result = None
     ins.step(1)
     wait_result(qtbot, win)
-    assert ins.compare.recon.data.shape == (33, 47, 3)
+    assert ins.compare.reconstruction.data.shape == (33, 47, 3)
 
 
 def test_noise_slider_updates_output_without_reencoding(qtbot, win, tmp_path, vae_dir):
@@ -76,13 +76,13 @@ def test_noise_slider_updates_output_without_reencoding(qtbot, win, tmp_path, va
     wait_result(qtbot, win)
     ins = win.inspector
     clean = ins.result.decoded.copy()
-    enc = ins.enc
+    enc = ins.encoded
     ins.noise.strength.setChecked(True)
     ins.noise.slider.setValue(600)
     qtbot.waitUntil(lambda: ins.noise.snr.text() != "SNR: -", timeout=5000)  # the instant preview
     qtbot.waitUntil(lambda: ins.result.label.startswith("Noised"), timeout=30000)
     assert not np.allclose(ins.result.decoded, clean)
-    assert ins.enc is enc  # the encode was cached, not repeated
+    assert ins.encoded is enc  # the encode was cached, not repeated
     ins.noise.timestep.setChecked(True)
     qtbot.waitUntil(lambda: "timestep" in ins.result.label, timeout=30000)
     ins.noise.off.setChecked(True)
@@ -104,10 +104,10 @@ def test_swap_vae_and_ab_compare(qtbot, win, tmp_path, vae_dir, ldm_file):
     assert "community_vae" in ins.vae_panel.info.text()
     assert ins.vae_panel.recent.count() == 2  # both remembered for one-click swapping
     ins.load_vae(str(vae_dir), slot="b")
-    qtbot.waitUntil(lambda: ins.compare.recon_b.isVisible(), timeout=30000)
+    qtbot.waitUntil(lambda: ins.compare.reconstruction_b.isVisible(), timeout=30000)
     assert ins.metrics.text("B: PSNR / SSIM").endswith(tuple("0123456789"))
     ins.clear_b()
-    assert not ins.compare.recon_b.isVisible()
+    assert not ins.compare.reconstruction_b.isVisible()
     ins.vae_panel.family_changed.emit("sdxl")
     qtbot.waitUntil(lambda: "family: sdxl" in ins.vae_panel.info.text(), timeout=10000)
     ins.vae_panel.family_changed.emit("flux")  # 16 channels: refused, and the window stays usable
@@ -202,6 +202,8 @@ def test_exports_and_failed_export(qtbot, win, tmp_path, vae_dir):
     wait_result(qtbot, win)
     for what in ("recon", "diff", "strip", "heatmaps"):
         win.save_export(what, str(tmp_path / f"{what}.png"))
+    qtbot.waitUntil(lambda: not win.runner.busy(), timeout=10000)
+    for what in ("recon", "diff", "strip", "heatmaps"):
         assert Image.open(tmp_path / f"{what}.png").size[0] > 0
     assert Image.open(tmp_path / "strip.png").size == (56 * 3, 40)
     win.save_export("latents", str(tmp_path / "lat.safetensors"))
@@ -210,7 +212,7 @@ def test_exports_and_failed_export(qtbot, win, tmp_path, vae_dir):
 
     assert tuple(load_file(str(tmp_path / "lat.safetensors"))["latent"].shape) == (4, 5, 7)
     win.save_export("recon", str(tmp_path / "missing_dir" / "x.png"))
-    assert "could not save" in win.last_error
+    qtbot.waitUntil(lambda: "could not save" in win.last_error, timeout=10000)
 
 
 def idx(arr: np.ndarray) -> bytes:
@@ -224,34 +226,36 @@ def test_mnist_studio_train_pause_stop_save_and_inspect(qtbot, win, tmp_path):
     (tmp_path / "data" / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx(x)))
     (tmp_path / "data" / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx(np.arange(600) % 10)))
     tab = win.training
-    tab.data_dir.setText(str(tmp_path / "data"))
-    tab.epochs.setValue(200)
-    tab.batch.setValue(32)
-    tab.hidden.setValue(32)
-    tab.latent.setValue(2)
-    tab.start_btn.click()
-    qtbot.waitUntil(lambda: len(tab.step_x) > 5, timeout=30000)  # the live curve gains points
-    qtbot.waitUntil(lambda: len(tab.history) >= 1, timeout=30000)
-    tab.pause_btn.click()
-    assert tab.pause_btn.text() == "Resume"
+    tab.controls.data_dir.setText(str(tmp_path / "data"))
+    tab.controls.epochs.setValue(200)
+    tab.controls.batch.setValue(32)
+    tab.controls.hidden.setValue(32)
+    tab.controls.latent.setValue(2)
+    tab.controls.start_btn.click()
+    qtbot.waitUntil(lambda: len(tab.plots.step_x) > 5, timeout=30000)  # the live curve gains points
+    qtbot.waitUntil(lambda: len(tab.plots.history) >= 1, timeout=30000)
+    tab.controls.pause_btn.click()
+    assert tab.controls.pause_btn.text() == "Resume"
     time.sleep(0.3)
     qtbot.wait(200)
-    n = len(tab.step_x)
+    n = len(tab.plots.step_x)
     qtbot.wait(400)
-    assert len(tab.step_x) == n  # paused: no new steps
-    tab.stop_btn.click()
-    qtbot.waitUntil(lambda: tab.start_btn.isEnabled(), timeout=10000)
-    assert tab.start_btn.text() == "Continue"
+    assert len(tab.plots.step_x) == n  # paused: no new steps
+    tab.controls.stop_btn.click()
+    qtbot.waitUntil(lambda: tab.controls.start_btn.isEnabled(), timeout=10000)
+    assert tab.controls.start_btn.text() == "Continue"
     ckpt = tmp_path / "studio.safetensors"
     tab.save_checkpoint(str(ckpt))
-    assert ckpt.is_file()
-    tab.inspect_btn.click()
+    qtbot.waitUntil(ckpt.is_file, timeout=10000)
+    tab.controls.inspect_btn.click()
     ins = win.inspector
+    qtbot.waitUntil(lambda: ins.vae is not None, timeout=10000)
     assert ins.vae is not None and ins.vae.info.architecture == "mnist"
     Image.fromarray(255 - x[0]).save(tmp_path / "digit.png")
     win.open_images([str(tmp_path / "digit.png")])
     wait_result(qtbot, win)
-    assert ins.latents.channel_count() == 1 and ins.enc.latent.shape == (2,)
+    assert ins.latents.channel_count() == 1 and ins.encoded.result.latent.shape == (2,)
     tab.interpolate()
+    qtbot.waitUntil(lambda: tab.plots.explore_img.image is not None, timeout=10000)
     tab.traverse()
-    assert tab.explore_img.image is not None
+    qtbot.waitUntil(lambda: "dimension" in tab.plots.explore_label.text, timeout=10000)

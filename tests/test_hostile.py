@@ -195,10 +195,12 @@ def test_gui_export_to_unwritable_place_reports_and_keeps_file(qtbot, tmp_path, 
     qtbot.waitUntil(lambda: win.inspector.result is not None, timeout=30000)
     out = tmp_path / "out.png"
     win.save_export("recon", str(out))
+    qtbot.waitUntil(lambda: out.is_file() and not win.runner.busy(), timeout=10000)
     before = out.read_bytes()
     monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError(errno.EROFS, "Read-only file system")))
     count("faults")
     win.save_export("recon", str(out))
+    qtbot.waitUntil(lambda: "Read-only file system" in win.last_error, timeout=10000)
     monkeypatch.undo()
     assert "Read-only file system" in win.last_error
     assert out.read_bytes() == before
@@ -331,10 +333,13 @@ def test_closing_the_window_during_each_kind_of_job(qtbot, tmp_path, vae_dir, jo
         header = bytes([0, 0, 8, 3]) + b"".join(v.to_bytes(4, "big") for v in x.shape)
         (d / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + x.tobytes()))
         tab = win.training
-        tab.data_dir.setText(str(d))
-        tab.epochs.setValue(100)
-        tab.start_btn.click()
-        qtbot.waitUntil(lambda: len(tab.step_x) > 0, timeout=20000)
+        tab.controls.data_dir.setText(str(d))
+        tab.controls.epochs.setValue(100)
+        tab.controls.start_btn.click()
+        qtbot.waitUntil(lambda: len(tab.plots.step_x) > 0, timeout=20000)
+        from helpers.gui import answer_next_dialog
+
+        answer_next_dialog("Discard")  # the window asks whether to save the unsaved run
         t0 = time.monotonic()
         win.close()
     assert time.monotonic() - t0 < 5

@@ -221,7 +221,6 @@ def test_non_finite_loss_stops_and_keeps_last_good(tmp_path, data):
     assert "nan" in stop.message.lower() and "last good checkpoint" in stop.message
     good = Trainer.resume(tmp_path / "good.safetensors", train, held)
     assert all(torch.isfinite(p).all() for p in good.model.parameters())
-    assert trainer.last_good is not None
 
 
 def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, data, monkeypatch):

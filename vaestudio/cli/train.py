@@ -45,8 +45,14 @@ def run(args: argparse.Namespace) -> int:
         if not args.json and total:
             print(f"\rdownloading {name}: {100 * done // total}%", end="", file=sys.stderr, flush=True)
 
-    data = load_dataset(args.dataset, args.data, download=args.download, holdout_fraction=args.holdout_fraction,
-                        progress=show_download)
+    from vaestudio.core.errors import DatasetMissing
+
+    try:
+        data = load_dataset(args.dataset, args.data, download=args.download, holdout_fraction=args.holdout_fraction,
+                            progress=show_download)
+    except DatasetMissing as exc:
+        exc.reason += "; run with --download or point --data at the IDX files"
+        raise
     if args.out:
         from pathlib import Path
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 
 class VaeStudioError(Exception):
-    """Base class for errors that the CLI and the GUI show to the user as one sentence."""
+    """Base class for errors that the CLI and the GUI show to the user as one sentence.
+
+    The sentence says what is wrong; how to fix it is for each front end to say in its own terms
+    (a command-line flag, or a control in the window).
+    """
 
     exit_code = 1
 
@@ -50,6 +54,10 @@ class DataError(VaeStudioError):
     """A dataset file could not be used (truncated, wrong magic, wrong shape)."""
 
     exit_code = 3
+
+
+class DatasetMissing(DataError):
+    """The dataset is not in the folder looked at (each front end says how to get it)."""
 
 
 class CheckpointError(VaeStudioError):

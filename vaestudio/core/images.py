@@ -117,8 +117,9 @@ def load_image(
                 rgb = _to_float_rgb(im, background)
     except ImageLoadError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageLoadError(f"refused as a possible decompression bomb ({exc})", label) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageLoadError("refused as a possible decompression bomb: it has more pixels than the image "
+                             "reader allows", label) from None
     except UnidentifiedImageError:
         raise ImageLoadError("not an image file Pillow can identify (corrupt or wrong format)", label) from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as exc:

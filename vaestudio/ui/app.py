@@ -29,10 +29,12 @@ def run_gui(images: list[str] | None = None, vae: str | None = None) -> int:
     win.show()
 
     def initial() -> None:
+        # the heavy imports start now, in workers, with the window already on screen
         if vae:
             win.inspector.load_vae(vae)
         if images:
             win.open_images(list(images))
+        win.warm_up()
 
     QTimer.singleShot(0, initial)
     if os.environ.get("VAESTUDIO_EXIT_AFTER_SHOW"):  # used by benchmarks/bench_gui.py to time launches
@@ -40,7 +42,7 @@ def run_gui(images: list[str] | None = None, vae: str | None = None) -> int:
     code = app.exec()
     # a torch op cannot be interrupted; if one is still finishing after the window closed, do not
     # make the user wait for it (nor let Qt destroy a running thread): end the process now
-    if win.runner.busy() or win.training.is_running():
+    if win.runner.busy():
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -1,8 +1,8 @@
-"""The functions the inspector runs in worker threads: thin calls into the core.
+"""The functions the window runs in worker threads: one-line calls into the core.
 
-Each takes ``progress`` and ``should_stop`` keywords (supplied by the Worker) and returns plain data
-for the UI thread to show. torch and diffusers are imported here, inside the functions, so the
-window opens before they load.
+Each takes ``progress`` and ``should_stop`` keywords (supplied by the worker) and returns plain data
+for the UI thread to show. torch and diffusers are imported inside the functions, so the window
+opens before they load, and a tiny autoencoder never imports diffusers at all.
 """
 
 from __future__ import annotations
@@ -13,19 +13,39 @@ import numpy as np
 
 
 @dataclass
-class PreviewResult:
-    preview: np.ndarray | None
+class Preview:
+    """A quick picture of a (possibly noised) latent while the full decoder works."""
+
+    image: np.ndarray | None  # (H, W, 3) at the image's size, or None when no preview is possible
+    tiny: bool  # decoded by a tiny decoder (else the latent-to-RGB approximation)
     snr_db: float | None
 
 
-def load_vae_job(source, family, prefs, *, progress, should_stop):
+def warm_up(*, progress, should_stop) -> list[str]:
+    """Import torch and the loaders while the user looks at the window; return the devices there are."""
+    from vaestudio.core import sources  # noqa: F401 - the import is the point
+    from vaestudio.core.autoencoder import available_devices
+
+    return available_devices()
+
+
+def load_vae_job(source, family, prefs, halves=("encoder", "decoder"), *, progress, should_stop):
     from vaestudio.core.sources import load_vae
 
     def download(p) -> None:
         progress(p.done, p.total or 0)
 
-    return load_vae(source, family=family or None, device=prefs.device, dtype=prefs.dtype, progress=download,
-                    should_stop=should_stop)
+    return load_vae(source, family=family or None, device=prefs.device, dtype=prefs.dtype, halves=halves,
+                    progress=download, should_stop=should_stop)
+
+
+def load_preview_decoder_job(location, family, *, progress, should_stop):
+    """The tiny decoder for ``family`` found at ``location`` (a file or a folder), or None."""
+    from vaestudio.core.archs.taesd import find_tiny_decoder
+    from vaestudio.core.sources import load_vae
+
+    path = find_tiny_decoder(location, family)
+    return None if path is None else load_vae(path, halves=("decoder",), device="cpu")
 
 
 def load_image_job(source, *, progress, should_stop):
@@ -34,18 +54,35 @@ def load_image_job(source, *, progress, should_stop):
     return load_image(source)
 
 
-def encode_job(vae, image, tile, *, progress, should_stop):
+def encode_job(vae, pixels, tile, *, progress, should_stop):
+    """Encode; also the latent-to-RGB picture of the clean latent."""
+    from vaestudio.core.analysis import latent_preview
     from vaestudio.core.pipeline import encode_image
 
-    return encode_image(vae, image.pixels, tile=tile, progress=progress, should_stop=should_stop)
+    encoded = encode_image(vae, pixels, tile=tile, progress=progress, should_stop=should_stop)
+    return encoded, latent_preview(encoded.result.latent, vae.family.name)
 
 
-def preview_job(vae, latent, noise, *, progress, should_stop) -> PreviewResult:
+def preview_job(vae, encoded, noise, tiny, *, progress, should_stop) -> Preview:
+    """Noise the cached latent; decode it with the tiny decoder when there is one, else latent-to-RGB."""
     from vaestudio.core.analysis import latent_preview
     from vaestudio.core.noise import add_noise
 
-    noised = add_noise(latent, vae.family, spec=noise)
-    return PreviewResult(latent_preview(noised.latent, vae.family.name), noised.snr_db)
+    latent, snr_db = encoded.result.latent, None
+    if noise is not None:
+        noised = add_noise(latent, vae.family, spec=noise)
+        latent, snr_db = noised.latent, noised.snr_db
+    h, w = encoded.original.shape[:2]
+    if tiny is not None:
+        return Preview(tiny.decode(latent, h, w, should_stop=should_stop), True, snr_db)
+    rgb = latent_preview(latent, vae.family.name)
+    return Preview(None if rgb is None else upscale(rgb, h, w), False, snr_db)
+
+
+def upscale(rgb: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Nearest-neighbour enlargement of a small picture to cover (h, w)."""
+    f = max(1, -(-h // rgb.shape[0]), -(-w // rgb.shape[1]))
+    return np.repeat(np.repeat(rgb, f, axis=0), f, axis=1)[:h, :w]
 
 
 def decode_job(vae, encoded, noise, tile, ablation=None, *, progress, should_stop):
@@ -57,15 +94,61 @@ def decode_job(vae, encoded, noise, tile, ablation=None, *, progress, should_sto
     return rec
 
 
-def reconstruct_job(vae, image, tile, noise=None, *, progress, should_stop):
-    """For the B side of an A/B comparison: the core's whole round trip."""
-    from vaestudio.core.pipeline import reconstruct
+def compare_job(vae, pixels, cached, noise, tile, *, progress, should_stop):
+    """The B side of an A/B comparison: encode (unless cached), then decode with the same noise as A."""
+    from vaestudio.core.pipeline import decode_latent, encode_image
 
-    return reconstruct(vae, image, noise=noise, tile=tile, progress=progress, should_stop=should_stop)
+    encoded = cached or encode_image(vae, pixels, tile=tile, progress=progress, should_stop=should_stop)
+    if noise is not None and noise.mode == "timestep" and noise.value > vae.family.max_timestep:
+        from dataclasses import replace
+
+        noise = replace(noise, value=float(vae.family.max_timestep))
+    rec = decode_latent(vae, encoded, noise=noise, tile=tile, progress=progress, should_stop=should_stop)
+    rec.diff_rgb  # noqa: B018
+    return encoded, rec
 
 
-def save_latents_job(latent, path, metadata: dict, *, progress, should_stop):
-    from safetensors.torch import save_file
+def export_job(what: str, data: dict, path: str, *, progress, should_stop) -> str:
+    """Compose an export picture (or the latents file) and write it atomically; a failed write
+    (disk full, read-only folder) leaves any previous file as it was."""
+    from vaestudio.core.errors import VaeStudioError
 
-    save_file({"latent": latent.contiguous()}, str(path), metadata={k: str(v) for k, v in metadata.items()})
-    return path
+    try:
+        return _export(what, data, path)
+    except OSError as exc:
+        raise VaeStudioError(f"could not save ({exc.strerror or exc})", path) from None
+
+
+def _export(what: str, data: dict, path: str) -> str:
+    from vaestudio.core.images import save_png
+
+    if what == "latents":
+        import os
+        from pathlib import Path
+
+        from safetensors.torch import save
+
+        tensors = {"latent": data["latent"].contiguous()}
+        if data.get("raw") is not None:
+            tensors["raw"] = data["raw"].contiguous()
+        blob = save(tensors, metadata={k: str(v) for k, v in data["metadata"].items()})
+        tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+        try:
+            tmp.write_bytes(blob)
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        return str(path)
+    if what == "strip":
+        from vaestudio.core.pictures import comparison_strip
+
+        img = comparison_strip(*data["images"])
+    elif what == "heatmaps":
+        from vaestudio.core.pictures import heatmap_sheet
+
+        img = heatmap_sheet(data["latent"], shared=data["shared"], order=data.get("order"))
+    else:
+        img = data["image"]
+    save_png(img, path)
+    return str(path)

@@ -1,4 +1,4 @@
-"""The main window: it only assembles the inspector and the MNIST studio, menus and the status bar."""
+"""The main window: it assembles the tabs, the menus, the status bar, drag and drop and dialogs."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTa
 
 from vaestudio import __version__
 from vaestudio.core.filetypes import WEIGHT_SUFFIXES
+from vaestudio.ui import jobs
 from vaestudio.ui.inspector import InspectorTab
-from vaestudio.ui.jobs import save_latents_job
 from vaestudio.ui.settings import PreferencesDialog, Store
 from vaestudio.ui.training import TrainingTab
 from vaestudio.ui.workers import JobRunner
@@ -21,6 +21,8 @@ from vaestudio.ui.workers import JobRunner
 log = logging.getLogger("vaestudio")
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff *.gif);;All files (*)"
 WEIGHT_FILTER = "VAE weights (*.safetensors *.ckpt *.pt *.pth *.bin);;All files (*)"
+EXPORT_NAMES = {"recon": "{}_recon.png", "diff": "{}_diff.png", "strip": "{}_strip.png",
+                "heatmaps": "{}_latents.png", "latents": "{}_latents.safetensors"}
 
 
 def icon_path() -> Path:
@@ -42,9 +44,11 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.store = store or Store()
         self.prefs = self.store.prefs()
+        self.devices: list[str] = ["auto", "cpu"]  # filled in by the warm-up worker
         self.runner = JobRunner(self)
         self.inspector = InspectorTab(self.runner, self.prefs)
         self.training = TrainingTab(self.runner)
+        self.training.last_dir = self.store.get("dirs/checkpoints", "") or ""
         self.tabs = QTabWidget()
         self.tabs.addTab(self.inspector, "Inspector")
         self.tabs.addTab(self.training, "MNIST studio")
@@ -52,26 +56,36 @@ class MainWindow(QMainWindow):
         self.busy_label = QLabel("")
         self.statusBar().addPermanentWidget(self.busy_label)
         self.runner.busy_changed.connect(lambda b: self.busy_label.setText("working ..." if b else ""))
-        self.inspector.message.connect(lambda m: self.statusBar().showMessage(m, 8000))
-        self.inspector.error.connect(self.show_error)
-        self.training.message.connect(lambda m: self.statusBar().showMessage(m, 8000))
-        self.training.error.connect(self.show_error)
+        for tab in (self.inspector, self.training):
+            tab.message.connect(lambda m: self.statusBar().showMessage(m, 8000))
+            tab.error.connect(self.show_error)
         self.training.open_in_inspector.connect(self.use_trained_vae)
         self.inspector.vae_loaded.connect(self._remember_vae)
-        self.inspector.vae_panel.load_file.connect(self.pick_vae_file)
-        self.inspector.vae_panel.load_folder.connect(self.pick_vae_folder)
-        self.inspector.vae_panel.load_hub.connect(lambda s: self.inspector.load_vae(s))
-        self.inspector.vae_panel.load_recent.connect(lambda s: self.inspector.load_vae(s))
-        self.inspector.vae_panel.use_mnist.connect(self.use_mnist_vae)
-        self.inspector.vae_panel.compare_b.connect(self.pick_vae_b)
-        self.inspector.vae_panel.set_recent(self.store.recent("vaes"))
+        panel = self.inspector.vae_panel
+        panel.load_file.connect(self.pick_vae_file)
+        panel.load_folder.connect(self.pick_vae_folder)
+        panel.load_hub.connect(lambda s: self.inspector.load_vae(s))
+        panel.load_recent.connect(lambda s: self.inspector.load_vae(s))
+        panel.use_mnist.connect(self.use_mnist_vae)
+        panel.compare_b.connect(self.pick_vae_b)
+        panel.set_recent(self.store.recent("vaes"))
         self.last_error = ""
+        self._error_boxes: list[QMessageBox] = []
+        self._close_approved = False
         self._build_menus()
         geo = self.store.get("window/geometry")
         if geo is not None:
             self.restoreGeometry(geo)
         else:
-            self.resize(1400, 900)
+            self.resize(1500, 940)
+
+    def warm_up(self) -> None:
+        """Import torch and the loaders in a worker while the user looks at the window."""
+        def ready(devices) -> None:
+            self.devices = devices
+            self.training.controls.set_devices(devices)
+
+        self.runner.start("warmup", jobs.warm_up, on_result=ready, on_error=lambda m: log.warning("warm-up: %s", m))
 
     # -- menus --------------------------------------------------------------------------------
     def _action(self, menu, text: str, slot, shortcut=None, tip: str = "") -> QAction:
@@ -117,17 +131,25 @@ class MainWindow(QMainWindow):
         for p in self.store.recent("images"):
             act = self.recent_menu.addAction(p)
             act.triggered.connect(lambda _=False, p=p: self.open_images([p]))
+        self.recent_menu.setEnabled(not self.recent_menu.isEmpty())
+
+    def _dir(self, key: str) -> str:
+        return self.store.get(f"dirs/{key}", "") or str(Path.home())
+
+    def _remember_dir(self, key: str, path: str) -> None:
+        p = Path(path)
+        self.store.set(f"dirs/{key}", str(p if p.is_dir() else p.parent))
 
     # -- opening things -----------------------------------------------------------------------
     def pick_images(self) -> None:
-        paths, _ = QFileDialog.getOpenFileNames(self, "Open images", self.store.get("dirs/images", ""), IMAGE_FILTER)
+        paths, _ = QFileDialog.getOpenFileNames(self, "Open images", self._dir("images"), IMAGE_FILTER)
         if paths:
             self.open_images(paths)
 
     def open_images(self, paths: list[str]) -> None:
         if not paths:
             return
-        self.store.set("dirs/images", str(Path(paths[0]).parent))
+        self._remember_dir("images", paths[0])
         for p in reversed(paths[:10]):
             self.store.push_recent("images", p)
         self._fill_recent_images()
@@ -150,37 +172,43 @@ class MainWindow(QMainWindow):
         self.inspector.open_sources([bytes(buf.data())])
 
     def pick_vae_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load VAE", self.store.get("dirs/vaes", ""), WEIGHT_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self, "Load VAE", self._dir("vaes"), WEIGHT_FILTER)
+        if path:
+            self._remember_dir("vaes", path)
+            self.inspector.load_vae(path)
+
+    def pick_vae_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Load a VAE folder (diffusers, or tiny autoencoder pairs)",
+                                                self._dir("vaes"))
         if path:
             self.store.set("dirs/vaes", str(Path(path).parent))
             self.inspector.load_vae(path)
 
-    def pick_vae_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Load a diffusers VAE folder", self.store.get("dirs/vaes", ""))
-        if path:
-            self.inspector.load_vae(path)
-
     def pick_vae_b(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "VAE B for A/B comparison", self.store.get("dirs/vaes", ""),
-                                              WEIGHT_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self, "VAE B for A/B comparison", self._dir("vaes"), WEIGHT_FILTER)
         if path:
+            self._remember_dir("vaes", path)
             self.inspector.load_vae(path, slot="b")
 
     def use_mnist_vae(self) -> None:
         if self.training.has_model():
             self.use_trained_vae()
             return
-        path, _ = QFileDialog.getOpenFileName(self, "MNIST VAE checkpoint", "", "MNIST checkpoints (*.safetensors)")
+        path, _ = QFileDialog.getOpenFileName(self, "MNIST VAE checkpoint", self._dir("checkpoints"),
+                                              "MNIST checkpoints (*.safetensors)")
         if path:
+            self._remember_dir("checkpoints", path)
             self.inspector.load_vae(path)
 
     def use_trained_vae(self) -> None:
-        vae = self.training.inspector_vae()
-        if vae is None:
-            self.show_error("train a model first (or load a checkpoint in the MNIST studio)")
-            return
-        self.tabs.setCurrentWidget(self.inspector)
-        self.inspector.set_vae(vae)
+        def ready(vae) -> None:
+            if vae is None:
+                self.show_error("train a model for an epoch first (or load a checkpoint in the MNIST studio)")
+                return
+            self.tabs.setCurrentWidget(self.inspector)
+            self.inspector.set_vae(vae)
+
+        self.training.request_inspector_vae(ready)
 
     def _remember_vae(self, source: str) -> None:
         self.inspector.vae_panel.set_recent(self.store.push_recent("vaes", source))
@@ -213,56 +241,39 @@ class MainWindow(QMainWindow):
         if ins.result is None or ins.image is None:
             self.show_error("nothing to save yet: open an image and load a VAE")
             return
-        base = ins.image.name
-        names = {"recon": f"{base}_recon.png", "diff": f"{base}_diff.png", "strip": f"{base}_strip.png",
-                 "heatmaps": f"{base}_latents.png", "latents": f"{base}_latents.safetensors"}
-        start = str(Path(self.store.get("dirs/export", "") or ".") / names[what])
+        start = str(Path(self._dir("export")) / EXPORT_NAMES[what].format(ins.image.name))
         flt = "safetensors (*.safetensors)" if what == "latents" else "PNG (*.png)"
         path, _ = QFileDialog.getSaveFileName(self, "Save", start, flt)
         if path:
             self.save_export(what, path)
 
     def save_export(self, what: str, path: str) -> None:
-        """Write one export; failures (disk full, read-only folder) are reported, nothing half-written."""
-        from vaestudio.core.images import save_png
-
+        """Compose and write one export in a worker; failures are reported, nothing half-written."""
         ins = self.inspector
-        self.store.set("dirs/export", str(Path(path).parent))
-        try:
-            if what == "latents":
-                meta = {"source_image": ins.image.name, "vae": ins.vae.info.source, "family": ins.vae.family.name,
-                        "scaled": "true"}
-                self.runner.start("export", save_latents_job, ins.enc.latent, path, meta, on_result=lambda p: self.statusBar().showMessage(f"Saved {p}", 8000),
-                                  on_error=self.show_error)
-                return
-            if what == "recon":
-                img = ins.result.decoded
-            elif what == "diff":
-                img = ins.result.diff_rgb
-            elif what == "strip":
-                img = np.concatenate([ins.original, ins.result.decoded, ins.result.diff_rgb], axis=1)
-            else:
-                img = self._heatmap_sheet()
-            save_png(img, path)
-            self.statusBar().showMessage(f"Saved {path}", 8000)
-        except OSError as exc:
-            self.show_error(f"{path}: could not save ({exc.strerror or exc})")
-
-    def _heatmap_sheet(self) -> np.ndarray:
-        from vaestudio.core.analysis import heatmaps
-        from vaestudio.core.metrics import colorize
-
-        maps, _ = heatmaps(self.inspector.enc.latent, shared=self.inspector.latents.shared.isChecked())
-        tiles = [np.pad(colorize(m, 1.0), ((2, 2), (2, 2), (0, 0)), constant_values=1.0) for m in maps]
-        cols = int(np.ceil(np.sqrt(len(tiles))))
-        rows = []
-        for r in range(0, len(tiles), cols):
-            row = tiles[r : r + cols]
-            row += [np.ones_like(tiles[0])] * (cols - len(row))
-            rows.append(np.concatenate(row, axis=1))
-        sheet = np.concatenate(rows, axis=0)
-        scale = max(1, 256 // max(sheet.shape[:2]))
-        return np.kron(sheet, np.ones((scale, scale, 1), np.float32))
+        if ins.result is None:
+            self.show_error("nothing to save yet: open an image and load a VAE")
+            return
+        self._remember_dir("export", path)
+        res = ins.result
+        if what == "latents":
+            enc = res.encoded
+            data = {"latent": enc.latent, "raw": enc.raw,
+                    "metadata": {"source_image": ins.image.name, "vae": ins.vae.info.source,
+                                 "architecture": ins.vae.info.architecture, "family": ins.vae.family.name,
+                                 "latent": "model space", "raw": "encoder output"}}
+        elif what == "recon":
+            data = {"image": res.decoded}
+        elif what == "diff":
+            data = {"image": res.diff_rgb}
+        elif what == "strip":
+            data = {"images": [res.original, res.decoded, res.diff_rgb]}
+        else:
+            lat = ins.latents
+            data = {"latent": lat.arr, "shared": lat.shared.isChecked(),
+                    "order": None if lat.mosaic is None else lat.mosaic.order}
+        self.runner.start(f"export:{path}", jobs.export_job, what, data, path,
+                          on_result=lambda p: self.statusBar().showMessage(f"Saved {p}", 8000),
+                          on_error=self.show_error)
 
     def copy_image(self) -> None:
         if self.inspector.result is not None:
@@ -271,13 +282,17 @@ class MainWindow(QMainWindow):
 
     # -- misc ---------------------------------------------------------------------------------
     def edit_prefs(self) -> None:
-        dlg = PreferencesDialog(self.prefs, self)
+        dlg = PreferencesDialog(self.prefs, self, devices=self.devices)
         if dlg.exec():
             new = dlg.value()
-            for k in ("device", "dtype", "tile"):
+            preview_changed = new.preview_decoder != self.prefs.preview_decoder
+            for k in ("device", "dtype", "tile", "preview_decoder"):
                 setattr(self.prefs, k, getattr(new, k))
             self.store.set_prefs(self.prefs)
-            self.statusBar().showMessage("Preferences saved; they apply to the next VAE you load", 8000)
+            if preview_changed:
+                self.inspector.load_preview_decoder()
+            self.statusBar().showMessage("Preferences saved; device and precision apply to the next VAE you load",
+                                         8000)
 
     def show_error(self, message: str) -> None:
         """Status bar plus a non-blocking message box; the window stays usable."""
@@ -287,8 +302,9 @@ class MainWindow(QMainWindow):
         box = QMessageBox(QMessageBox.Icon.Warning, "vaestudio", message, QMessageBox.StandardButton.Ok, self)
         box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         box.setModal(False)
+        box.finished.connect(lambda _r, b=box: self._error_boxes.remove(b) if b in self._error_boxes else None)
+        self._error_boxes.append(box)
         box.show()
-        self._error_box = box
 
     def about(self) -> None:
         from vaestudio.ui.crash import log_path
@@ -296,9 +312,38 @@ class MainWindow(QMainWindow):
         QMessageBox.about(self, "About vaestudio",
                           f"vaestudio {__version__}\nSee what a VAE does to your images.\n\nLog file: {log_path()}")
 
+    def ask_about_training(self) -> bool:
+        """Quitting with an unsaved training run: save, discard or stay. True when the window may close."""
+        t = self.training
+        if not t.unsaved() or self._close_approved:
+            return True
+        box = QMessageBox(QMessageBox.Icon.Question, "Quit vaestudio",
+                          f"The MNIST VAE has trained {t.step} steps that are not saved. Save a checkpoint first?",
+                          QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
+                          | QMessageBox.StandardButton.Cancel, self)
+        box.setDefaultButton(QMessageBox.StandardButton.Save)
+        answer = box.exec()
+        if answer == QMessageBox.StandardButton.Discard:
+            return True
+        if answer == QMessageBox.StandardButton.Save:
+            start = str(Path(t.last_dir or self._dir("checkpoints")) / "mnist-vae.safetensors")
+            path, _ = QFileDialog.getSaveFileName(self, "Save checkpoint", start, "Checkpoints (*.safetensors)")
+            if path:
+                def saved() -> None:
+                    self._close_approved = True
+                    self.close()
+
+                t.save_checkpoint(path, on_saved=saved)
+        return False
+
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        if not self.ask_about_training():
+            event.ignore()
+            return
         self.store.set("window/geometry", self.saveGeometry())
+        self.store.set("dirs/checkpoints", self.training.last_dir)
         self.store.s.sync()
-        self.training.stop()
         self.runner.wait_all(3000)
+        for box in list(self._error_boxes):
+            box.close()
         super().closeEvent(event)

@@ -19,7 +19,15 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-FAMILY_CHOICES = [("auto (detected)", ""), ("SD 1.x / 2.x", "sd1"), ("SDXL", "sdxl"), ("SD3", "sd3"), ("Flux", "flux")]
+
+def snr_text(snr_db: float | None) -> str:
+    import math
+
+    if snr_db is None:
+        return "SNR: -"
+    if math.isinf(snr_db):
+        return "SNR: no noise" if snr_db > 0 else "SNR: pure noise"
+    return f"SNR: {snr_db:.1f} dB"
 
 
 class VaePanel(QGroupBox):
@@ -49,12 +57,12 @@ class VaePanel(QGroupBox):
         self.mnist_btn = QPushButton("Use MNIST VAE...")
         self.mnist_btn.setToolTip("The VAE trained in the MNIST studio, or a saved MNIST checkpoint")
         self.recent = QComboBox()
-        self.recent.setPlaceholderText("Recent VAEs")
         self.recent.setToolTip("Swap to a recently used VAE in one click")
+        self.recent.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.family = QComboBox()
-        for label, key in FAMILY_CHOICES:
-            self.family.addItem(label, key)
-        self.family.setToolTip("SD1/SDXL and SD3/Flux VAEs have identical shapes; the family sets the scaling")
+        self.family.setEnabled(False)
+        self.family.setToolTip("Some families share shapes (SD1/SDXL, SD3/FLUX.1); the family sets the scaling "
+                               "and the noise schedule")
         self.progress = QProgressBar()
         self.progress.hide()
         self.cancel_btn = QPushButton("Cancel")
@@ -75,13 +83,13 @@ class VaePanel(QGroupBox):
         row4.addWidget(self.b_btn, 1)
         row4.addWidget(self.b_clear)
         form = QFormLayout()
+        form.addRow("Recent", self.recent)
         form.addRow("Family", self.family)
         lay = QVBoxLayout(self)
         lay.addWidget(self.info)
         lay.addLayout(row1)
         lay.addLayout(row2)
         lay.addWidget(self.mnist_btn)
-        lay.addWidget(self.recent)
         lay.addLayout(form)
         lay.addLayout(row3)
         lay.addLayout(row4)
@@ -90,36 +98,58 @@ class VaePanel(QGroupBox):
         self.hub_btn.clicked.connect(lambda: self.hub.text().strip() and self.load_hub.emit(self.hub.text().strip()))
         self.hub.returnPressed.connect(self.hub_btn.click)
         self.mnist_btn.clicked.connect(self.use_mnist)
-        self.recent.activated.connect(lambda i: self.load_recent.emit(self.recent.itemData(i) or self.recent.itemText(i)))
+        self.recent.activated.connect(lambda i: self.recent.itemData(i) and self.load_recent.emit(self.recent.itemData(i)))
         self.family.activated.connect(lambda i: self.family_changed.emit(self.family.itemData(i)))
         self.cancel_btn.clicked.connect(self.cancel)
         self.b_btn.clicked.connect(self.compare_b)
         self.b_clear.clicked.connect(self.clear_b)
 
     def set_recent(self, sources: list[str]) -> None:
-        self.recent.clear()
-        for s in sources:
-            self.recent.addItem(s if len(s) < 48 else "..." + s[-45:], s)
-        self.recent.setCurrentIndex(-1)
+        from pathlib import Path
 
-    def show_info(self, info: dict | None, device: str = "", dtype: str = "") -> None:
+        self.recent.clear()
+        self.recent.setPlaceholderText("none yet")
+        for s in sources:
+            p = Path(s)
+            name = p.name if (p.parent.name in ("", ".") or p.exists()) else s
+            self.recent.addItem(name if len(name) < 40 else "..." + name[-37:], s)
+            self.recent.setItemData(self.recent.count() - 1, s, Qt.ItemDataRole.ToolTipRole)
+        self.recent.setCurrentIndex(0 if sources else -1)  # the most recent: the VAE loaded now
+        self.recent.setEnabled(bool(sources))
+
+    def show_info(self, info: dict | None, device: str = "", dtype: str = "",
+                  families: list[tuple[str, str]] | None = None) -> None:
+        """What was detected about the current VAE; ``families``: (name, label) it may be switched to."""
+        from html import escape
+        from pathlib import Path
+
         if info is None:
             return
-        guessed = f" (guessed: {info['family_reason']})" if info["family_guessed"] else ""
+        guessed = f" (guessed: {escape(info['family_reason'])})" if info["family_guessed"] else ""
+        src = info["source"]
+        name = Path(src).name or src
+        model = ""
+        if info.get("model_latent_channels"):
+            model = f"; model space {info['model_latent_channels']} at 1/{info['model_downscale']}"
         lines = [
-            f"<b>{info['source']}</b>",
-            f"format: {info['format']}, keys: {info['key_layout']}",
-            f"family: {info['family']}{guessed}",
-            f"scaling {info['scaling_factor']}, shift {info['shift_factor']}",
-            f"latent channels: {info['latent_channels']}, parameters: {info['parameters']:,}",
-            f"weights {info['dtype']}; running {dtype} on {device}",
+            f"<b>{escape(name)}</b>",
+            f"{escape(info['architecture'])}, {escape(info['format'])}, keys: {escape(info['key_layout'])}",
+            f"family: {escape(info['family'])}{guessed}",
+            f"scaling {info['scaling_factor']:g}, shift {info['shift_factor']:g}",
+            f"latent: {info['latent_channels']} channels at 1/{info['downscale']}{model}",
+            f"{info['parameters']:,} parameters; weights {info['dtype']}, running {dtype} on {device}",
         ]
+        if info.get("halves") and len(info["halves"]) < 2:
+            lines.append(f"only the {info['halves'][0]}")
         if info.get("ignored_keys"):
-            lines.append("ignored: " + ", ".join(info["ignored_keys"][:3]))
+            lines.append("ignored: " + escape(", ".join(info["ignored_keys"][:3])))
         self.info.setText("<br>".join(lines))
-        idx = next((i for i in range(self.family.count()) if self.family.itemData(i) == info["family"]), 0)
-        self.family.setEnabled(info["format"] != "mnist")
-        self.family.setCurrentIndex(idx)
+        self.info.setToolTip(src)
+        self.family.clear()
+        for fam_name, label in families or [(info["family"], info["family"])]:
+            self.family.addItem(f"{fam_name}: {label}", fam_name)
+        self.family.setCurrentIndex(max(0, self.family.findData(info["family"])))
+        self.family.setEnabled(self.family.count() > 1)
 
     def set_busy(self, text: str | None, done: int = 0, total: int = 0) -> None:
         busy = text is not None
@@ -149,7 +179,8 @@ class NoisePanel(QGroupBox):
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, 1000)
         self.slider.setToolTip("strength 0..2 in scaled latent units, or timestep 0..999 (flow models: 0..1000)")
-        self.value_label = QLabel("0")
+        self.value_label = QLabel("off")
+        self.value_label.setMinimumWidth(80)
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
         self.reroll = QPushButton("Re-roll")
@@ -175,6 +206,7 @@ class NoisePanel(QGroupBox):
         self.debounce.setInterval(150)
         self.debounce.timeout.connect(self.settled)
         self.max_timestep = 999
+        self.slider.setEnabled(False)
         self.slider.valueChanged.connect(self._moved)
         self.group.buttonToggled.connect(lambda *_: self._moved())
         self.seed.valueChanged.connect(self._moved)
@@ -194,9 +226,21 @@ class NoisePanel(QGroupBox):
         m = self.mode()
         return None if m == "off" else NoiseSpec(m, self.value(), self.seed.value())
 
-    def _moved(self) -> None:
+    def set_max_timestep(self, n: int) -> None:
+        """A new VAE's schedule: the label and the next decode use the same step."""
+        if n != self.max_timestep:
+            self.max_timestep = n
+            self._moved()
+
+    def describe(self) -> str:
         m = self.mode()
-        self.value_label.setText("-" if m == "off" else f"{self.value():.3g}")
+        if m == "off":
+            return "off"
+        return f"strength {self.value():.3g}" if m == "strength" else f"t = {self.value():.0f} of {self.max_timestep}"
+
+    def _moved(self) -> None:
+        self.slider.setEnabled(self.mode() != "off")
+        self.value_label.setText(self.describe())
         self.changed.emit()
         self.debounce.start()
 
@@ -211,12 +255,15 @@ class MetricsPanel(QGroupBox):
         super().__init__("Metrics")
         self.form = QFormLayout(self)
         self.labels: dict[str, QLabel] = {}
-        for key in ("PSNR", "SSIM", "MAE", "Colour shift (R, G, B)", "Encode", "Decode", "Latent shape",
+        self.form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        for key in ("PSNR", "SSIM", "MAE", "Colour shift", "Encode", "Decode", "Tiled", "Latent shape",
                     "Compression", "B: PSNR / SSIM"):
             lab = QLabel("-")
             lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            lab.setWordWrap(True)
             self.labels[key] = lab
             self.form.addRow(key, lab)
+        self.labels["Colour shift"].setToolTip("Mean of reconstruction minus original, for R, G and B")
 
     def set_values(self, values: dict[str, str]) -> None:
         for k, lab in self.labels.items():

@@ -5,7 +5,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from PySide6.QtCore import QSettings
-from PySide6.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFormLayout
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+)
 
 SETTINGS_VERSION = 1
 MAX_RECENT = 10
@@ -16,6 +26,7 @@ class Preferences:
     device: str = "auto"
     dtype: str = "auto"
     tile: str = "auto"
+    preview_decoder: str = ""  # a tiny decoder file, or a folder of them (ComfyUI's models/vae_approx)
 
 
 class Store:
@@ -59,25 +70,61 @@ class Store:
 
 
 class PreferencesDialog(QDialog):
-    def __init__(self, prefs: Preferences, parent=None) -> None:
+    """``devices``: what this machine has (from the warm-up worker); a stored device that is gone is
+    still listed, marked unavailable, so the user sees why the next load fails."""
+
+    def __init__(self, prefs: Preferences, parent=None, devices: list[str] | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Preferences")
         self.device = QComboBox()
-        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        devices = list(devices or ["auto", "cpu"])
+        self.device.addItems(devices)
+        if prefs.device not in devices:
+            self.device.addItem(prefs.device)
+            self.device.setItemData(self.device.count() - 1, "not available on this machine", 3)
         self.dtype = QComboBox()
         self.dtype.addItems(["auto", "fp32", "fp16", "bf16"])
         self.tile = QComboBox()
         self.tile.addItems(["auto", "on", "off"])
         for box, val in ((self.device, prefs.device), (self.dtype, prefs.dtype), (self.tile, prefs.tile)):
             box.setCurrentText(val)
+        self.preview = QLineEdit(prefs.preview_decoder)
+        self.preview.setPlaceholderText("none: latent-to-RGB previews")
+        self.preview.setToolTip("A tiny decoder (e.g. taesd_decoder.pth) or a folder of them, like ComfyUI's "
+                                "models/vae_approx; the one matching the current VAE's family gives full-size "
+                                "previews while the full decoder works")
+        file_btn = QPushButton("File...")
+        folder_btn = QPushButton("Folder...")
+        file_btn.clicked.connect(self._pick_file)
+        folder_btn.clicked.connect(self._pick_folder)
+        row = QHBoxLayout()
+        row.addWidget(self.preview, 1)
+        row.addWidget(file_btn)
+        row.addWidget(folder_btn)
         form = QFormLayout(self)
         form.addRow("Device", self.device)
         form.addRow("Precision", self.dtype)
         form.addRow("Tiled encode/decode", self.tile)
+        form.addRow("Preview decoder", row)
+        hint = QLabel("Device and precision apply to the next VAE you load.")
+        hint.setWordWrap(True)
+        form.addRow(hint)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
 
+    def _pick_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Tiny decoder", self.preview.text(),
+                                              "Tiny decoders (*.pth *.safetensors *.pt);;All files (*)")
+        if path:
+            self.preview.setText(path)
+
+    def _pick_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Folder of tiny decoders", self.preview.text())
+        if path:
+            self.preview.setText(path)
+
     def value(self) -> Preferences:
-        return Preferences(self.device.currentText(), self.dtype.currentText(), self.tile.currentText())
+        return Preferences(self.device.currentText(), self.dtype.currentText(), self.tile.currentText(),
+                           self.preview.text().strip())

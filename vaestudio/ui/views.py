@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 
@@ -48,75 +48,95 @@ class ImagePane(pg.GraphicsLayoutWidget):
 
 
 class ImageCompare(QWidget):
-    """Original (with an A/B wipe), reconstruction, optional second reconstruction, difference."""
+    """Original (with a wipe), reconstruction, optional second reconstruction (B), difference."""
 
     hovered = Signal(str)
 
     def __init__(self) -> None:
         super().__init__()
         self.original = ImagePane("Original")
-        self.recon = ImagePane("Reconstruction")
-        self.recon_b = ImagePane("Reconstruction B")
-        self.diff = ImagePane("Difference")
-        self.recon_b.hide()
+        self.reconstruction = ImagePane("Reconstruction")
+        self.reconstruction_b = ImagePane("Reconstruction B")
+        self.difference = ImagePane("Difference")
+        self.reconstruction_b.hide()
         row = QHBoxLayout()
-        for pane in (self.original, self.recon, self.recon_b, self.diff):
+        for pane in (self.original, self.reconstruction, self.reconstruction_b, self.difference):
             row.addWidget(pane, 1)
             pane.hovered.connect(self.hovered)
             if pane is not self.original:
                 pane.vb.setXLink(self.original.vb)
                 pane.vb.setYLink(self.original.vb)
+        self.wipe_mode = QComboBox()
+        self.wipe_mode.addItem("Wipe: reconstruction over original", "recon")
+        self.wipe_mode.addItem("Wipe: B over A", "ab")
+        self.wipe_mode.setToolTip("What the slider slides over what, in the first pane")
         self.wipe = QSlider(Qt.Orientation.Horizontal)
         self.wipe.setRange(0, 100)
         self.wipe.setValue(0)
-        self.wipe.setToolTip("A/B wipe: slide to reveal the reconstruction over the original")
+        self.wipe.setToolTip("Slide to reveal one image over the other in the first pane")
         self.wipe.valueChanged.connect(self._update_wipe)
+        self.wipe_mode.currentIndexChanged.connect(self._update_wipe)
+        self.wipe_label = QLabel("Wipe: reconstruction over original")
         wipe_row = QHBoxLayout()
-        wipe_row.addWidget(QLabel("A/B wipe"))
+        wipe_row.addWidget(self.wipe_label)
+        wipe_row.addWidget(self.wipe_mode)
         wipe_row.addWidget(self.wipe, 1)
+        self.wipe_mode.hide()
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addLayout(row, 1)
         lay.addLayout(wipe_row)
         self._orig: np.ndarray | None = None
         self._rec: np.ndarray | None = None
+        self._rec_b: np.ndarray | None = None
 
     def set_original(self, rgb: np.ndarray | None) -> None:
-        first = self._orig is None or rgb is None or self._orig.shape != rgb.shape
+        new_shape = self._orig is None or rgb is None or self._orig.shape != rgb.shape
         self._orig = rgb
         self._update_wipe()
-        if first:
+        if new_shape:
             self.fit()
 
     def set_recon(self, rgb: np.ndarray | None, title: str = "Reconstruction") -> None:
         self._rec = rgb
-        self.recon.set_image(rgb)
-        self.recon.set_title(title)
+        self.reconstruction.set_image(rgb)
+        self.reconstruction.set_title(title)
         self._update_wipe()
 
     def set_recon_b(self, rgb: np.ndarray | None, title: str = "Reconstruction B") -> None:
-        self.recon_b.setVisible(rgb is not None)
-        self.recon_b.set_image(rgb)
-        self.recon_b.set_title(title)
+        appeared = (rgb is not None) != self.reconstruction_b.isVisible()
+        self._rec_b = rgb
+        self.reconstruction_b.setVisible(rgb is not None)
+        self.reconstruction_b.set_image(rgb)
+        self.reconstruction_b.set_title(title)
+        self.wipe_mode.setVisible(rgb is not None)
+        self.wipe_label.setVisible(rgb is None)
+        if rgb is None:
+            self.wipe_mode.setCurrentIndex(0)
+        self._update_wipe()
+        if appeared:
+            self.fit()
 
     def set_diff(self, rgb: np.ndarray | None) -> None:
-        self.diff.set_image(rgb)
+        self.difference.set_image(rgb)
 
     def _update_wipe(self) -> None:
-        o, r = self._orig, self._rec
-        k = self.wipe.value()
+        o, k = self._orig, self.wipe.value()
+        ab = self.wipe_mode.currentData() == "ab" and self._rec_b is not None
+        base, top = (self._rec, self._rec_b) if ab else (o, self._rec)
+        names = ("A", "B") if ab else ("original", "reconstruction")
         if o is None:
             self.original.set_image(None)
             return
-        if r is None or r.shape != o.shape or k == 0:
+        if base is None or top is None or top.shape != base.shape or k == 0:
             self.original.set_image(o)
             self.original.set_title("Original")
             return
-        cut = int(round(o.shape[1] * k / 100))
-        img = o.copy()
-        img[:, :cut] = r[:, :cut]
+        cut = int(round(base.shape[1] * k / 100))
+        img = base.copy()
+        img[:, :cut] = top[:, :cut]
         self.original.set_image(img)
-        self.original.set_title(f"A/B: reconstruction | original ({k}%)")
+        self.original.set_title(f"Wipe: {names[1]} | {names[0]} ({k}%)")
 
     def fit(self) -> None:
         self.original.vb.autoRange(padding=0.02)

@@ -1,14 +1,29 @@
-"""Running core functions off the UI thread.
+"""The one worker layer: core functions and generators run off the UI thread.
 
-A ``Worker`` runs ``fn(*args, progress=..., should_stop=..., **kwargs)`` in a QThread and reports
-back through queued signals; it never touches widgets. ``JobRunner`` keeps the running workers,
-makes the latest request of a kind win (the previous one is cancelled, its late result dropped by a
-generation counter), and cancels and joins everything on shutdown.
+A ``Worker`` runs ``fn(*args, progress=..., should_stop=..., **kwargs)`` in a QThread. When ``fn``
+returns a generator (training, the dataset evaluation, the analyses), the worker iterates it and
+streams every yielded item back (``yielded``), pausing between items while paused, stopping when
+cancelled, and running requests queued with ``call_soon`` (a model snapshot, say) between items, in
+its own thread; the generator's return value is the result. Everything crosses threads through
+queued signals; a worker never touches a widget.
+
+``JobRunner`` keeps the running workers by kind: a new job of a kind cancels the previous one and
+its late results are dropped by a generation counter (latest request wins); ``cancel`` is the user
+cancelling, after which the job's ``on_cancel`` runs (so a busy panel always returns to rest);
+``wait_all`` cancels and joins everything with a bounded wait for a clean shutdown.
+
+In the spirit of superqt's ``GeneratorWorker``, on plain QThreads rather than a QThreadPool: with
+the pool's default of one thread per core (two here), the slider's instant preview would queue
+behind a running decode.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
+import queue
+import threading
+import time
 import traceback
 from collections.abc import Callable
 
@@ -19,25 +34,80 @@ log = logging.getLogger("vaestudio")
 
 class Worker(QThread):
     progressed = Signal(int, int, str)  # done, total, what
+    yielded = Signal(object)  # a partial result of a generator
     succeeded = Signal(object)
     failed = Signal(str)
     cancelled = Signal()
 
-    def __init__(self, fn: Callable, *args, label: str = "", **kwargs) -> None:
+    def __init__(self, fn: Callable, *args, label: str = "", graceful: bool = False, **kwargs) -> None:
         super().__init__()
         self.fn, self.args, self.kwargs, self.label = fn, args, kwargs, label
-        self.generation = 0
+        # a graceful job ends itself when asked to stop (it sees should_stop) and still returns a result
+        self.graceful = graceful
         self.kind = ""
+        self.user_cancelled = False
+        self._paused = threading.Event()
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._relays: set[_Relay] = set()
 
+    # -- control, from the UI thread ----------------------------------------------------------
+    def set_paused(self, paused: bool) -> None:
+        if paused:
+            self._paused.set()
+        else:
+            self._paused.clear()
+
+    def is_paused(self) -> bool:
+        return self._paused.is_set()
+
+    def call_soon(self, fn: Callable[[], object], on_done: Callable[[object], None]) -> None:
+        """Run ``fn`` in the worker's thread between two yielded items (also while paused);
+        ``on_done(result)`` is then called on the UI thread."""
+        relay = _Relay()  # lives in the UI thread, so its signal is delivered there
+        self._relays.add(relay)  # alive until delivered: a deleted receiver would drop the call
+
+        def deliver(result: object) -> None:
+            self._relays.discard(relay)
+            on_done(result)
+
+        relay.done.connect(deliver)
+        self._requests.put((fn, relay))
+
+    # -- in the worker thread --------------------------------------------------------------------
     def _progress(self, done: int, total: int) -> None:
         self.progressed.emit(int(done), int(total or 0), self.label)
+
+    def _serve_requests(self) -> None:
+        while True:
+            try:
+                fn, relay = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                result = fn()
+            except Exception as exc:  # noqa: BLE001 - a failed request is reported, the job goes on
+                log.error("request in worker %s failed:\n%s", self.label, traceback.format_exc())
+                result = exc
+            relay.done.emit(result)
+
+    def _should_stop(self) -> bool:
+        return self.isInterruptionRequested()
+
+    def _should_pause(self) -> bool:
+        """Given to jobs that pause themselves (training): queued requests are served meanwhile."""
+        self._serve_requests()
+        return self._paused.is_set() and not self.isInterruptionRequested()
 
     def run(self) -> None:  # noqa: D102 - runs in the worker thread
         from vaestudio.core.errors import Cancelled, VaeStudioError
 
+        kwargs = dict(self.kwargs)
+        if "should_pause" in inspect.signature(self.fn).parameters:
+            kwargs["should_pause"] = self._should_pause
         try:
-            result = self.fn(*self.args, progress=self._progress, should_stop=self.isInterruptionRequested,
-                             **self.kwargs)
+            result = self.fn(*self.args, progress=self._progress, should_stop=self._should_stop, **kwargs)
+            if inspect.isgenerator(result):
+                result = self._drive(result)
         except Cancelled:
             self.cancelled.emit()
         except VaeStudioError as exc:
@@ -48,10 +118,35 @@ class Worker(QThread):
             log.error("worker %s failed:\n%s", self.label, traceback.format_exc())
             self.failed.emit(f"{type(exc).__name__}: {exc}")
         else:
-            if self.isInterruptionRequested():
+            self._serve_requests()
+            if self.isInterruptionRequested() and not self.graceful:
                 self.cancelled.emit()
             else:
                 self.succeeded.emit(result)
+
+    def _drive(self, gen):
+        from vaestudio.core.errors import Cancelled
+
+        try:
+            while True:
+                self._serve_requests()
+                while self._paused.is_set() and not self.isInterruptionRequested():
+                    self._serve_requests()
+                    time.sleep(0.02)
+                if self.isInterruptionRequested() and not self.graceful:
+                    gen.close()
+                    raise Cancelled()
+                try:
+                    item = next(gen)
+                except StopIteration as stop:
+                    return stop.value
+                self.yielded.emit(item)
+        finally:
+            gen.close()
+
+
+class _Relay(QObject):
+    done = Signal(object)
 
 
 class JobRunner(QObject):
@@ -67,12 +162,13 @@ class JobRunner(QObject):
 
     def start(self, kind: str, fn: Callable, *args, on_result: Callable | None = None,
               on_error: Callable[[str], None] | None = None, on_progress: Callable | None = None,
-              on_cancel: Callable | None = None, label: str = "", **kwargs) -> Worker:
-        self.cancel(kind)
+              on_cancel: Callable | None = None, on_yield: Callable | None = None, label: str = "",
+              graceful: bool = False, **kwargs) -> Worker:
+        self._supersede(kind)
         gen = self.generations.get(kind, 0) + 1
         self.generations[kind] = gen
-        w = Worker(fn, *args, label=label or kind, **kwargs)
-        w.kind, w.generation = kind, gen
+        w = Worker(fn, *args, label=label or kind, graceful=graceful, **kwargs)
+        w.kind = kind
 
         def current() -> bool:
             return self.generations.get(kind) == gen
@@ -83,8 +179,11 @@ class JobRunner(QObject):
             w.failed.connect(lambda m: current() and on_error(m))
         if on_progress is not None:
             w.progressed.connect(lambda d, t, s: current() and on_progress(d, t, s))
+        if on_yield is not None:
+            w.yielded.connect(lambda item: current() and on_yield(item))
         if on_cancel is not None:
-            w.cancelled.connect(lambda: current() and on_cancel())
+            # a job the user cancelled always reports back; one replaced by a newer request does not
+            w.cancelled.connect(lambda: (current() or w.user_cancelled) and on_cancel())
         w.finished.connect(lambda: self._done(w))
         self.running[kind] = w
         self._all.add(w)
@@ -100,17 +199,39 @@ class JobRunner(QObject):
         if not self._all:
             self.busy_changed.emit(False)
 
-    def cancel(self, kind: str) -> None:
+    def _supersede(self, kind: str) -> None:
         w = self.running.pop(kind, None)
         if w is not None:
             self.generations[kind] = self.generations.get(kind, 0) + 1  # drop its late result
             w.requestInterruption()
+            w.set_paused(False)
+
+    def stop(self, kind: str) -> None:
+        """Ask a graceful job to end itself; its result still arrives."""
+        w = self.running.get(kind)
+        if w is not None:
+            w.requestInterruption()
+            w.set_paused(False)
+
+    def cancel(self, kind: str) -> bool:
+        """The user cancels the job of this kind; its ``on_cancel`` will run. True if one was running."""
+        w = self.running.get(kind)
+        if w is None:
+            return False
+        w.user_cancelled = True
+        self._supersede(kind)
+        return True
 
     def cancel_all(self) -> None:
         for kind in list(self.running):
             self.cancel(kind)
         for w in list(self._all):
             w.requestInterruption()
+            w.set_paused(False)
+
+    def is_running(self, kind: str) -> bool:
+        w = self.running.get(kind)
+        return w is not None and w.isRunning()
 
     def busy(self) -> bool:
         """True while any worker thread is still running (finished ones may await cleanup)."""
@@ -119,7 +240,9 @@ class JobRunner(QObject):
     def wait_all(self, msecs: int = 5000) -> bool:
         """Cancel everything and wait; True if every thread has stopped."""
         self.cancel_all()
+        deadline = time.monotonic() + msecs / 1000
         ok = True
         for w in list(self._all):
-            ok = w.wait(msecs) and ok
+            left = max(0, int((deadline - time.monotonic()) * 1000))
+            ok = w.wait(left) and ok
         return ok

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaestudio.core.errors import Cancelled, DataError, DownloadError
+from vaestudio.core.errors import Cancelled, DataError, DatasetMissing, DownloadError
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -263,5 +263,5 @@ def load_dataset(dataset: str = "mnist", data_dir: str | os.PathLike | None = No
     if download and not (_find(folder, FILES["train_images"]) and _find(folder, FILES["test_images"])):
         download_dataset(dataset, folder, progress=progress, should_stop=should_stop)
     if not folder.is_dir():
-        raise DataError(f"no {dataset} data here; run with --download or point --data at the IDX files", folder)
+        raise DatasetMissing(f"no {dataset} data here (no IDX files in the folder)", folder)
     return load_idx_folder(folder, holdout_fraction=holdout_fraction, name=dataset)

@@ -89,20 +89,17 @@ class _Progress:
     seconds: float = 0.0
 
 
-class TrainingDiverged(RuntimeError):
-    pass
-
-
 class Trainer:
     """Train a VAE on (N, 784) float images; see the module docstring."""
 
     def __init__(self, config: TrainConfig, train_x: np.ndarray | torch.Tensor,
-                 heldout_x: np.ndarray | torch.Tensor, device: str = "cpu") -> None:
+                 heldout_x: np.ndarray | torch.Tensor, device: str = "cpu", heldout_y: np.ndarray | None = None) -> None:
         config.validate()
         self.config = config
         self.device = torch.device(device)
         self.train_x = torch.as_tensor(train_x, dtype=torch.float32).reshape(-1, 784).to(self.device)
         self.heldout_x = torch.as_tensor(heldout_x, dtype=torch.float32).reshape(-1, 784).to(self.device)
+        self.heldout_y = np.zeros(0, np.int64) if heldout_y is None else np.asarray(heldout_y)  # labels, for pictures
         torch.manual_seed(config.seed)
         self.model: VAE = make_model(config.arch, config.hidden_dim, config.latent_dim).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
@@ -111,7 +108,6 @@ class Trainer:
         self.rng_state = torch.get_rng_state()
         self.progress = _Progress()
         self.history: list[EpochRecord] = []
-        self.last_good: dict[str, torch.Tensor] | None = None
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self, should_pause: Callable[[], bool] | None = None,
@@ -181,7 +177,6 @@ class Trainer:
             p.sums = [0.0, 0.0, 0.0, 0.0]
             p.seconds = 0.0
             self.rng_state = torch.get_rng_state()
-            self.last_good = self.state_tensors()
             yield rec
             torch.set_rng_state(self.rng_state)
         yield StopRecord("finished", f"finished {cfg.epochs} epochs")
@@ -237,10 +232,11 @@ class Trainer:
         return write_checkpoint(path, self.state_tensors(), self.metadata())
 
     @classmethod
-    def resume(cls, path: str | os.PathLike, train_x, heldout_x, device: str = "cpu") -> Trainer:
+    def resume(cls, path: str | os.PathLike, train_x, heldout_x, device: str = "cpu",
+               heldout_y: np.ndarray | None = None) -> Trainer:
         tensors, meta = read_checkpoint(path)
         config = TrainConfig(**json.loads(meta["config"]))
-        tr = cls(config, train_x, heldout_x, device=device)
+        tr = cls(config, train_x, heldout_x, device=device, heldout_y=heldout_y)
         tr.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         groups = json.loads(meta["param_groups"])
         state: dict[int, dict[str, torch.Tensor]] = {}
