@@ -75,8 +75,8 @@ class ScaleResult:
         def f(v):
             return math.nan if v is None else v
 
-        kw = {k: ([f(x) for x in v] if isinstance(v, list) else f(v)) for k, v in d.items()
-              if k in cls.__dataclass_fields__}
+        kw = {k: ([f(x) for x in v] if isinstance(v, list) else v if k in ("warning", "family") else f(v))
+              for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**kw)
 
 

@@ -8,8 +8,10 @@ there (invented texture, noise, ringing).
 
 How: each channel has its mean removed and is multiplied by a 2-D Hann window (so the image edges do
 not add false high frequencies), ``|FFT|^2 / sum(window^2)`` is averaged over R, G, B, and the power
-is averaged over rings of equal radial frequency ``sqrt(fx^2 + fy^2)``: ``bins`` rings of equal width
-between 0 and 0.5 (frequencies beyond 0.5, in the corners, and the constant term are left out).
+is averaged over rings of equal radial frequency ``sqrt(fx^2 + fy^2)``: ring k (k = 1 .. ``bins``) is
+centred on ``k * 0.5 / bins`` cycles per pixel and half a ring wide either side, so with ``bins`` = half the
+image's shorter side each FFT frequency step is one ring (the constant term, and the corners beyond
+0.5, are left out).
 
 ``SpectrumAccumulator`` averages the spectra over a dataset (the power per ring summed over images,
 and how many images had that ring), so the ratio of the average spectra can be reduced across
@@ -47,7 +49,7 @@ def radial_power(x: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor
     Parameters
     ----------
     x : (N, C, H, W) images (any range; the mean of each channel is removed).
-    bins : number of rings of equal width between 0 and 0.5 cycles per pixel.
+    bins : number of rings; ring k (1..bins) is centred on ``k * 0.5 / bins`` cycles per pixel.
 
     Returns
     -------
@@ -66,17 +68,17 @@ def radial_power(x: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor
     fy = torch.fft.fftfreq(h, dtype=torch.float64)
     fx = torch.fft.fftfreq(w, dtype=torch.float64)
     r = torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
-    idx = torch.clamp((r / 0.5 * bins).floor().long(), max=bins - 1)
-    valid = (r > 0) & (r <= 0.5)
-    idx_v = idx[valid]
+    ring = torch.round(r / 0.5 * bins).long()  # 0: the constant term
+    valid = (ring >= 1) & (ring <= bins)
+    idx_v = ring[valid] - 1
     counts = torch.bincount(idx_v, minlength=bins).to(torch.float64)
     sums = torch.zeros(p.shape[0], bins, dtype=torch.float64).index_add_(1, idx_v, p[:, valid])
     return sums / counts.clamp(min=1), counts
 
 
 def bin_centres(bins: int) -> np.ndarray:
-    """The frequency at the middle of each ring, cycles per pixel."""
-    return (np.arange(bins) + 0.5) * 0.5 / bins
+    """The frequency at the middle of each ring, cycles per pixel: 0.5/bins, 1/bins, ..., 0.5."""
+    return (np.arange(bins) + 1) * 0.5 / bins
 
 
 def power_ratio(recon: np.ndarray, original: np.ndarray) -> np.ndarray:
