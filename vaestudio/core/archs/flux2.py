@@ -29,7 +29,7 @@ from vaestudio.core.families import FAMILIES
 from vaestudio.core.registry import Architecture, PreparedVae, find_prefix
 from vaestudio.core.weights import WeightFile
 
-_MARK = "bn.running_mean"
+_MARKS = ("bn.running_mean", "bn.running_var", "encoder.quant_conv.weight", "decoder.post_quant_conv.weight")
 _PARTS = ("encoder", "decoder", "quant_conv", "post_quant_conv", "bn")
 
 
@@ -122,8 +122,13 @@ class Flux2Architecture(Architecture):
     )
 
     def claims(self, wf: WeightFile, path: Path | None) -> bool:
-        prefix = find_prefix(wf.tensors, _MARK)
-        return prefix is not None and f"{prefix}encoder.conv_in.weight" in wf.tensors
+        # FLUX.2's own keys: the BatchNorm, and (BFL layout) the quant convs inside the halves; SD/FLUX.1
+        # files have neither, so even an incomplete FLUX.2 file is read (and refused) as one
+        for mark in _MARKS:
+            prefix = find_prefix(wf.tensors, mark)
+            if prefix is not None and any(k.startswith(prefix + "encoder.") for k in wf.tensors):
+                return True
+        return False
 
     def prepare_file(self, path: Path, wf: WeightFile, label: str) -> PreparedVae:
         return self._prepare(wf, label, fmt=wf.format, config=None)
