@@ -84,6 +84,47 @@ def rgb_image(tmp_path) -> Path:
     return p
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_settings(tmp_path_factory):
+    """No test reads or writes the user's real settings (the window stores them as an ini file)."""
+    from PySide6.QtCore import QSettings
+
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path_factory.mktemp("qsettings")))
+
+
+@pytest.fixture(autouse=True)
+def _no_qt_leaks(request):
+    """A GUI test fails if it leaves a worker thread running or a top-level window open."""
+    if "qtbot" not in request.fixturenames:
+        yield
+        return
+    import time
+
+    from PySide6.QtCore import QEvent
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    before = {id(w) for w in app.topLevelWidgets()} if app is not None else set()
+    yield
+    from vaestudio.ui.workers import Worker
+
+    app = QApplication.instance()
+    deadline = time.monotonic() + 5
+    while Worker.running_workers() and time.monotonic() < deadline:  # bounded: a closing job may end
+        app.processEvents()
+        time.sleep(0.01)
+    running = [w.label for w in Worker.running_workers()]
+    app.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    app.processEvents()
+    leaked = [f"{type(w).__name__} '{w.windowTitle()}'" for w in app.topLevelWidgets()
+              if w.isVisible() and id(w) not in before]
+    for w in app.topLevelWidgets():  # do not let one failure cascade into the next tests
+        if id(w) not in before:
+            w.close()
+    if running or leaked:
+        pytest.fail(f"the test left worker threads running {running} or windows open {leaked}")
+
+
 def needs_shared(path: Path):
     return pytest.mark.skipif(not path.exists(), reason=f"shared data not found at {path} (../shared is absent)")
 

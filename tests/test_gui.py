@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QThread, QUrl
-from PySide6.QtGui import QDropEvent
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication
 
 from vaestudio.ui.settings import Store
 
@@ -30,11 +31,17 @@ def win(qtbot, tmp_path):
 
 
 def drop(win, paths):
+    """A real drop: drag-enter then drop events delivered to the window through the event system."""
     md = QMimeData()
     md.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    ev = QDropEvent(QPointF(50, 50), Qt.DropAction.CopyAction, md, Qt.MouseButton.LeftButton,
-                    Qt.KeyboardModifier.NoModifier)
-    win.dropEvent(ev)
+    pos = QPointF(50, 50)
+    enter = QDragEnterEvent(pos.toPoint(), Qt.DropAction.CopyAction, md, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(win, enter)
+    assert enter.isAccepted()
+    ev = QDropEvent(pos, Qt.DropAction.CopyAction, md, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(win, ev)
+    assert ev.isAccepted()
 
 
 def photo(tmp_path, name="photo.png", size=(40, 56), seed=0):
@@ -136,9 +143,10 @@ def test_worker_cancel_and_latest_request_wins(qtbot, win):
     runner.cancel("job")
     qtbot.waitUntil(lambda: not runner.busy(), timeout=5000)
     assert results == ["second"]
+    assert cancelled == [1]  # a job the user cancelled reports back, so its panel can go back to rest
 
 
-def test_cancel_button_stops_a_decode(qtbot, win, tmp_path, vae_dir):
+def test_cancel_button_stops_an_encode(qtbot, win, tmp_path, vae_dir):
     ins = win.inspector
     ins.load_vae(str(vae_dir))
     qtbot.waitUntil(lambda: ins.vae is not None, timeout=30000)

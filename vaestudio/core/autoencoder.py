@@ -254,6 +254,8 @@ class TorchAutoencoder:
     has_logvar: ClassVar[bool] = True
     #: Class names of the blocks before which a running job checks for cancellation.
     cancel_blocks: ClassVar[tuple[str, ...]] = ()
+    #: tile="auto" tiles images larger than this (pixels); memory-light VAEs set it higher
+    auto_tile_pixels: ClassVar[int] = AUTO_TILE_PIXELS
     #: Store 4-D weights channels-last (faster convolutions); False for models with 5-D (3D conv) weights.
     channels_last: ClassVar[bool] = True
 
@@ -357,7 +359,7 @@ class TorchAutoencoder:
     def _apply_inner(self, fn, x, *, tile_mode: str, tiled_kwargs: dict, progress, should_stop):
         h, w = x.shape[-2:]
         pixels = h * w * (tiled_kwargs["up"] ** 2 if tiled_kwargs["up"] > 1 else 1)
-        tiled = tile_mode == "on" or (tile_mode == "auto" and pixels > AUTO_TILE_PIXELS)
+        tiled = tile_mode == "on" or (tile_mode == "auto" and pixels > self.auto_tile_pixels)
 
         def one(t: torch.Tensor) -> torch.Tensor:
             return self._guarded(fn, t)

@@ -317,6 +317,8 @@ class InspectorTab(QWidget):
             "Compression": f"{encoded.original.size / max(1, raw.numel()):.0f}x fewer values",
             "Tiled": "yes" if enc.tiled else "no",
         }
+        if self.result is None:
+            self.metrics.set_values(self._metrics_base)
         for note in encoded.notes:
             self.message.emit(note)
         self.request_decode()

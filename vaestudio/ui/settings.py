@@ -33,7 +33,8 @@ class Store:
     """Thin typed access to QSettings; a stored version that differs resets the store."""
 
     def __init__(self, settings: QSettings | None = None) -> None:
-        self.s = settings or QSettings("vaestudio", "vaestudio")
+        # an ini file everywhere (tests point QSettings' user path at a temporary folder)
+        self.s = settings or QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "vaestudio", "vaestudio")
         if int(self.s.value("version", 0) or 0) != SETTINGS_VERSION:
             self.s.clear()
             self.s.setValue("version", SETTINGS_VERSION)

@@ -25,6 +25,7 @@ import queue
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable
 
 from PySide6.QtCore import QObject, QThread, Signal
@@ -33,6 +34,8 @@ log = logging.getLogger("vaestudio")
 
 
 class Worker(QThread):
+    _live: weakref.WeakSet = weakref.WeakSet()  # every worker not yet garbage (tests check none outlives them)
+
     progressed = Signal(int, int, str)  # done, total, what
     yielded = Signal(object)  # a partial result of a generator
     succeeded = Signal(object)
@@ -49,6 +52,18 @@ class Worker(QThread):
         self._paused = threading.Event()
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         self._relays: set[_Relay] = set()
+        Worker._live.add(self)
+
+    @classmethod
+    def running_workers(cls) -> list[Worker]:
+        out = []
+        for w in list(cls._live):
+            try:
+                if w.isRunning():
+                    out.append(w)
+            except RuntimeError:  # its C++ side was deleted (deleteLater after finishing)
+                pass
+        return out
 
     # -- control, from the UI thread ----------------------------------------------------------
     def set_paused(self, paused: bool) -> None:

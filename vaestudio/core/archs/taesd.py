@@ -117,6 +117,9 @@ class TinyAutoencoder(TorchAutoencoder):
     input_range = (0.0, 1.0)
     has_logvar = False
     cancel_blocks = ("Block",)
+    # tiny activations fit in memory at 16 MP, and tiles cost quality: taef2's GroupNorm branch
+    # normalises each tile on its own (measured: 31.2 -> 25.2 dB on the astronaut at 256 px tiles)
+    auto_tile_pixels = 16 * 1024 * 1024
 
     def _encode_tensor(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.encoder(x)
