@@ -1,0 +1,218 @@
+"""The images of an evaluation: listing DATA, the protocol's resize, and the DataLoader dataset.
+
+Images are read (``vaestudio.core.images.load_image``: faithful float RGB, bombs refused) and
+resized in DataLoader worker processes, so the main process only runs the VAEs. An image that
+cannot be read comes back as a ``FailedImage`` with its one-line reason, never as an exception.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vaestudio.core.errors import VaeStudioError
+from vaestudio.core.filetypes import IMAGE_SUFFIXES
+
+
+class DataError(VaeStudioError):
+    """DATA names nothing usable (a usage error: exit code 2)."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    index: int  # position in the sorted list (rank = index % world size)
+    path: str  # as listed: the rows' ``image`` column and the resume key
+    rel: str  # relative path (posix) mirrored under recons/<vae>/
+
+
+@dataclass
+class LoadedImage:
+    item: ImageItem
+    pixels: torch.Tensor  # (3, H, W) float32 in [0, 1], after the protocol's resize
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FailedImage:
+    item: ImageItem
+    reason: str
+
+
+def list_data(data: Sequence[str], limit: int | None = None) -> list[ImageItem]:
+    """Image files, folders (recursively) and .txt lists (one path per line, relative to the list's
+    folder), sorted by path. Entries of a list that do not exist are kept: they are reported as
+    unreadable, like any image that cannot be read."""
+    found: dict[str, str] = {}
+    several = len(data) > 1
+    for arg in data:
+        p = Path(arg).expanduser()
+        if p.is_dir():
+            prefix = (p.resolve().name or "data") + "/" if several else ""
+            for root, dirs, files in os.walk(p, followlinks=False):
+                dirs.sort()
+                for f in files:
+                    if Path(f).suffix.lower() in IMAGE_SUFFIXES:
+                        q = Path(root) / f
+                        found.setdefault(os.path.normpath(str(q)), prefix + q.relative_to(p).as_posix())
+        elif p.is_file() and p.suffix.lower() == ".txt":
+            try:
+                lines = p.read_text(encoding="utf-8-sig").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise DataError(f"cannot read the list ({getattr(exc, 'strerror', None) or exc})", arg) from None
+            for line in lines:
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                q = Path(line).expanduser()
+                if not q.is_absolute():
+                    q = p.parent / q
+                try:
+                    rel = q.relative_to(p.parent).as_posix()
+                except ValueError:
+                    rel = PurePosixPath(*q.parts[1:]).as_posix()
+                found.setdefault(os.path.normpath(str(q)), rel)
+        elif p.is_file():
+            found.setdefault(os.path.normpath(str(p)), p.name)
+        elif p.exists():
+            raise DataError("is neither a file nor a folder", arg)
+        else:
+            raise DataError("no such file or folder", arg)
+    paths = sorted(found)
+    if limit is not None:
+        paths = paths[: max(0, limit)]
+    seen: dict[str, int] = {}
+    items = []
+    for i, path in enumerate(paths):
+        rel = _safe_rel(found[path])
+        n = seen.get(rel, 0)
+        seen[rel] = n + 1
+        if n:
+            stem, dot, ext = rel.rpartition(".")
+            rel = f"{stem}-{n}.{ext}" if dot else f"{rel}-{n}"
+        items.append(ImageItem(i, path, rel))
+    return items
+
+
+def _safe_rel(rel: str) -> str:
+    parts = [p for p in PurePosixPath(rel).parts if p not in ("", ".", "..", "/")]
+    return "/".join(parts) or "image"
+
+
+def resize_shorter_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(3, H, W): shorter side to ``size`` (bicubic, antialiased), then the centre ``size`` x ``size``."""
+    h, w = x.shape[-2:]
+    if (h, w) != (size, size):
+        s = size / min(h, w)
+        nh, nw = max(size, round(h * s)), max(size, round(w * s))
+        if (nh, nw) != (h, w):
+            x = F.interpolate(x[None], size=(nh, nw), mode="bicubic", antialias=True, align_corners=False)[0]
+            x = x.clamp_(0.0, 1.0)
+        top, left = (nh - size) // 2, (nw - size) // 2
+        x = x[:, top : top + size, left : left + size]
+    return x.contiguous()
+
+
+def apply_protocol(pixels: np.ndarray, size: int, resize: str) -> torch.Tensor:
+    """An (H, W, 3) float image to the (3, H', W') tensor the protocol evaluates."""
+    if size and resize == "longer":
+        from vaestudio.core.images import resize_longer_side
+
+        pixels = resize_longer_side(pixels, size)
+    x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(2, 0, 1)
+    if size and resize == "shorter-crop":
+        x = resize_shorter_crop(x, size)
+    return x.contiguous()
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Reads and resizes one image per item; failures come back as ``FailedImage``."""
+
+    def __init__(self, items: Sequence[ImageItem], size: int, resize: str) -> None:
+        self.items = list(items)
+        self.size = size
+        self.resize = resize
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> LoadedImage | FailedImage:
+        from vaestudio.core.images import load_image
+
+        item = self.items[i]
+        try:
+            img = load_image(item.path)
+            return LoadedImage(item, apply_protocol(img.pixels, self.size, self.resize), list(img.notes))
+        except VaeStudioError as exc:
+            return FailedImage(item, exc.reason)
+        except Exception as exc:  # noqa: BLE001 - any image problem is that image's row, never the run's end
+            return FailedImage(item, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip(": "))
+
+
+def as_list(batch: list) -> list:
+    """DataLoader collate: keep the items (images of different sizes are grouped by the caller)."""
+    return batch
+
+
+def worker_init(_worker_id: int) -> None:
+    torch.set_num_threads(1)
+
+
+def make_loader(dataset: ImageDataset, batch_size: int, workers: int, mp_context: str | None):
+    kw = {}
+    if workers > 0:
+        kw = {"num_workers": workers, "worker_init_fn": worker_init, "prefetch_factor": 2,
+              "multiprocessing_context": mp_context}
+    return torch.utils.data.DataLoader(dataset, batch_size=max(1, batch_size), shuffle=False, collate_fn=as_list, **kw)
+
+
+# -- names ----------------------------------------------------------------------------------------
+
+_GENERIC = {"vae", "diffusion_pytorch_model", "model", "weights", "checkpoint", "ae", "pytorch_model"}
+
+
+def short_names(sources: Sequence[str]) -> list[str]:
+    """Short unique names for VAE sources: the file or folder name (without the weight suffix), with
+    the parent folders it takes to tell them apart; never a path cut at the left end."""
+
+    def parts(src: str) -> list[str]:
+        s = src.rstrip("/\\")
+        if s.startswith("hf://"):
+            s = s[5:]
+        ps = [p for p in re.split(r"[/\\]+", s) if p not in ("", ".", "..", "~")]
+        if ps:
+            stem = ps[-1]
+            for suf in (".safetensors", ".ckpt", ".pt", ".pth", ".bin"):
+                if stem.lower().endswith(suf):
+                    stem = stem[: -len(suf)]
+                    break
+            ps[-1] = stem
+        return ps or ["vae"]
+
+    split = [parts(s) for s in sources]
+    depth = [1 if (len(p) == 1 or p[-1].lower() not in _GENERIC) else 2 for p in split]
+    while True:
+        names = ["-".join(p[-d:]) for p, d in zip(split, depth, strict=True)]
+        clash = {n for n in names if names.count(n) > 1}
+        grow = [i for i, n in enumerate(names) if n in clash and depth[i] < len(split[i])]
+        if not grow:
+            break
+        for i in grow:
+            depth[i] += 1
+    out: list[str] = []
+    for n in names:
+        name = re.sub(r"[^\w.+-]+", "_", n).strip("._") or "vae"
+        k, base = 2, name
+        while name in out:
+            name = f"{base}-{k}"
+            k += 1
+        out.append(name)
+    return out

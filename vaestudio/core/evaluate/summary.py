@@ -1,0 +1,76 @@
+"""Per-VAE statistics from rows: mean, std, median, 5th and 95th percentile of each metric, and the
+dataset-wide PSNR (from the pixel-weighted mean squared error, as torchmetrics' PSNR computes it)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vaestudio.core.evaluate.types import ROW_METRICS, Row
+
+
+@dataclass
+class Columns:
+    """One VAE's rows as columns (numbers only), plus its failures."""
+
+    images: list[str] = field(default_factory=list)
+    values: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in (*ROW_METRICS, "mse", "pixels")})
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    def add(self, r: Row) -> None:
+        if r.error:
+            self.failures.append({"image": r.image, "reason": r.error})
+            return
+        self.images.append(r.image)
+        for m in ROW_METRICS:
+            v = getattr(r, m)
+            self.values[m].append(math.nan if v is None else float(v))
+        self.values["mse"].append(math.nan if r.mse is None else float(r.mse))
+        self.values["pixels"].append(float((r.width or 0) * (r.height or 0) * 3))
+
+    def array(self, metric: str) -> np.ndarray:
+        return np.asarray(self.values[metric], dtype=np.float64)
+
+
+def collect(rows: Iterable[Row]) -> dict[str, Columns]:
+    """Rows grouped by VAE source, in image order as given."""
+    out: dict[str, Columns] = {}
+    for r in rows:
+        out.setdefault(r.source, Columns()).add(r)
+    for c in out.values():
+        c.failures.sort(key=lambda f: f["image"])
+    return out
+
+
+def _clean(v: float) -> float | None:
+    return None if v is None or not math.isfinite(v) else float(v)
+
+
+def metric_stats(values: np.ndarray) -> dict[str, float | None]:
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return {"mean": None, "std": None, "median": None, "p5": None, "p95": None}
+    v = np.sort(v)  # sums in a fixed order: the same rows in any order give the same numbers
+    return {"mean": _clean(float(np.mean(v))), "std": _clean(float(np.std(v))), "median": _clean(float(np.median(v))),
+            "p5": _clean(float(np.percentile(v, 5))), "p95": _clean(float(np.percentile(v, 95)))}
+
+
+def vae_stats(cols: Columns) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for m in ROW_METRICS:
+        for k, v in metric_stats(cols.array(m)).items():
+            out[f"{m}_{k}"] = v
+    mse, pix = cols.array("mse"), cols.array("pixels")
+    ok = np.isfinite(mse)
+    if ok.any():
+        order = np.lexsort((pix[ok], mse[ok]))
+        total = float(np.sum((mse[ok] * pix[ok])[order]))
+        n = float(np.sum(pix[ok][order]))
+        dataset_mse = total / n
+        out["psnr_dataset"] = None if dataset_mse <= 0 else 10.0 * math.log10(1.0 / dataset_mse)
+    else:
+        out["psnr_dataset"] = None
+    return out

@@ -1,0 +1,277 @@
+"""The evaluation's typed records: what it is asked to do, and what it yields while it runs."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vaestudio.core.autoencoder import Autoencoder
+    from vaestudio.core.evaluate.accumulators import AccumulatorFactory
+
+#: Metric names accepted by ``--metrics`` (``color`` is the mean shift per RGB channel).
+KNOWN_METRICS = ("psnr", "ssim", "mae", "color", "lpips", "fid")
+DEFAULT_METRICS = KNOWN_METRICS
+#: Per-image values summarised per VAE (mean, std, median, p5, p95).
+ROW_METRICS = ("psnr", "ssim", "mae", "color_shift_r", "color_shift_g", "color_shift_b", "lpips")
+#: Columns of rows.csv, in order. Timing columns (seconds, encode_s, decode_s) vary from run to run.
+ROW_FIELDS = ("image", "vae", "source", "width", "height", "psnr", "ssim", "mae", "mse", "color_shift_r",
+              "color_shift_g", "color_shift_b", "lpips", "seconds", "encode_s", "decode_s", "error")
+RESIZE_MODES = ("shorter-crop", "longer", "none")
+
+
+def default_workers() -> int:
+    """DataLoader worker processes: about half the cores, at least one, at most four."""
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+class EvaluationError(Exception):
+    """Raised by ``parse_metrics`` and friends before anything runs (mapped to usage errors)."""
+
+
+def parse_metrics(text: str | Sequence[str]) -> tuple[str, ...]:
+    names = [t.strip().lower() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
+    unknown = [n for n in names if n not in KNOWN_METRICS]
+    if unknown:
+        raise EvaluationError(f"unknown metric '{unknown[0]}' (choose from {', '.join(KNOWN_METRICS)})")
+    if not names:
+        raise EvaluationError("--metrics names no metric")
+    return tuple(dict.fromkeys(names))
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """What makes two evaluations comparable; written into summary.json and checked on --resume."""
+
+    size: int  # 0: each image keeps its own size
+    resize: str  # shorter-crop (evaluate), longer (compare's --size), none
+    sample: bool
+    seed: int
+    metrics: tuple[str, ...]
+    dtype: str
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "size": self.size,
+            "resize": self.resize,
+            "resize_description": self.describe_resize(),
+            "latent": f"seeded sample (seed {self.seed})" if self.sample else "mean",
+            "sample": self.sample,
+            "seed": self.seed,
+            "metrics": list(self.metrics),
+            "dtype": self.dtype,
+        }
+        return d
+
+    def describe_resize(self) -> str:
+        if self.size == 0 or self.resize == "none":
+            return "each image at its own size (padded to the VAE's factor, cropped back)"
+        if self.resize == "longer":
+            return f"longer side resized to {self.size} (Lanczos), aspect ratio kept"
+        return f"shorter side resized to {self.size} (bicubic, antialiased), centre crop {self.size}x{self.size}"
+
+    def comparable(self) -> dict[str, Any]:
+        """The fields a resumed run must share with the run it continues."""
+        return {"size": self.size, "resize": self.resize, "sample": self.sample,
+                "seed": self.seed if self.sample else None, "metrics": sorted(self.metrics), "dtype": self.dtype}
+
+
+@dataclass
+class EvaluationRequest:
+    """Everything one evaluation needs; ``evaluate(request)`` runs it.
+
+    ``out`` None runs without writing anything (``vaestudio compare``); otherwise rows.csv,
+    summary.json, report.html and the resumable state go there.
+    """
+
+    data: Sequence[str]
+    vaes: Sequence[str]
+    out: Path | None = None
+    size: int = 256
+    resize: str = "shorter-crop"
+    limit: int | None = None
+    batch_size: int = 8
+    workers: int = field(default_factory=default_workers)
+    device: str = "auto"
+    dtype: str = "auto"
+    family: str | None = None
+    tile: str = "auto"
+    metrics: Sequence[str] = DEFAULT_METRICS
+    save_recons: bool = False
+    resume: bool = False
+    sample: bool = False
+    seed: int = 0
+    report: bool = True
+    #: per-VAE accumulator factories (see vaestudio.core.evaluate.accumulators)
+    accumulators: Sequence[AccumulatorFactory] = ()
+    #: VAEs already loaded by the caller, by source string (the window's current VAE); not closed at the end
+    preloaded: Mapping[str, Autoencoder] = field(default_factory=dict)
+    #: multiprocessing start method for DataLoader workers (None: torch's default; "spawn" is safest
+    #: from a process that runs Qt threads)
+    mp_context: str | None = None
+    #: report progress at most this often (seconds)
+    progress_every: float = 0.5
+    #: called with download progress while a VAE source is fetched from the hub
+    download_progress: Callable[[Any], None] | None = None
+
+    def protocol(self) -> Protocol:
+        resize = "none" if self.size == 0 else self.resize
+        return Protocol(self.size, resize, self.sample, self.seed, tuple(parse_metrics(self.metrics)), self.dtype)
+
+
+# -- what the generator yields ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VaeRef:
+    """A VAE taking part: its short unique name (tables, recons/<name>/) and where it came from."""
+
+    name: str
+    source: str
+    architecture: str = ""
+    family: str = ""
+    device: str = ""
+    dtype: str = ""
+
+
+@dataclass
+class Started:
+    """First event: what will be done."""
+
+    images: int  # images listed (after --limit)
+    pending_images: int  # images this process still has to read (resume skips the rest)
+    resumed_rows: int  # rows already done by an earlier run (this process's share)
+    vaes: list[VaeRef]
+    protocol: Protocol
+    out: Path | None
+    rank: int = 0
+    world_size: int = 1
+
+
+@dataclass
+class VaeLoadFailed:
+    """A VAE could not be loaded; nothing is evaluated for it, the others go on (exit code 4)."""
+
+    source: str
+    name: str
+    reason: str
+
+
+@dataclass
+class Row:
+    """One image through one VAE (a CSV row). ``error`` is set, and the metrics None, when it failed."""
+
+    image: str
+    vae: str
+    source: str
+    width: int | None = None
+    height: int | None = None
+    psnr: float | None = None
+    ssim: float | None = None
+    mae: float | None = None
+    mse: float | None = None
+    color_shift_r: float | None = None
+    color_shift_g: float | None = None
+    color_shift_b: float | None = None
+    lpips: float | None = None
+    seconds: float | None = None
+    encode_s: float | None = None
+    decode_s: float | None = None
+    error: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.image, self.source
+
+    def to_csv(self) -> dict[str, str]:
+        out = {}
+        for k in ROW_FIELDS:
+            v = getattr(self, k)
+            if v is None:
+                out[k] = ""
+            elif isinstance(v, float):
+                out[k] = "inf" if v == math.inf else repr(v)  # full precision: summaries re-read it exactly
+            else:
+                out[k] = str(v)
+        return out
+
+    @classmethod
+    def from_csv(cls, d: Mapping[str, str]) -> Row:
+        kw: dict[str, Any] = {}
+        for k in ROW_FIELDS:
+            v = d.get(k, "")
+            if k in ("image", "vae", "source"):
+                kw[k] = v
+            elif k == "error":
+                kw[k] = v or None
+            elif k in ("width", "height"):
+                kw[k] = int(v) if v else None
+            else:
+                kw[k] = float(v) if v else None
+        return cls(**kw)
+
+
+@dataclass
+class Progress:
+    """Images done by this process (all VAEs), out of its share; images/s over this run; ETA."""
+
+    done: int
+    total: int
+    images_per_s: float
+    eta_s: float | None
+    elapsed_s: float
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def fraction(self) -> float:
+        return 1.0 if self.total == 0 else self.done / self.total
+
+
+@dataclass
+class VaeSummary:
+    """One VAE's summary (a summary.json ``vaes`` entry); ``to_dict`` gives the flat JSON object."""
+
+    vae: str
+    source: str
+    architecture: str
+    family: str
+    images: int
+    failed: int
+    failures: list[dict[str, str]]
+    stats: dict[str, float | None]  # psnr_mean, psnr_std, ..., psnr_dataset
+    rfid: float | None
+    rfid_status: str
+    metric_status: dict[str, str]
+    analyses: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"vae": self.vae, "source": self.source, "architecture": self.architecture,
+                             "family": self.family, "images": self.images, "failed": self.failed,
+                             "failures": self.failures}
+        d.update(self.stats)
+        d["rfid"] = self.rfid
+        d["rfid_status"] = self.rfid_status
+        d["lpips_status"] = self.metric_status.get("lpips", "not requested")
+        d["metric_status"] = self.metric_status
+        if self.analyses:
+            d["analyses"] = self.analyses
+        return d
+
+
+@dataclass
+class Finished:
+    """Last event. ``summary`` is summary.json's content (None on ranks other than 0)."""
+
+    summaries: list[VaeSummary]
+    summary: dict[str, Any] | None
+    outputs: dict[str, Path]
+    load_failures: list[VaeLoadFailed]
+    unreadable: list[dict[str, str]]
+    rank: int = 0
+
+
+Event = Started | VaeLoadFailed | Row | Progress | VaeSummary | Finished
