@@ -228,6 +228,11 @@ class DcAeArchitecture(Architecture):
                 raise VaeLoadError("the DC-AE weights are incomplete or malformed (attention weights)", label) from None
         common.checked(tensors, label)
         inferred = infer_config(tensors, label)
+        out_w = tensors.get("decoder.conv_out.weight", tensors.get("decoder.conv_out.conv.weight"))
+        out_ch = None if out_w is None else int(out_w.shape[0])
+        if inferred["in_channels"] != 3 or out_ch not in (3, 12):
+            raise VaeLoadError(f"an image DC-AE takes and gives 3 colour channels, this one takes "
+                               f"{inferred['in_channels']} and gives {out_ch}", label)
         merged = common.shipped_config("dc-ae-f32c32-sana")
         if config is not None:
             for key in ("latent_channels", "encoder_block_out_channels", "encoder_layers_per_block"):

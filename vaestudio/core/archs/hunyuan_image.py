@@ -119,6 +119,9 @@ class HunyuanImageArchitecture(Architecture):
             raise VaeLoadError("holds only a VAE decoder; the encoder is missing", label)
         common.checked(tensors, label)
         inferred = infer_config(tensors, label)
+        if inferred["in_channels"] != 3 or inferred["out_channels"] != 3:
+            raise VaeLoadError(f"an image VAE takes and gives 3 colour channels, this one takes "
+                               f"{inferred['in_channels']} and gives {inferred['out_channels']}", label)
         merged = common.shipped_config("hunyuan-image-2.1")
         if config is not None:
             for key in ("latent_channels", "block_out_channels", "layers_per_block"):

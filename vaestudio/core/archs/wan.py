@@ -299,6 +299,11 @@ class WanArchitecture(Architecture):
                 raise VaeLoadError("the Wan VAE weights are incomplete (blocks are missing)", label) from None
         common.checked(tensors, label)
         inferred = infer_config(tensors, label)
+        in_ch = inferred.get("in_channels", 3)
+        out_ch = inferred.get("out_channels", 3)
+        if in_ch != out_ch or in_ch != 3 * (inferred.get("patch_size") or 1) ** 2:
+            raise VaeLoadError(f"an RGB Wan VAE takes and gives 3 colour channels (12 patchified), this one takes "
+                               f"{in_ch} and gives {out_ch}", label)
         cls = (config or {}).get("_class_name")
         residual = bool(inferred.get("is_residual"))
         if cls == "AutoencoderKLQwenImage" and "is_residual" in inferred:
