@@ -160,5 +160,6 @@ def supported_table() -> list[dict]:
             "label": arch.label,
             "families": [f"{f.name} ({f.label})" for f in fams],
             "sources": [f"{fmt}: {desc}" for fmt, desc in arch.sources],
+            "config_classes": list(arch.config_classes),
         })
     return rows
