@@ -12,9 +12,10 @@ model space (after ``vae.to_model``: the configured scaling and shift), and sugg
 **Far**: the configured factor is *far* from the measured one when the latents' standard deviation
 in model space is outside ``[1 / FAR_FACTOR, FAR_FACTOR]`` = [0.67, 1.5]; for SD-style VAEs that is the
 configured factor being more than 1.5 times larger or smaller than the suggested one. Single images
-vary by some tens of percent around a family's factor, so a factor of 1.5 flags a wrong family
-(SDXL's 0.13025 against SD's 0.18215 is 1.4x; SD3's 1.5305 against FLUX.1's 0.3611 is 4.2x) and not
-an unusual picture; the dataset average (``LatentStatsAccumulator``) is the better measurement.
+vary by some tens of percent around a family's factor, so 1.5 flags wrong families that are far apart
+(SD3's 1.5305 against FLUX.1's 0.3611 is 4.2x; a raw latent taken for a model-space one, factor 1 for
+SD's 0.18215, is 5.5x) and not an unusual picture. SDXL (0.13025) against SD1 (0.18215) is only 1.4x:
+one image cannot tell them apart; the dataset average (``LatentStatsAccumulator``) narrows it down.
 """
 
 from __future__ import annotations
