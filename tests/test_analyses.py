@@ -308,10 +308,12 @@ def test_suggested_factor_recovers_a_known_latent_scale(photo):
 def test_latent_stats_accumulator_matches_direct_moments():
     torch.manual_seed(0)
     lat = torch.randn(6, 4, 5, 7) * torch.tensor([1.0, 2.0, 3.0, 4.0])[None, :, None, None] + 0.5
-    acc = scale.LatentStatsAccumulator(lambda z: (z - 0.1) * 0.5, 0.5, 0.1, "sd1")
+    def make():
+        return scale.LatentStatsAccumulator(to_model=lambda z: (z - 0.1) * 0.5, scaling_factor=0.5, shift_factor=0.1)
+
+    acc = make()
     acc.update(None, None, lat)
-    a = scale.LatentStatsAccumulator(lambda z: (z - 0.1) * 0.5, 0.5, 0.1, "sd1")
-    b = scale.LatentStatsAccumulator(lambda z: (z - 0.1) * 0.5, 0.5, 0.1, "sd1")
+    a, b = make(), make()
     a.update(None, None, lat[:2])
     b.update(None, None, lat[2:])
     r = acc.result(add_states(a.state(), b.state()))
@@ -323,6 +325,40 @@ def test_latent_stats_accumulator_matches_direct_moments():
     assert r["values"] == 6 * 5 * 7
     assert "Scaling factor" in acc.html(r)
     json.dumps(r)
+
+
+def test_accumulators_plug_into_the_evaluation_hook(photo):
+    """The classes are factories of a VaeRef-like object; state/load_state carry the sums; result() and
+    html() work without arguments, as vaestudio.core.evaluate calls them."""
+    from types import SimpleNamespace
+
+    ref = SimpleNamespace(name="tiny", source="x", family="sd1")
+    torch.manual_seed(1)
+    lat = torch.randn(3, 4, 6, 6) * 4.0 + 1.0
+    imgs = torch.from_numpy(photo).permute(2, 0, 1)[None].repeat(3, 1, 1, 1)
+    for cls in (scale.LatentStatsAccumulator, spectrum.SpectrumAccumulator):
+        empty = cls(ref)
+        assert empty.html() is None
+        parts = [cls(ref) for _ in range(3)]
+        for i, p in enumerate(parts):  # one batch each, as the evaluation's resumable contributions
+            p.update(imgs[i: i + 1], imgs[i: i + 1] * 0.9, lat[i: i + 1])
+        total = add_states(*(p.state() for p in parts))
+        final = cls(ref)
+        final.load_state(total)
+        whole = cls(ref)
+        whole.update(imgs, imgs * 0.9, lat)
+        got, want = final.result(), whole.result()
+        assert set(got) == set(want)
+        for k, v in want.items():
+            assert got[k] == (pytest.approx(v, rel=1e-9) if isinstance(v, (float, list)) else v), k
+        assert final.html().startswith("<section")
+        assert isinstance(final.name, str) and final.name
+    r = scale.LatentStatsAccumulator(ref)
+    r.update(None, None, lat)
+    res = r.result()
+    # from the family alone: SD1's model space, (raw - 0) * 0.18215
+    assert res["configured_scaling_factor"] == pytest.approx(0.18215) and res["family"] == "sd1"
+    assert res["model_std"] == pytest.approx(0.18215 * res["std"], rel=1e-5)
 
 
 # -- a real tiny AutoencoderKL through every analysis --------------------------------------------------
@@ -491,5 +527,6 @@ def test_cli_human_output_and_scale_warning(tmp_path, rgb_image, vae_dir, capsys
                  "--size", "32"]) == 0
     captured = capsys.readouterr()
     assert "suggested scaling factor" in captured.out
-    assert f"warning: {rgb_image}: {vae_dir}: the configured scaling factor 0.18215" in captured.err
+    assert f"warning: {rgb_image}: {vae_dir}: latents have standard deviation" in captured.err
+    assert "the configured scaling factor 0.18215 is" in captured.err
 

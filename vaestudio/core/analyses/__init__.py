@@ -27,10 +27,14 @@ documented extras; they also keep the arrays the window shows (the last drift pi
 **Accumulators** for dataset-wide numbers (``spectrum.SpectrumAccumulator``,
 ``scale.LatentStatsAccumulator``) follow ``common.Accumulator``::
 
+    acc = SpectrumAccumulator(ref)  # or LatentStatsAccumulator(ref) / .for_vae(vae): the classes are factories
     acc.update(originals, reconstructions, raw_latents)   # torch (N,3,H,W) in [0,1], same, (N,C,h,w)
     state = acc.state()          # dict[str, torch.Tensor] of plain sums: reduce across ranks by adding
-    numbers = acc.result(state)  # JSON-able dict
-    fragment = acc.html(numbers) # an HTML fragment (a table, and the plot as an embedded PNG)
+    acc.load_state(total)        # the reduced (or resumed) total
+    numbers = acc.result()       # JSON-able dict (or acc.result(state) for a given state)
+    fragment = acc.html()        # an HTML fragment (a table, the plot as an embedded PNG), None if empty
+
+This is also the summing-accumulator interface of ``vaestudio.core.evaluate.accumulators``.
 
 This package never imports Qt; plots are drawn with Pillow (``plotting``), not matplotlib.
 """

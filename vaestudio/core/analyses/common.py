@@ -65,16 +65,25 @@ def drive(gen: Generator[Any, None, R] | Iterator[Any], on_step: Callable[[Step]
 
 
 class Accumulator(Protocol):
-    """Dataset-wide statistics that can be summed across processes (see the package docstring)."""
+    """Dataset-wide statistics that can be summed across processes (see the package docstring).
+
+    Also what ``vaestudio.core.evaluate.accumulators`` calls a summing accumulator: ``name``,
+    ``update``, ``state``/``load_state``, and ``result()``/``html()`` with no argument (then they use
+    the accumulator's own state).
+    """
+
+    name: str
 
     def update(self, originals: torch.Tensor, reconstructions: torch.Tensor | None,
                raw_latents: torch.Tensor | None) -> None: ...
 
     def state(self) -> dict[str, torch.Tensor]: ...
 
+    def load_state(self, state: dict[str, torch.Tensor]) -> None: ...
+
     def result(self, state: dict[str, torch.Tensor] | None = None) -> dict: ...
 
-    def html(self, result: dict) -> str: ...
+    def html(self, result: dict | None = None) -> str | None: ...
 
 
 def add_states(*states: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

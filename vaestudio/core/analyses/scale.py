@@ -33,7 +33,7 @@ import torch
 from vaestudio.core.analyses.common import Step, Steps
 from vaestudio.core.analyses.plotting import BLACK, GREY, WARN, Canvas, colour, limits
 from vaestudio.core.analyses.spectrum import sig
-from vaestudio.core.autoencoder import Autoencoder
+from vaestudio.core.autoencoder import Autoencoder, patchify
 from vaestudio.core.tiling import Progress, ShouldStop
 
 #: The configured factor is "far" from the measured one beyond this ratio (model-space std outside [1/F, F]).
@@ -101,10 +101,9 @@ def scale_from_state(state: dict[str, torch.Tensor], configured_scaling: float, 
     far = not (1.0 / FAR_FACTOR <= ms <= FAR_FACTOR)
     warning = None
     if far:
-        warning = (f"the configured scaling factor {configured_scaling:g} gives latents with standard deviation "
-                   f"{ms:.3g} in model space instead of about 1 (measured factor {suggested:.4g}, "
-                   f"{configured_scaling / suggested:.2f}x): the family{f' ({family})' if family else ''} "
-                   f"may be wrong")
+        warning = (f"latents have standard deviation {ms:.3g} in model space instead of about 1: the configured "
+                   f"scaling factor {configured_scaling:g} is {configured_scaling / suggested:.2f}x the measured "
+                   f"{suggested:.4g}; the family{f' ({family})' if family else ''} may be wrong")
     values = int(state["latent.raw.count"][0]) if state["latent.raw.count"].numel() else 0
     return ScaleResult(m, s, cm.tolist(), cs.tolist(), mm, ms, mcm.tolist(), mcs.tolist(), suggested, m,
                        float(configured_scaling), float(configured_shift), far, warning, family, values)
@@ -115,21 +114,41 @@ class LatentStatsAccumulator:
 
     ``update`` takes the raw latents (N, C, h, w) (a vector latent (N, D) counts as one channel);
     the sums per channel (count, sum, sum of squares, in float64) are the state, reduced by adding.
+
+    Build it with ``for_vae(vae)`` (the VAE's own model space and configured factors: exact for every
+    architecture), or from what is known without the model: ``LatentStatsAccumulator(ref)``, where
+    ``ref`` has a ``family`` name (an evaluation ``VaeRef``), so the class itself is an accumulator
+    factory; model space is then the family's ``(raw - shift) * scale`` (patchified where the family
+    packs patches), which leaves out per-channel normalisations (Wan, FLUX.2's batch norm).
     """
 
     name = "latent_stats"
 
-    def __init__(self, to_model: Callable[[torch.Tensor], torch.Tensor], scaling_factor: float,
-                 shift_factor: float, family: str = "") -> None:
+    def __init__(self, ref: object | None = None, *, to_model: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 scaling_factor: float | None = None, shift_factor: float | None = None,
+                 family: str | None = None) -> None:
+        from vaestudio.core.families import FAMILIES
+
+        self.family = family if family is not None else str(getattr(ref, "family", "") or "")
+        fam = FAMILIES.get(self.family)
+        self.scaling_factor = float(scaling_factor if scaling_factor is not None else fam.scaling_factor if fam else 1.0)
+        self.shift_factor = float(shift_factor if shift_factor is not None else fam.shift_factor if fam else 0.0)
+        if to_model is None:
+            patch = fam.patch if fam is not None else 1
+            scale_, shift_ = self.scaling_factor, self.shift_factor
+
+            def to_model(raw: torch.Tensor) -> torch.Tensor:
+                z = (raw - shift_) * scale_
+                return patchify(z, patch) if patch > 1 and raw.ndim == 4 else z
+
         self.to_model = to_model
-        self.scaling_factor = scaling_factor
-        self.shift_factor = shift_factor
-        self.family = family
         self.sums: dict[str, torch.Tensor] = {}
 
     @classmethod
     def for_vae(cls, vae: Autoencoder) -> LatentStatsAccumulator:
-        return cls(vae.to_model, vae.info.scaling_factor, vae.info.shift_factor, vae.info.family)
+        """Measure against this VAE's own model space and configured scaling and shift."""
+        return cls(to_model=vae.to_model, scaling_factor=vae.info.scaling_factor, shift_factor=vae.info.shift_factor,
+                   family=vae.info.family)
 
     def _add(self, space: str, z: torch.Tensor) -> None:
         z = z.detach().cpu().to(torch.float64)
@@ -153,13 +172,21 @@ class LatentStatsAccumulator:
     def state(self) -> dict[str, torch.Tensor]:
         return {k: v.clone() for k, v in self.sums.items()}
 
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.sums = {k: torch.as_tensor(v, dtype=torch.float64).clone() for k, v in state.items()}
+
     def result(self, state: dict[str, torch.Tensor] | None = None) -> dict:
+        """``ScaleResult.to_dict()`` of ``state`` (default: this accumulator's); ``{"values": 0}`` when empty."""
         s = self.state() if state is None else state
         if not s:
-            raise ValueError("no latents were added")
+            return {"values": 0}
         return scale_from_state(s, self.scaling_factor, self.shift_factor, self.family).to_dict()
 
-    def html(self, result: dict) -> str:
+    def html(self, result: dict | None = None) -> str | None:
+        """An HTML fragment for ``result`` (default: ``self.result()``); None when nothing was measured."""
+        result = self.result() if result is None else result
+        if not result.get("values"):
+            return None
         r = ScaleResult.from_dict(result)
         warn = f'<p class="warning"><b>Warning:</b> {html.escape(r.warning)}</p>' if r.warning else ""
         rows = "".join(
@@ -195,7 +222,7 @@ def run_scale(vae: Autoencoder, pixels: np.ndarray, *, tile: str = "auto", progr
     yield steps.start("encode")
     enc = vae.encode(pixels, tile=tile, should_stop=should_stop)
     steps.finish()
-    acc = LatentStatsAccumulator.for_vae(vae)
+    acc = LatentStatsAccumulator.for_vae(vae)  # the model-space latent is measured as the VAE made it
     acc._add("raw", enc.raw[None])
     acc._add("model", enc.latent[None])
     result = scale_from_state(acc.state(), acc.scaling_factor, acc.shift_factor, acc.family)

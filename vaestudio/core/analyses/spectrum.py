@@ -83,7 +83,7 @@ def bin_centres(bins: int) -> np.ndarray:
 
 def power_ratio(recon: np.ndarray, original: np.ndarray) -> np.ndarray:
     """recon / original per ring; exactly 1 where both are equal (also where both are 0)."""
-    eps = 1e-10 * float(np.mean(original)) + 1e-30
+    eps = 1e-10 * float(np.mean(original)) + 1e-30 if original.size else 1e-30
     return (recon + eps) / (original + eps)
 
 
@@ -150,7 +150,8 @@ class SpectrumAccumulator:
 
     name = "spectrum"
 
-    def __init__(self, bins: int = DATASET_BINS) -> None:
+    def __init__(self, ref: object | None = None, *, bins: int = DATASET_BINS) -> None:
+        """``ref`` (an evaluation ``VaeRef``) is accepted and unused, so the class is an accumulator factory."""
         self.bins = bins
         self.original = torch.zeros(bins, dtype=torch.float64)
         self.reconstruction = torch.zeros(bins, dtype=torch.float64)
@@ -173,6 +174,11 @@ class SpectrumAccumulator:
                 "spectrum.reconstruction_power": self.reconstruction.clone(),
                 "spectrum.images": self.images.clone()}
 
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.original = torch.as_tensor(state["spectrum.original_power"], dtype=torch.float64).clone()
+        self.reconstruction = torch.as_tensor(state["spectrum.reconstruction_power"], dtype=torch.float64).clone()
+        self.images = torch.as_tensor(state["spectrum.images"], dtype=torch.float64).clone()
+
     def result(self, state: dict[str, torch.Tensor] | None = None) -> dict:
         """The mean spectra and their ratio, as ``SpectrumResult.to_dict`` plus ``images``."""
         s = self.state() if state is None else state
@@ -183,8 +189,12 @@ class SpectrumAccumulator:
         res = SpectrumResult(bin_centres(self.bins)[keep], po, pr, power_ratio(pr, po), images=int(n.max(initial=0)))
         return {**res.to_dict(), "images": res.images}
 
-    def html(self, result: dict) -> str:
-        """A short explanation, the plot as an embedded PNG, and the ratio at a few frequencies."""
+    def html(self, result: dict | None = None) -> str | None:
+        """A short explanation, the plot as an embedded PNG, and the ratio at a few frequencies
+        (``result`` defaults to ``self.result()``; None when no image was added)."""
+        result = self.result() if result is None else result
+        if not result.get("images"):
+            return None
         res = SpectrumResult.from_dict(result)
         rows = []
         if len(res.frequencies):
