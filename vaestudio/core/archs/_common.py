@@ -74,8 +74,13 @@ def new_info(arch: str, label: str, wf: WeightFile, tensors: dict[str, torch.Ten
 
 def build_model(cls_name: str, config: dict, tensors: dict[str, torch.Tensor], label: str) -> torch.nn.Module:
     """The diffusers model ``cls_name`` built from ``config`` with exactly these weights (see
-    ``load_state_into``); shape mismatches become one-sentence VaeLoadErrors."""
-    return load_state_into(cls_name, config, tensors, label)
+    ``load_state_into``); shape mismatches become one-sentence VaeLoadErrors, and so do the
+    assertions some diffusers constructors make about channel counts read from a broken file."""
+    try:
+        return load_state_into(cls_name, config, tensors, label)
+    except (AssertionError, ZeroDivisionError, KeyError, IndexError, AttributeError) as exc:
+        what = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise VaeLoadError(f"the weights do not describe a valid {cls_name} ({what})", label) from None
 
 
 def checked(tensors: dict[str, torch.Tensor], label: str) -> dict[str, torch.Tensor]:

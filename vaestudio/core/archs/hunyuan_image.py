@@ -72,6 +72,8 @@ def _infer(t: dict[str, torch.Tensor]) -> dict:
 class HunyuanImageVae(TorchAutoencoder):
     architecture = "hunyuan-image"
     cancel_blocks = ("HunyuanImageResnetBlock", "HunyuanImageAttentionBlock")
+    # its pixel-(un)shuffle reshapes copy channels-last tensors back: contiguous measured ~10% faster on CPU
+    channels_last = False
 
     def __init__(self, model, info, family, device=None, dtype=None) -> None:
         super().__init__(model, info, family, device=device, dtype=dtype)
