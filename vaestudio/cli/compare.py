@@ -1,9 +1,14 @@
-"""``vaestudio compare``: PSNR, SSIM and MAE per VAE and image, with the mean per VAE."""
+"""``vaestudio compare``: PSNR, SSIM and MAE per VAE and image, with the mean per VAE.
+
+A thin view over ``vaestudio.core.evaluate.evaluate`` (the engine of ``vaestudio evaluate``): no
+output folder, images read in this process, ``--size`` resizing the longer side as before.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 from vaestudio.cli.common import (
     EXIT_IMAGE,
@@ -14,11 +19,12 @@ from vaestudio.cli.common import (
     check_size,
     err,
     finite,
-    load,
     report,
 )
 
 ORDER = 30
+EXIT_VAE = 4
+UNREADABLE = "unreadable image: "
 
 
 def add_parser(sub) -> None:
@@ -33,64 +39,79 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from vaestudio.core.images import list_images, load_image
-    from vaestudio.core.pipeline import reconstruct
+    from vaestudio.core.evaluate import EvaluationRequest, Finished, Row, Started, VaeLoadFailed, evaluate
 
     check_size(args)
+    request = EvaluationRequest(
+        data=args.images, vaes=args.vae, out=None, size=args.size or 0, resize="longer", batch_size=8, workers=0,
+        device=args.device, dtype=args.dtype, family=args.family, tile=args.tile,
+        metrics=("psnr", "ssim", "mae", "color"), report=False)
     code = EXIT_OK
-    images = []
-    for path in list_images(args.images):
-        try:
-            images.append(load_image(path, size=args.size))
-        except Exception as exc:  # noqa: BLE001
-            code = max(code, report(exc, args.debug, path))
-    if not images:
+    rows: list[Row] = []
+    names: dict[str, str] = {}
+    finished = None
+    reported: set[str] = set()
+    try:
+        for event in evaluate(request):
+            if isinstance(event, Started):
+                names = {v.source: v.name for v in event.vaes}
+            elif isinstance(event, VaeLoadFailed):
+                err(event.source, event.reason)
+                code = max(code, EXIT_VAE)
+            elif isinstance(event, Row):
+                if event.error:
+                    if event.error.startswith(UNREADABLE):
+                        if event.image not in reported:
+                            reported.add(event.image)
+                            err(event.image, event.error[len(UNREADABLE):])
+                            code = max(code, EXIT_IMAGE)
+                    else:
+                        err(event.image, event.error)
+                        code = max(code, EXIT_OTHER)
+                    continue
+                rows.append(event)
+            elif isinstance(event, Finished):
+                finished = event
+    except Exception as exc:  # noqa: BLE001
+        return report(exc, args.debug)
+    if finished is None:
+        return max(code, EXIT_OTHER)
+    if not rows and not finished.load_failures and finished.unreadable:
         err(None, "no readable images")
         return code or EXIT_IMAGE
-    rows = []
-    for source in args.vae:
-        try:
-            vae = load(args, source)
-        except Exception as exc:  # noqa: BLE001
-            code = max(code, report(exc, args.debug, source))
-            continue
-        for image in images:
-            try:
-                rec = reconstruct(vae, image, tile=args.tile)
-            except Exception as exc:  # noqa: BLE001
-                code = max(code, report(exc, args.debug, image.name))
-                continue
-            m = rec.metrics
-            rows.append({"vae": source, "image": image.name, "width": image.width, "height": image.height,
-                         "psnr": finite(m.psnr), "ssim": finite(m.ssim), "mae": finite(m.mae),
-                         "color_shift_r": finite(m.color_shift[0]), "color_shift_g": finite(m.color_shift[1]),
-                         "color_shift_b": finite(m.color_shift[2]), "encode_s": round(rec.encode_s, 4),
-                         "decode_s": round(rec.decode_s, 4)})
-        vae.close()
+    table = [_row(r) for r in sorted(rows, key=lambda r: (args.vae.index(r.source), r.image))]
     means = []
-    for source in args.vae:
-        mine = [r for r in rows if r["vae"] == source]
+    for s in finished.summaries:
+        mine = [r for r in table if r["vae"] == s.source]
         if mine:
-            means.append({"vae": source, "image": "(mean)", **{
+            means.append({"vae": s.source, "image": "(mean)", **{
                 k: finite(sum(r[k] for r in mine if r[k] is not None) / max(1, sum(r[k] is not None for r in mine)))
                 for k in ("psnr", "ssim", "mae", "encode_s", "decode_s")}})
     if args.json:
-        for r in rows + means:
+        for r in table + means:
             print(json.dumps(r))
     else:
-        print(f"{'vae':<40} {'image':<24} {'PSNR':>8} {'SSIM':>8} {'MAE':>8}")
-        for r in rows + means:
+        w = max([4] + [len(n) for n in names.values()])
+        print(f"{'vae':<{w}} {'image':<24} {'PSNR':>8} {'SSIM':>8} {'MAE':>8}")
+        for r in table + means:
             ps = "inf" if r["psnr"] is None else f"{r['psnr']:.2f}"
-            print(f"{r['vae'][-40:]:<40} {r['image'][:24]:<24} {ps:>8} {r['ssim']:>8.4f} {r['mae']:>8.4f}")
-    if args.csv and rows:
-        fields = list(rows[0].keys())
+            print(f"{names.get(r['vae'], r['vae']):<{w}} {r['image'][:24]:<24} {ps:>8} {r['ssim']:>8.4f} {r['mae']:>8.4f}")
+    if args.csv and table:
         try:
             with open(args.csv, "w", newline="", encoding="utf-8") as fh:
-                w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-                w.writeheader()
-                for r in rows + means:
-                    w.writerow(r)
+                wr = csv.DictWriter(fh, fieldnames=list(table[0].keys()), extrasaction="ignore")
+                wr.writeheader()
+                for r in table + means:
+                    wr.writerow(r)
         except OSError as exc:
             err(args.csv, f"cannot write the CSV file ({exc.strerror})")
             code = max(code, EXIT_OTHER)
     return code
+
+
+def _row(r) -> dict:
+    return {"vae": r.source, "image": Path(r.image).stem, "width": r.width, "height": r.height,
+            "psnr": finite(r.psnr), "ssim": finite(r.ssim), "mae": finite(r.mae),
+            "color_shift_r": finite(r.color_shift_r), "color_shift_g": finite(r.color_shift_g),
+            "color_shift_b": finite(r.color_shift_b), "encode_s": round(r.encode_s or 0.0, 4),
+            "decode_s": round(r.decode_s or 0.0, 4)}

@@ -549,15 +549,15 @@ class _Run:
         yield Finished(summaries, summary, outputs, self.load_failures, unreadable_list, 0)
 
     def _fid(self, a: fidmod.FeatureStats, b: fidmod.FeatureStats) -> float:
-        """rFID; the originals' matrix square root is reused across VAEs that saw the same images."""
+        """rFID; the originals' covariance factor is reused across VAEs that saw the same images."""
         cached = self._root
         if cached is not None and cached[0].n == a.n and torch.equal(cached[0].sum, a.sum) \
                 and torch.equal(cached[0].outer, a.outer):
             root = cached[1]
         else:
-            root = fidmod.sqrt_psd(a.mean_cov()[1])
+            root = fidmod.cholesky_factor(a.mean_cov()[1])
             self._root = (a, root)
-        return fidmod.fid_from_stats(a, b, root_a=root)
+        return fidmod.fid_from_stats(a, b, factor_a=root)
 
     def _summary(self, v: _Vae, cols) -> VaeSummary:
         from vaestudio.core.evaluate.summary import Columns
