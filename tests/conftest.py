@@ -84,6 +84,19 @@ def rgb_image(tmp_path) -> Path:
     return p
 
 
+@pytest.fixture
+def win(qtbot, tmp_path):
+    """The real main window, shown offscreen, closed at the end with no worker left behind."""
+    from helpers.gui import make_window
+
+    w = make_window(tmp_path)
+    w.show()
+    yield w
+    w._close_approved = True  # no save question at teardown (not qtbot.addWidget: it closes first)
+    w.close()
+    assert not w.runner.busy(), "a worker thread outlived the window"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_settings(tmp_path_factory):
     """No test reads or writes the user's real settings (the window stores them as an ini file)."""

@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import gzip
 import pickle
 import time
 
 import numpy as np
-import pytest
+from helpers.data import mnist_folder, photo
+from helpers.gui import make_window
 from PIL import Image
-from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QThread, QUrl
+from PySide6.QtCore import QMimeData, QPointF, Qt, QThread, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
-
-from vaestudio.ui.settings import Store
-
-
-@pytest.fixture
-def win(qtbot, tmp_path):
-    from vaestudio.ui.main_window import MainWindow
-
-    store = Store(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    w = MainWindow(store=store)
-    qtbot.addWidget(w)
-    w.show()
-    yield w
-    w.close()
-    assert not w.runner.busy(), "a worker thread outlived the window"
-    assert not w.training.is_running()
 
 
 def drop(win, paths):
@@ -42,15 +26,6 @@ def drop(win, paths):
     ev = QDropEvent(pos, Qt.DropAction.CopyAction, md, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(win, ev)
     assert ev.isAccepted()
-
-
-def photo(tmp_path, name="photo.png", size=(40, 56), seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0 : size[0], 0 : size[1]]
-    arr = np.stack([xx / size[1], yy / size[0], rng.random(size) * 0.3], axis=2)
-    p = tmp_path / name
-    Image.fromarray((arr * 255).astype(np.uint8)).save(p)
-    return p
 
 
 def wait_result(qtbot, win, timeout=30000):
@@ -161,9 +136,8 @@ def test_cancel_button_stops_an_encode(qtbot, win, tmp_path, vae_dir):
 
 def test_closing_mid_job_leaves_no_thread(qtbot, tmp_path):
     from vaestudio.core.errors import Cancelled
-    from vaestudio.ui.main_window import MainWindow
 
-    w = MainWindow(store=Store(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)))
+    w = make_window(tmp_path)
     w.show()
     started = []
 
@@ -223,18 +197,10 @@ def test_exports_and_failed_export(qtbot, win, tmp_path, vae_dir):
     qtbot.waitUntil(lambda: "could not save" in win.last_error, timeout=10000)
 
 
-def idx(arr: np.ndarray) -> bytes:
-    return bytes([0, 0, 8, arr.ndim]) + b"".join(d.to_bytes(4, "big") for d in arr.shape) + arr.astype(np.uint8).tobytes()
-
-
 def test_mnist_studio_train_pause_stop_save_and_inspect(qtbot, win, tmp_path):
-    rng = np.random.default_rng(0)
-    x = (rng.random((600, 28, 28)) > 0.8).astype(np.uint8) * 255
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx(x)))
-    (tmp_path / "data" / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx(np.arange(600) % 10)))
+    data, x = mnist_folder(tmp_path)
     tab = win.training
-    tab.controls.data_dir.setText(str(tmp_path / "data"))
+    tab.controls.data_dir.setText(str(data))
     tab.controls.epochs.setValue(200)
     tab.controls.batch.setValue(32)
     tab.controls.hidden.setValue(32)

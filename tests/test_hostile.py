@@ -15,6 +15,7 @@ import threading
 import numpy as np
 import pytest
 from helpers.corpus import build_corpus, image_bytes, tiny_vae_files
+from helpers.gui import make_window
 from helpers.tally import count
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -181,12 +182,9 @@ def test_disk_full_during_png_export_keeps_previous_file(tmp_path, monkeypatch):
 
 def test_gui_export_to_unwritable_place_reports_and_keeps_file(qtbot, tmp_path, vae_dir, monkeypatch):
     from PIL import Image
-    from PySide6.QtCore import QSettings
 
-    from vaestudio.ui.main_window import MainWindow
-    from vaestudio.ui.settings import Store
 
-    win = MainWindow(store=Store(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)))
+    win = make_window(tmp_path)
     qtbot.addWidget(win)
     win.inspector.load_vae(str(vae_dir))
     img = tmp_path / "a.png"
@@ -208,12 +206,9 @@ def test_gui_export_to_unwritable_place_reports_and_keeps_file(qtbot, tmp_path, 
 
 
 def test_exceptions_in_workers_reach_the_window(qtbot, tmp_path):
-    from PySide6.QtCore import QSettings
 
-    from vaestudio.ui.main_window import MainWindow
-    from vaestudio.ui.settings import Store
 
-    win = MainWindow(store=Store(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)))
+    win = make_window(tmp_path)
     qtbot.addWidget(win)
 
     def broken(*, progress, should_stop):
@@ -292,12 +287,9 @@ def test_closing_the_window_during_each_kind_of_job(qtbot, tmp_path, vae_dir, jo
 
     from helpers.servers import serve
     from PIL import Image
-    from PySide6.QtCore import QSettings
 
-    from vaestudio.ui.main_window import MainWindow
-    from vaestudio.ui.settings import Store
 
-    win = MainWindow(store=Store(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)))
+    win = make_window(tmp_path)
     win.show()
     count("faults")
     if job == "download":

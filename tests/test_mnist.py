@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import SHARED_MNIST
+from helpers.data import idx_bytes
 from helpers.servers import files_handler, serve
 from helpers.tally import count
 
@@ -28,10 +29,6 @@ from vaestudio.core.mnist.train import (
     clean_stale_temporaries,
     read_checkpoint,
 )
-
-
-def idx_bytes(arr: np.ndarray) -> bytes:
-    return bytes([0, 0, 0x08, arr.ndim]) + b"".join(d.to_bytes(4, "big") for d in arr.shape) + arr.astype(np.uint8).tobytes()
 
 
 def digits(n=300, seed=0):

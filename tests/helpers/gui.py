@@ -23,3 +23,13 @@ def answer_next_dialog(button: str, delay_ms: int = 50, tries: int = 100) -> lis
 
     QTimer.singleShot(delay_ms, lambda: poll(tries))
     return asked
+
+
+def make_window(tmp_path):
+    """The real main window with its settings in a temporary ini file."""
+    from PySide6.QtCore import QSettings
+
+    from vaestudio.ui.main_window import MainWindow
+    from vaestudio.ui.settings import Store
+
+    return MainWindow(store=Store(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)))
