@@ -321,7 +321,7 @@ class TorchAutoencoder:
 
     # -- precision and memory fallbacks ------------------------------------------------------
     def _guarded(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        cl = torch.channels_last if x.ndim == 4 else torch.contiguous_format
+        cl = torch.channels_last if x.ndim == 4 and self.channels_last else torch.contiguous_format
         out = fn(x.to(self.device, self.dtype, memory_format=cl))
         if self.dtype != torch.float32 and not torch.isfinite(out).all():
             self.notes.append(f"{dtype_name(self.dtype)} produced NaN/Inf; retried in fp32")
