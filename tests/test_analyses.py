@@ -113,6 +113,16 @@ class SlowVae(IdentityVae):
         return self.model(F.pixel_shuffle(z, F8))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These models are tiny: with two threads, every small op waits for the other thread, which on a
+    busy machine made a 2 s test take 30 s. One thread, restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def photo() -> np.ndarray:
     """A real photograph (the astronaut shipped as a sample), 64x64, values kept within [0.2, 0.6]."""
