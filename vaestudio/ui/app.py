@@ -37,8 +37,11 @@ def run_gui(images: list[str] | None = None, vae: str | None = None) -> int:
         win.warm_up()
 
     QTimer.singleShot(0, initial)
-    if os.environ.get("VAESTUDIO_EXIT_AFTER_SHOW"):  # used by benchmarks/bench_gui.py to time launches
+    # used by benchmarks/bench_gui.py to time launches and the first reconstruction
+    if os.environ.get("VAESTUDIO_EXIT_AFTER_SHOW"):
         QTimer.singleShot(0, lambda: (print("window shown", flush=True), app.quit()))
+    if os.environ.get("VAESTUDIO_EXIT_AFTER_FIRST_PICTURE"):
+        win.inspector.reconstructed.connect(lambda: (print("first picture", flush=True), app.quit()))
     code = app.exec()
     # a torch op cannot be interrupted; if one is still finishing after the window closed, do not
     # make the user wait for it (nor let Qt destroy a running thread): end the process now

@@ -44,6 +44,7 @@ class InspectorTab(QWidget):
     message = Signal(str)  # status bar text
     error = Signal(str)  # a non-blocking error message
     vae_loaded = Signal(str)  # the source, for the recent list
+    reconstructed = Signal()  # a complete reconstruction is on screen
 
     def __init__(self, runner: JobRunner, prefs: Preferences) -> None:
         super().__init__()
@@ -106,6 +107,7 @@ class InspectorTab(QWidget):
         self.result_b = None
         self.cache: OrderedDict = OrderedDict()
         self._metrics_base: dict[str, str] = {}
+        self._shown_noise = None
 
         self.prev_btn.clicked.connect(lambda: self.step(-1))
         self.next_btn.clicked.connect(lambda: self.step(1))
@@ -342,12 +344,12 @@ class InspectorTab(QWidget):
             return
         what = self.noise.describe() if noise is not None else "clean"
         self.runner.start("preview", jobs.preview_job, self.vae, self.encoded, noise, self.preview_vae,
-                          on_result=lambda p: self._previewed(p, what), on_error=self.error.emit)
+                          on_result=lambda p: self._previewed(p, what, noise), on_error=self.error.emit)
 
-    def _previewed(self, p: jobs.Preview, what: str) -> None:
+    def _previewed(self, p: jobs.Preview, what: str, noise) -> None:
         self.noise.snr.setText(snr_text(p.snr_db))
-        if p.image is None or not self.runner.is_running("decode"):
-            return  # the full decode already arrived: never cover it with a preview
+        if p.image is None or (self.result is not None and self._shown_noise == noise):
+            return  # the full decode of these settings already arrived: never cover it with a preview
         kind = "tiny decoder" if p.tiny else "latent-to-RGB"
         self.compare.set_recon(p.image, f"Preview ({kind}, {what}); decoding ...")
 
@@ -368,12 +370,14 @@ class InspectorTab(QWidget):
             self._show_latents()
         self.message.emit("Decoding ...")
         self.runner.start("decode", jobs.decode_job, self.vae, self.encoded, noise, self.prefs.tile,
-                          ablation, on_result=self._decoded, on_error=self._decode_failed,
+                          ablation, on_result=lambda r: self._decoded(r, noise), on_error=self._decode_failed,
                           on_progress=self._progress, on_cancel=self._cancelled)
 
-    def _decoded(self, res) -> None:
+    def _decoded(self, res, noise=None) -> None:
         self.result = res
+        self._shown_noise = noise  # the settings the reconstruction on screen was decoded with
         self._show_result()
+        self.reconstructed.emit()
         self.message.emit(f"PSNR {self.metrics.text('PSNR')}, SSIM {self.metrics.text('SSIM')}")
 
     def _show_result(self) -> None:
