@@ -183,3 +183,13 @@ def test_tiles_at_32x(tmp_path, model, sd):
 def test_broken_dc_ae_files(tmp_path, sd, rgb_image, capsys):
     check_broken(tmp_path, diffusers_to_original(sd), "encoder.stages.0.op_list.0.main.conv1.conv.weight", rgb_image,
                  capsys, name="dc_ae")
+
+
+def test_an_original_repository_folder_without_a_class_name(tmp_path, model, sd):
+    """mit-han-lab's own repositories hold model.safetensors beside a config.json with no _class_name."""
+    folder = tmp_path / "dc-ae-f32c32-sana-1.0"
+    folder.mkdir()
+    save_file(diffusers_to_original(sd), str(folder / "model.safetensors"))
+    (folder / "config.json").write_text('{"model_name": "dc-ae-f32c32-sana-1.0"}')
+    vae = load_vae(folder)
+    assert vae.info.architecture == "dc-ae" and vae.info.family == "sana"

@@ -298,3 +298,13 @@ def test_unknown_source(tmp_path):
         load_vae(tmp_path / "missing.safetensors")
     with pytest.raises(VaeLoadError, match="no such file"):
         load_vae("./not/here")
+
+
+def test_an_incomplete_ldm_file_is_one_sentence(tmp_path, tiny_model):
+    sd = ldm_state_dict(tiny_model)
+    half = {k: v for k, v in sd.items() if not k.startswith("decoder.up.1")}  # half a decoder
+    p = tmp_path / "half.safetensors"
+    save_file(half, str(p))
+    with pytest.raises(VaeLoadError) as e:
+        load_vae(p)
+    assert "incomplete" in str(e.value) and "\n" not in str(e.value)

@@ -155,6 +155,12 @@ def _prepare_folder(folder: Path, label: str, fmt: str = "diffusers-folder") -> 
     if not isinstance(config, dict):
         raise VaeLoadError("config.json is not a JSON object", label)
     cls = config.get("_class_name")
+    if cls is None:  # an old diffusers config, or an original repository's own: ask the weights
+        path = folder_weights_path(folder, label)
+        wf = read_weight_file(path)
+        arch = recognise(wf, path)
+        if arch is not None and "AutoencoderKL" not in arch.config_classes:
+            return arch.prepare_file(path, wf, label)
     arch = for_config_class(cls)
     if arch is None:
         known = sorted({c for a in architectures() for c in a.config_classes} - {"AutoencoderKL"})
@@ -163,12 +169,16 @@ def _prepare_folder(folder: Path, label: str, fmt: str = "diffusers-folder") -> 
     return arch.prepare_folder(folder, config, label, fmt)
 
 
-def read_folder_weights(folder: Path, label: str) -> WeightFile:
+def folder_weights_path(folder: Path, label: str) -> Path:
     """The weights file of a diffusers model folder."""
     weights = next((folder / n for n in FOLDER_WEIGHT_NAMES if (folder / n).is_file()), None)
     if weights is None:
         raise VaeLoadError("the folder has a config.json but no weights file (diffusion_pytorch_model.safetensors)", label)
-    return read_weight_file(weights)
+    return weights
+
+
+def read_folder_weights(folder: Path, label: str) -> WeightFile:
+    return read_weight_file(folder_weights_path(folder, label))
 
 
 # -- the Hugging Face hub ---------------------------------------------------------------------

@@ -230,7 +230,10 @@ class AutoencoderKLArchitecture(Architecture):
     def _prepare(self, wf: WeightFile, label: str, *, fmt: str, name: str, config: dict | None = None) -> PreparedVae:
         extracted = extract_vae(wf.tensors, label)
         tensors = extracted.tensors
-        tensors = ldm_to_diffusers(tensors) if extracted.layout == "ldm" else modernize_attention_names(tensors)
+        try:
+            tensors = ldm_to_diffusers(tensors) if extracted.layout == "ldm" else modernize_attention_names(tensors)
+        except (KeyError, IndexError, ValueError) as exc:  # diffusers' converter on an incomplete file
+            raise VaeLoadError(f"the VAE weights are incomplete ({type(exc).__name__}: {str(exc)[:80]})", label) from None
         check_finite(tensors, label)
         inferred = infer_config(tensors, label)
         if config is not None:
