@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 def main() -> None:
     from bench_reconstruct import sd_vae
 
-    from vaestudio.core.analysis import latent_preview
+    from vaestudio.core.latents import latent_preview
     from vaestudio.core.archs.taesd import make_decoder
     from vaestudio.core.images import load_image
     from vaestudio.core.sources import load_vae

@@ -121,7 +121,8 @@ class Autoencoder(Protocol):
     def decode(self, latent: torch.Tensor, height: int | None = None, width: int | None = None, *,
                tile: str = "auto", progress: Progress | None = None,
                should_stop: ShouldStop | None = None) -> np.ndarray:
-        """Decode a model-space latent to an (H, W, 3) float image in [0, 1]."""
+        """Decode a model-space latent to an (H, W, 3) float image in [0, 1]. Tiled VAEs also take
+        ``tile_size``/``tile_overlap`` (pixels) to override their tiling for one call."""
         ...
 
     def encode_batch(self, x: torch.Tensor, *, sample: bool = False, seeds: Sequence[int] | None = None,
@@ -395,20 +396,27 @@ class TorchAutoencoder:
                                  self.info.source)
 
     # -- the round trip ---------------------------------------------------------------------
+    def _tiles(self, tile_size: int | None, tile_overlap: int | None) -> tuple[int, int]:
+        return (self.encode_tile if tile_size is None else int(tile_size),
+                self.tile_overlap if tile_overlap is None else int(tile_overlap))
+
     def encode_batch(self, x: torch.Tensor, *, sample: bool = False, seeds: Sequence[int] | None = None,
-                     tile: str = "auto", progress: Progress | None = None,
+                     tile: str = "auto", tile_size: int | None = None, tile_overlap: int | None = None,
+                     progress: Progress | None = None,
                      should_stop: ShouldStop | None = None) -> tuple[torch.Tensor, bool]:
         """Encode (N, 3, H, W) images in [0, 1] to raw latents; see ``Autoencoder.encode_batch``.
 
         With ``sample``, image i draws its sample with ``torch.Generator().manual_seed(seeds[i])``,
-        so results do not depend on how images are batched.
+        so results do not depend on how images are batched. ``tile_size``/``tile_overlap`` (pixels)
+        override the VAE's tiling for this call.
         """
         self._need("encoder")
         lo, hi = self.input_range
         if (lo, hi) != (0.0, 1.0):
             x = x * (hi - lo) + lo
         f = self.downscale
-        tk = {"tile": self.encode_tile, "overlap": self.tile_overlap, "up": 1, "down": f}
+        size, overlap = self._tiles(tile_size, tile_overlap)
+        tk = {"tile": size, "overlap": overlap, "up": 1, "down": f}
         with torch.inference_mode():
             out, tiled = self._apply(self._encode_tensor, x, tile_mode=tile, tiled_kwargs=tk, progress=progress,
                                      should_stop=should_stop)
@@ -425,13 +433,15 @@ class TorchAutoencoder:
                                        dtype=mean.dtype) for s in seeds])
         return (mean + std * eps).contiguous(), tiled
 
-    def decode_batch(self, latent: torch.Tensor, *, tile: str = "auto", progress: Progress | None = None,
+    def decode_batch(self, latent: torch.Tensor, *, tile: str = "auto", tile_size: int | None = None,
+                     tile_overlap: int | None = None, progress: Progress | None = None,
                      should_stop: ShouldStop | None = None) -> torch.Tensor:
         """Decode model-space latents (N, ...) to (N, 3, H, W) images in [0, 1]."""
         self._need("decoder")
         z = self.from_model(latent.float())
         f = self.downscale
-        tk = {"tile": self.encode_tile // f, "overlap": self.tile_overlap // f, "up": f, "down": 1}
+        size, overlap = self._tiles(tile_size, tile_overlap)
+        tk = {"tile": size // f, "overlap": overlap // f, "up": f, "down": 1}
         with torch.inference_mode():
             x, _ = self._apply(self._decode_tensor, z, tile_mode=tile, tiled_kwargs=tk, progress=progress,
                                should_stop=should_stop)
@@ -441,6 +451,7 @@ class TorchAutoencoder:
         return x.clamp(0, 1)
 
     def encode(self, pixels: np.ndarray, *, sample: bool = False, seed: int = 0, tile: str = "auto",
+               tile_size: int | None = None, tile_overlap: int | None = None,
                progress: Progress | None = None, should_stop: ShouldStop | None = None) -> EncodeResult:
         """Encode an (H, W, 3) float image in [0, 1] to its latent (see ``EncodeResult``)."""
         self._need("encoder")
@@ -449,18 +460,19 @@ class TorchAutoencoder:
         h, w = pixels.shape[:2]
         x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(2, 0, 1)[None]
         x = pad_to_multiple(x, self.info.pad_multiple)
-        z, tiled = self.encode_batch(x, sample=sample, seeds=[seed], tile=tile, progress=progress,
-                                     should_stop=should_stop)
+        z, tiled = self.encode_batch(x, sample=sample, seeds=[seed], tile=tile, tile_size=tile_size,
+                                     tile_overlap=tile_overlap, progress=progress, should_stop=should_stop)
         raw = z[0].contiguous()
         return EncodeResult(self.to_model(raw).contiguous(), raw, h, w, time.perf_counter() - t0, tiled,
                             list(self.notes))
 
     def decode(self, latent: torch.Tensor, height: int | None = None, width: int | None = None, *,
-               tile: str = "auto", progress: Progress | None = None,
-               should_stop: ShouldStop | None = None) -> np.ndarray:
+               tile: str = "auto", tile_size: int | None = None, tile_overlap: int | None = None,
+               progress: Progress | None = None, should_stop: ShouldStop | None = None) -> np.ndarray:
         """Decode a model-space latent to an (H, W, 3) float image, cropped to (height, width)."""
         self.notes = []
-        x = self.decode_batch(latent[None], tile=tile, progress=progress, should_stop=should_stop)
+        x = self.decode_batch(latent[None], tile=tile, tile_size=tile_size, tile_overlap=tile_overlap,
+                              progress=progress, should_stop=should_stop)
         x = x[0, :, : height or x.shape[2], : width or x.shape[3]]
         return x.permute(1, 2, 0).numpy().astype(np.float32, copy=False)
 

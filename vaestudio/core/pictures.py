@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vaestudio.core.analysis import as_channels
+from vaestudio.core.latents import as_channels
 from vaestudio.core.metrics import colorize
 
 

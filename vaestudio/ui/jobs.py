@@ -56,7 +56,7 @@ def load_image_job(source, *, progress, should_stop):
 
 def encode_job(vae, pixels, tile, *, progress, should_stop):
     """Encode; also the latent-to-RGB picture of the clean latent."""
-    from vaestudio.core.analysis import latent_preview
+    from vaestudio.core.latents import latent_preview
     from vaestudio.core.pipeline import encode_image
 
     encoded = encode_image(vae, pixels, tile=tile, progress=progress, should_stop=should_stop)
@@ -65,7 +65,7 @@ def encode_job(vae, pixels, tile, *, progress, should_stop):
 
 def preview_job(vae, encoded, noise, tiny, *, progress, should_stop) -> Preview:
     """Noise the cached latent; decode it with the tiny decoder when there is one, else latent-to-RGB."""
-    from vaestudio.core.analysis import latent_preview
+    from vaestudio.core.latents import latent_preview
     from vaestudio.core.noise import add_noise
 
     latent, snr_db = encoded.result.latent, None

@@ -1,6 +1,6 @@
 """Tile seams: decode the same latent tiled and untiled, and measure the error along the tile boundaries.
 
-Tiled decoding (``vae.decode(..., tile="on")`` with ``vae.encode_tile`` / ``vae.tile_overlap`` set to
+Tiled decoding (``vae.decode(..., tile="on", tile_size=..., tile_overlap=...)``, set to
 the tile size and overlap, in image pixels) blends overlapping tiles with linear ramps. For each
 tile size and overlap this analysis gives:
 
@@ -161,30 +161,24 @@ def run_seams(vae: Autoencoder, pixels: np.ndarray, *, tiles: Sequence[int] = DE
     err_untiled = np.abs(untiled.astype(np.float32) - original.astype(np.float32)).mean(axis=2)
     band = max(SEAM_BAND, f)
     settings: list[SeamSetting] = []
-    saved = (vae.encode_tile, vae.tile_overlap)
-    try:
-        for t, o in combos:
-            yield steps.start(f"tiled decode: tile {t}, overlap {o}")
-            rows = boundary_lines(h, hl, f, t, o)
-            cols = boundary_lines(w, wl, f, t, o)
-            if not rows and not cols:
-                notes.append(f"tile {t} covers the whole {w}x{h} image: one tile, no seams to measure")
-                settings.append(SeamSetting(t, o, math.nan, math.nan, math.nan, math.nan, 0.0, [], [],
-                                            np.zeros((h, w), np.float32)))
-                steps.finish()
-                continue
-            vae.encode_tile, vae.tile_overlap = t, o
-            tiled = vae.decode(enc.latent, h, w, tile="on", should_stop=should_stop)
-            vae.encode_tile, vae.tile_overlap = saved
-            err = np.abs(tiled.astype(np.float32) - original.astype(np.float32)).mean(axis=2)
-            mask = band_mask(h, w, rows, cols, band)
-            score, b, other = seam_score(err, mask)
-            control, _, _ = seam_score(err_untiled, mask)
-            diff = np.abs(tiled.astype(np.float32) - untiled.astype(np.float32)).mean(axis=2)
-            settings.append(SeamSetting(t, o, score, control, b, other, float(diff.max()), rows, cols, diff))
+    for t, o in combos:
+        yield steps.start(f"tiled decode: tile {t}, overlap {o}")
+        rows = boundary_lines(h, hl, f, t, o)
+        cols = boundary_lines(w, wl, f, t, o)
+        if not rows and not cols:
+            notes.append(f"tile {t} covers the whole {w}x{h} image: one tile, no seams to measure")
+            settings.append(SeamSetting(t, o, math.nan, math.nan, math.nan, math.nan, 0.0, [], [],
+                                        np.zeros((h, w), np.float32)))
             steps.finish()
-    finally:
-        vae.encode_tile, vae.tile_overlap = saved
+            continue
+        tiled = vae.decode(enc.latent, h, w, tile="on", tile_size=t, tile_overlap=o, should_stop=should_stop)
+        err = np.abs(tiled.astype(np.float32) - original.astype(np.float32)).mean(axis=2)
+        mask = band_mask(h, w, rows, cols, band)
+        score, b, other = seam_score(err, mask)
+        control, _, _ = seam_score(err_untiled, mask)
+        diff = np.abs(tiled.astype(np.float32) - untiled.astype(np.float32)).mean(axis=2)
+        settings.append(SeamSetting(t, o, score, control, b, other, float(diff.max()), rows, cols, diff))
+        steps.finish()
     result = SeamsResult(settings, original, untiled, band, notes)
     yield result
     return result
