@@ -38,13 +38,13 @@ class Dist:
         rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", "0"))
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-        use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+        use_cuda = torch.cuda.is_available() and (device == "auto" or device.startswith("cuda"))
         if use_cuda:
             dev = f"cuda:{local}"
             torch.cuda.set_device(local)
             backend = "nccl"
         else:
-            dev = device if device not in ("auto", "cuda") else "cpu"
+            dev = "cpu" if device == "auto" else device  # "cuda" without CUDA fails at load, with its reason
             backend = "gloo"
             # the processes of one machine share its cores
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world)))

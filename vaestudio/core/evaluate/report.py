@@ -122,7 +122,7 @@ def histogram_svg(series: list[tuple[str, str, np.ndarray]], label: str, bins: i
     parts.append(f'<line class="axis" x1="{L}" y1="{T + ph}" x2="{L + pw}" y2="{T + ph}"/>')
     for t in _ticks(lo, hi):
         parts.append(f'<line class="axis" x1="{sx(t):.1f}" y1="{T + ph}" x2="{sx(t):.1f}" y2="{T + ph + 4}"/>'
-                     f'<text x="{sx(t):.1f}" y="{T + ph + 16}" text-anchor="middle">{esc(fmt(t, 3))}</text>')
+                     f'<text x="{sx(t):.1f}" y="{T + ph + 16}" text-anchor="middle">{t:.4g}</text>')
     parts.append(f'<text x="{L - 4}" y="{T + 8}" text-anchor="end">{ymax}</text>'
                  f'<text x="{L - 4}" y="{T + ph}" text-anchor="end">0</text>'
                  f'<text x="{L + pw / 2:.1f}" y="{H - 2}" text-anchor="middle">{esc(label)} · images per bin</text>')
@@ -167,8 +167,8 @@ def scatter_svg(a_name: str, b_name: str, xs: np.ndarray, ys: np.ndarray, label:
     parts.append(f'<line x1="{sx(lo):.1f}" y1="{sy(lo):.1f}" x2="{sx(hi):.1f}" y2="{sy(hi):.1f}" '
                  'stroke="currentColor" stroke-opacity="0.35" stroke-dasharray="4 3"/>')
     for t in _ticks(lo, hi, 4):
-        parts.append(f'<text x="{sx(t):.1f}" y="{T + p + 14}" text-anchor="middle">{esc(fmt(t, 2))}</text>'
-                     f'<text x="{L - 4}" y="{sy(t) + 4:.1f}" text-anchor="end">{esc(fmt(t, 2))}</text>')
+        parts.append(f'<text x="{sx(t):.1f}" y="{T + p + 14}" text-anchor="middle">{t:.4g}</text>'
+                     f'<text x="{L - 4}" y="{sy(t) + 4:.1f}" text-anchor="end">{t:.4g}</text>')
     dots = "".join(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.2"/>' for x, y in zip(xs, ys, strict=True))
     parts.append(f'<g fill="{color}" fill-opacity="0.55">{dots}</g>')
     parts.append(f'<text x="{L + p / 2:.1f}" y="{T + p + 30}" text-anchor="middle">{esc(a_name)} ({esc(label)})</text>')
@@ -203,15 +203,24 @@ def _table(summary: dict[str, Any]) -> str:
         rows.append(f'<tr><td class="l"><i style="display:inline-block;width:10px;height:10px;border-radius:2px;'
                     f'background:{color}"></i> <b>{esc(v["vae"])}</b><br><span class="note">{esc(v["source"])}</span></td>'
                     f'<td class="l">{esc(v["architecture"])}</td><td class="l">{esc(v["family"])}</td>'
-                    f'<td>{v["images"]}</td><td>{v["failed"]}</td>{"".join(cells)}<td>{esc(shift)}</td></tr>')
+                    f'<td>{v["images"]}</td><td>{v["failed"]}</td>{"".join(cells)}<td style="white-space:nowrap">{esc(shift)}</td></tr>')
     notes = []
-    for v in vaes:
-        notes.append(f"<li><b>{esc(v['vae'])}</b>: rFID {esc(v['rfid_status'])}; LPIPS {esc(v['lpips_status'])}</li>")
+    for what, key in (("rFID", "rfid_status"), ("LPIPS", "lpips_status")):
+        texts = {v[key] for v in vaes}
+        if len(texts) == 1:
+            notes.append(f"<li>{what}: {esc(texts.pop())}</li>")
+        else:
+            notes += [f"<li>{what}, <b>{esc(v['vae'])}</b>: {esc(v[key])}</li>" for v in vaes]
     return (f'<div class="wrap"><table><tr><th class="l">VAE</th><th class="l">architecture</th><th class="l">family</th>'
             f'<th>images</th><th>failed</th>{head}<th>colour shift R G B</th></tr>{"".join(rows)}</table></div>'
             f'<p class="note">PSNR mean is the mean of per-image PSNRs (what most papers report); PSNR dataset is '
             f'computed from the mean squared error over all pixels (as torchmetrics does). Bold: the best value.</p>'
             f'<ul class="note">{"".join(notes)}</ul>')
+
+
+def _tail(path: str, parts: int = 2) -> str:
+    p = Path(path).parts
+    return "/".join(p[-parts:]) if len(p) > parts else path
 
 
 def _kv(d: dict[str, Any]) -> str:
@@ -278,7 +287,8 @@ def write_report(path: Path, summary: dict[str, Any], cols: dict[str, Columns],
                 cards.append(
                     f'<div class="ex"><div class="trip"><img alt="original" src="{t["original"]}">'
                     f'<img alt="reconstruction" src="{t["reconstruction"]}"><img alt="difference" src="{t["difference"]}">'
-                    f'</div><div class="cap">{esc(e["metric"].upper())} {esc(fmt(e["value"], 3))} · {esc(e["image"])}</div></div>')
+                    f'</div><div class="cap" title="{esc(e["image"])}">{esc(e["metric"].upper())} {esc(fmt(e["value"], 3))} · '
+                    f'{esc(_tail(e["image"]))}</div></div>')
             body.append(f'<h3>{esc(v["vae"])}: the {which} {len(shown)}</h3><div class="examples">{"".join(cards)}</div>')
     frag_html = []
     for name, frags in fragments.items():
