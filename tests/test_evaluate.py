@@ -330,6 +330,41 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, photos, vae_
     assert_close_json(comparable_summary(whole / "summary.json"), comparable_summary(cut / "summary.json"))
 
 
+@pytest.mark.parametrize("written", [0.0, 0.5])
+def test_a_batch_cut_between_its_sidecar_and_its_rows_is_redone(tmp_path, photos, vae_dir, monkeypatch, written):
+    """The process dies after a batch's sidecar landed and before (or halfway through) its rows: resume
+    drops the orphan sidecar and the torn rows, and its accumulator sums are not counted twice."""
+    from vaestudio.core.evaluate.store import RunStore
+
+    crops = [str(p) for p in sorted(photos.rglob("*.png"))[:6]]
+
+    def request(out: Path, **kw) -> EvaluationRequest:
+        return EvaluationRequest(crops, [str(vae_dir)], out, size=32, batch_size=2, workers=0, metrics=("psnr",),
+                                 accumulators=[MeanAccumulator], report=False, **kw)
+
+    whole = [e for e in evaluate(request(tmp_path / "whole")) if isinstance(e, VaeSummary)]
+    real_append = RunStore._append
+    calls = []
+
+    def power_cut(self, data: bytes) -> None:
+        calls.append(len(data))
+        if len(calls) == 2:
+            real_append(self, data[: int(len(data) * written)])
+            raise OSError("power cut")
+        real_append(self, data)
+
+    monkeypatch.setattr(RunStore, "_append", power_cut)
+    with pytest.raises(OSError, match="power cut"):
+        list(evaluate(request(tmp_path / "cut")))
+    monkeypatch.setattr(RunStore, "_append", real_append)
+    assert len(list((tmp_path / "cut" / "state" / "rank0").glob("batch-*.npz"))) == 2
+    resumed = list(evaluate(request(tmp_path / "cut", resume=True)))
+    assert next(e for e in resumed if isinstance(e, Started)).resumed_rows == 2
+    assert comparable_rows(tmp_path / "cut" / "rows.csv") == comparable_rows(tmp_path / "whole" / "rows.csv")
+    again = next(e for e in resumed if isinstance(e, VaeSummary))
+    assert again.analyses == whole[0].analyses and again.stats == whole[0].stats
+
+
 def test_cancel_then_resume_with_accumulators(tmp_path, photos, vae_dir, other_vae):
     """should_stop cancels between batches; a resume completes the rows, and the accumulator sums saved
     beside each batch make its result equal to an uninterrupted run's."""

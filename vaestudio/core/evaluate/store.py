@@ -256,7 +256,9 @@ class RunStore:
         buf = io.BytesIO()
         np.savez(buf, **record.to_arrays())
         write_atomic(path, buf.getvalue())
-        data = rows_to_text(rows).encode("utf-8")
+        self._append(rows_to_text(rows).encode("utf-8"))
+
+    def _append(self, data: bytes) -> None:
         assert self._fd is not None
         view = memoryview(data)
         while view:
