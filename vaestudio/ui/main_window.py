@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTa
 from vaestudio import __version__
 from vaestudio.core.filetypes import WEIGHT_SUFFIXES
 from vaestudio.ui import jobs
+from vaestudio.ui.analysis_tab import AnalysisTab
 from vaestudio.ui.inspector import InspectorTab
 from vaestudio.ui.settings import PreferencesDialog, Store
 from vaestudio.ui.training import TrainingTab
@@ -49,14 +50,17 @@ class MainWindow(QMainWindow):
         self.inspector = InspectorTab(self.runner, self.prefs)
         self.training = TrainingTab(self.runner)
         self.training.last_dir = self.store.get("dirs/checkpoints", "") or ""
+        self.analysis = AnalysisTab(self.runner, self.prefs, self.inspector)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.inspector, "Inspector")
+        self.tabs.addTab(self.analysis, "Analysis")
         self.tabs.addTab(self.training, "MNIST studio")
         self.setCentralWidget(self.tabs)
+        self.tabs.currentChanged.connect(self._tab_shown)
         self.busy_label = QLabel("")
         self.statusBar().addPermanentWidget(self.busy_label)
         self.runner.busy_changed.connect(lambda b: self.busy_label.setText("working ..." if b else ""))
-        for tab in (self.inspector, self.training):
+        for tab in (self.inspector, self.training, self.analysis):
             tab.message.connect(lambda m: self.statusBar().showMessage(m, 8000))
             tab.error.connect(self.show_error)
         self.training.open_in_inspector.connect(self.use_trained_vae)
@@ -78,6 +82,10 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geo)
         else:
             self.resize(1500, 940)
+
+    def _tab_shown(self, _index: int) -> None:
+        if self.tabs.currentWidget() is self.analysis:
+            self.analysis.refresh(self.store.recent("vaes"))
 
     def warm_up(self) -> None:
         """Import torch and the loaders in a worker while the user looks at the window."""

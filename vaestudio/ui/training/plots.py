@@ -6,20 +6,12 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
+from vaestudio.ui.plotting import IntegerAxis
+
 LABEL_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
                  (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 EPOCH_CURVES = (("train", "train_loss", (90, 140, 220)), ("held-out", "heldout_loss", (230, 120, 40)),
                 ("reconstruction (BCE)", "recon", (80, 180, 80)), ("KL", "kl", (200, 80, 160)))
-
-
-class IntegerAxis(pg.AxisItem):
-    """An axis whose ticks are whole numbers (epochs): never 1.5 or 2.5."""
-
-    def tickValues(self, minVal, maxVal, size):  # noqa: N802, N803 - pyqtgraph API
-        span = max(1.0, maxVal - minVal)
-        step = max(1, int(np.ceil(span / max(2, size / 60))))
-        first = int(np.ceil(minVal))
-        return [(step, list(range(first, int(np.floor(maxVal)) + 1, step)))]
 
 
 def _picture(layout: pg.GraphicsLayout, row: int, col: int, caption: str):
