@@ -2,8 +2,9 @@
 
 Offscreen, it opens the main window, builds a tiny VAE, writes it to a temporary file in the LDM
 single-file layout and loads it back through the real file loader, reconstructs a bundled sample
-photo through the window's own worker path, runs a few training steps of the MNIST VAE on generated
-digits, closes the window cleanly, and prints what it did with timings. Exit code 0 only if every
+photo through the window's own worker path, loads a tiny autoencoder pair written as .pth pickles
+(the safe loader, no diffusers) and reconstructs with it, runs a few training steps of the MNIST VAE
+on generated digits, closes the window cleanly, and prints what it did with timings. Exit code 0 only if every
 step passed.
 """
 
@@ -94,6 +95,22 @@ def run_self_test(json_out: bool = False) -> int:
         r = win.inspector.result
         return f"{sample.name} {r.decoded.shape[1]}x{r.decoded.shape[0]}, PSNR {r.metrics.psnr:.2f} dB"
 
+    def tiny_autoencoder():
+        import torch
+
+        from vaestudio.core.archs.taesd import make_decoder, make_encoder
+        from vaestudio.core.images import load_image
+        from vaestudio.core.pipeline import reconstruct
+        from vaestudio.core.sources import load_vae
+
+        torch.manual_seed(0)
+        torch.save(make_encoder(4, "sd").state_dict(), tmp / "taesd_encoder.pth")
+        torch.save(make_decoder(4, "sd").state_dict(), tmp / "taesd_decoder.pth")
+        vae = load_vae(tmp / "taesd_decoder.pth")  # the pair is found from either file
+        rec = reconstruct(vae, load_image(samples_dir() / "coffee.png", size=128))
+        return (f"{vae.info.architecture} pair, family {vae.info.family}, latent {tuple(rec.encoded.raw.shape)}, "
+                f"decoded {rec.decoded.shape[1]}x{rec.decoded.shape[0]}")
+
     def train():
         import numpy as np
 
@@ -126,6 +143,7 @@ def run_self_test(json_out: bool = False) -> int:
     if ok:
         ok = step("load it through the file loader", load_vae) and ok
         ok = step("reconstruct a sample image", reconstruct) and ok
+    ok = step("load a tiny autoencoder pair (.pth, read safely) and reconstruct", tiny_autoencoder) and ok
     ok = step("train the MNIST VAE for a few steps", train) and ok
     if "win" in state:
         ok = step("close the window", close) and ok
