@@ -78,7 +78,7 @@ def main() -> None:
         old = ins.vae
         ins.load_vae(vaes[r % 2])
         wait(lambda old=old: ins.vae is not None and ins.vae is not old)
-        ins.open_sources(images)
+        ins.show_images(images)
         for k in range(len(images)):
             if k:
                 ins.step(1)

@@ -229,10 +229,10 @@ class InspectorTab(QWidget):
         self.metrics.labels["B: PSNR / SSIM"].setText("-")
 
     # -- images -------------------------------------------------------------------------------
-    def open_sources(self, sources: list) -> None:
+    def show_images(self, images: list) -> None:
         """Open a new list of images; if the first cannot be read, the previous list stays."""
-        if sources:
-            self._show(list(sources), 0, restore=(self.images, self.index))
+        if images:
+            self._show(list(images), 0, restore=(self.images, self.index))
 
     def step(self, delta: int) -> None:
         if len(self.images) > 1:

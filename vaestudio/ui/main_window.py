@@ -162,7 +162,7 @@ class MainWindow(QMainWindow):
             self.store.push_recent("images", p)
         self._fill_recent_images()
         self.tabs.setCurrentWidget(self.inspector)
-        self.inspector.open_sources(paths)
+        self.inspector.show_images(paths)
 
     def paste_image(self) -> None:
         img = QGuiApplication.clipboard().image()
@@ -177,7 +177,7 @@ class MainWindow(QMainWindow):
         buf = QBuffer()
         buf.open(QIODevice.OpenModeFlag.WriteOnly)
         img.save(buf, "PNG")
-        self.inspector.open_sources([bytes(buf.data())])
+        self.inspector.show_images([bytes(buf.data())])
 
     def pick_vae_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load VAE", self._dir("vaes"), WEIGHT_FILTER)
@@ -240,7 +240,7 @@ class MainWindow(QMainWindow):
             buf = QBuffer()
             buf.open(QIODevice.OpenModeFlag.WriteOnly)
             QImage(md.imageData()).save(buf, "PNG")
-            self.inspector.open_sources([bytes(buf.data())])
+            self.inspector.show_images([bytes(buf.data())])
         event.acceptProposedAction()
 
     # -- export -------------------------------------------------------------------------------
