@@ -14,6 +14,7 @@ from vaestudio import __version__
 from vaestudio.core.filetypes import WEIGHT_SUFFIXES
 from vaestudio.ui import jobs
 from vaestudio.ui.analysis_tab import AnalysisTab
+from vaestudio.ui.evaluate_tab import EvaluateTab
 from vaestudio.ui.inspector import InspectorTab
 from vaestudio.ui.settings import PreferencesDialog, Store
 from vaestudio.ui.training import TrainingTab
@@ -51,19 +52,22 @@ class MainWindow(QMainWindow):
         self.training = TrainingTab(self.runner)
         self.training.last_dir = self.store.get("dirs/checkpoints", "") or ""
         self.analysis = AnalysisTab(self.runner, self.prefs, self.inspector)
+        self.evaluate = EvaluateTab(self.runner, self.prefs, self.inspector)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.inspector, "Inspector")
         self.tabs.addTab(self.analysis, "Analysis")
+        self.tabs.addTab(self.evaluate, "Evaluate")
         self.tabs.addTab(self.training, "MNIST studio")
         self.setCentralWidget(self.tabs)
         self.tabs.currentChanged.connect(self._tab_shown)
         self.busy_label = QLabel("")
         self.statusBar().addPermanentWidget(self.busy_label)
         self.runner.busy_changed.connect(lambda b: self.busy_label.setText("working ..." if b else ""))
-        for tab in (self.inspector, self.training, self.analysis):
+        for tab in (self.inspector, self.training, self.analysis, self.evaluate):
             tab.message.connect(lambda m: self.statusBar().showMessage(m, 8000))
             tab.error.connect(self.show_error)
         self.training.open_in_inspector.connect(self.use_trained_vae)
+        self.evaluate.open_in_inspector.connect(self.inspect_image_with)
         self.inspector.vae_loaded.connect(self._remember_vae)
         panel = self.inspector.vae_panel
         panel.load_file.connect(self.pick_vae_file)
@@ -84,8 +88,15 @@ class MainWindow(QMainWindow):
             self.resize(1500, 940)
 
     def _tab_shown(self, _index: int) -> None:
-        if self.tabs.currentWidget() is self.analysis:
-            self.analysis.refresh(self.store.recent("vaes"))
+        if self.tabs.currentWidget() in (self.analysis, self.evaluate):
+            self.tabs.currentWidget().refresh(self.store.recent("vaes"))
+
+    def inspect_image_with(self, image: str, source: str) -> None:
+        """From the evaluation's worst images: that image in the inspector, with that VAE."""
+        self.tabs.setCurrentWidget(self.inspector)
+        if self.inspector.vae is None or self.inspector.vae.info.source != source:
+            self.inspector.load_vae(source)
+        self.open_images([image])
 
     def warm_up(self) -> None:
         """Import torch and the loaders in a worker while the user looks at the window."""

@@ -1,0 +1,393 @@
+"""The Evaluate tab: score VAEs on whole folders of images, with the same core as ``vaestudio evaluate``.
+
+The evaluation is one generator job (``vaestudio.core.evaluate.evaluate``) that streams rows as
+they are committed: a live histogram of PSNR per VAE fills as they arrive, the progress bar shows
+images/s and the time left, and at the end the summary table, the worst images (double-click one
+to open it in the inspector with that VAE) and the report. Cancel keeps what is done; Resume goes
+on from there.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from vaestudio.ui.analysis_tab import COLOURS
+from vaestudio.ui.workers import JobRunner
+
+METRICS = ("psnr", "ssim", "mae", "color", "lpips", "fid")
+SUMMARY_COLUMNS = (("VAE", "vae"), ("images", "images"), ("failed", "failed"), ("PSNR mean", "psnr_mean"),
+                   ("PSNR dataset", "psnr_dataset"), ("SSIM mean", "ssim_mean"), ("MAE mean", "mae_mean"),
+                   ("LPIPS mean", "lpips_mean"), ("rFID", "rfid"))
+
+
+def evaluate_job(settings: dict, *, progress, should_stop):
+    """The evaluation generator, in a worker (its events go to the window as they come)."""
+    from vaestudio.core.evaluate import EvaluationRequest, evaluate
+
+    request = EvaluationRequest(**settings, mp_context="spawn", accumulators=default_accumulators())
+    yield from evaluate(request, should_stop=should_stop)
+
+
+def default_out_dir() -> Path:
+    from platformdirs import user_documents_dir
+
+    return Path(user_documents_dir()) / "vaestudio" / "evaluations" / time.strftime("run-%Y%m%d-%H%M%S")
+
+
+class EvaluateTab(QWidget):
+    message = Signal(str)
+    error = Signal(str)
+    open_in_inspector = Signal(str, str)  # image path, VAE source
+
+    def __init__(self, runner: JobRunner, prefs, inspector) -> None:
+        super().__init__()
+        self.runner, self.prefs, self.inspector = runner, prefs, inspector
+        self.data_list = QListWidget()
+        self.data_list.setToolTip("Folders (searched recursively), image files, or .txt files listing paths")
+        self.add_folder_btn = QPushButton("Add folder...")
+        self.add_files_btn = QPushButton("Add files...")
+        self.remove_btn = QPushButton("Remove")
+        self.vae_list = QListWidget()
+        self.vae_list.setToolTip("Tick the VAEs to evaluate; each is scored on the same images")
+        self.add_vae_btn = QPushButton("Add VAE file...")
+        self.out = QLineEdit(str(default_out_dir()))
+        self.out.setToolTip("rows.csv, summary.json and report.html are written here; Resume continues a run here")
+        self.out_btn = QPushButton("Browse...")
+        self.size = QSpinBox()
+        self.size.setRange(0, 4096)
+        self.size.setSingleStep(64)
+        self.size.setValue(256)
+        self.size.setSpecialValueText("own size")
+        self.size.setToolTip("Shorter side resized to N and centre-cropped NxN, as VAE model cards report; "
+                             "'own size' keeps each image's size")
+        self.limit = QSpinBox()
+        self.limit.setRange(0, 10_000_000)
+        self.limit.setSpecialValueText("all")
+        self.batch = QSpinBox()
+        self.batch.setRange(1, 256)
+        self.batch.setValue(8)
+        self.metric_boxes = {}
+        metrics_row = QHBoxLayout()
+        for m in METRICS:
+            box = QCheckBox("rFID" if m == "fid" else m.upper() if m != "color" else "colour")
+            box.setChecked(True)
+            self.metric_boxes[m] = box
+            metrics_row.addWidget(box)
+        self.start_btn = QPushButton("Start")
+        self.cancel_btn = QPushButton("Cancel")
+        self.resume_btn = QPushButton("Resume")
+        self.resume_btn.setToolTip("Continue the run in the output folder, skipping what is done")
+        self.cancel_btn.setEnabled(False)
+        self.progress = QProgressBar()
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        box = QGroupBox("Evaluate VAEs on many images")
+        form = QFormLayout(box)
+        form.addRow(QLabel("Images"))
+        form.addRow(self.data_list)
+        data_row = QHBoxLayout()
+        for b in (self.add_folder_btn, self.add_files_btn, self.remove_btn):
+            data_row.addWidget(b)
+        form.addRow(data_row)
+        form.addRow(QLabel("VAEs"))
+        form.addRow(self.vae_list)
+        form.addRow(self.add_vae_btn)
+        out_row = QHBoxLayout()
+        out_row.addWidget(self.out, 1)
+        out_row.addWidget(self.out_btn)
+        form.addRow("Output", out_row)
+        form.addRow("Size", self.size)
+        form.addRow("Limit", self.limit)
+        form.addRow("Batch size", self.batch)
+        form.addRow(metrics_row)
+        buttons = QHBoxLayout()
+        for b in (self.start_btn, self.cancel_btn, self.resume_btn):
+            buttons.addWidget(b)
+        form.addRow(buttons)
+        form.addRow(self.progress)
+        form.addRow(self.status)
+        left = QWidget()
+        ll = QVBoxLayout(left)
+        ll.setContentsMargins(0, 0, 0, 0)
+        ll.addWidget(box)
+        ll.addStretch(1)
+        left.setFixedWidth(420)
+        self.hist = pg.PlotWidget(title="PSNR per image, as rows arrive")
+        self.hist.setLabel("bottom", "PSNR (dB)")
+        self.hist.setLabel("left", "images")
+        self.hist.addLegend(offset=(10, 10))
+        self.summary = QTableWidget(0, len(SUMMARY_COLUMNS))
+        self.summary.setHorizontalHeaderLabels([c[0] for c in SUMMARY_COLUMNS])
+        self.summary.verticalHeader().hide()
+        self.worst = QListWidget()
+        self.worst.setToolTip("Double-click to open the image in the inspector with that VAE")
+        self.report_btn = QPushButton("Open report")
+        self.report_btn.setEnabled(False)
+        worst_box = QWidget()
+        wl = QVBoxLayout(worst_box)
+        wl.setContentsMargins(0, 0, 0, 0)
+        wl.addWidget(QLabel("Worst images (lowest PSNR) per VAE; double-click to inspect"))
+        wl.addWidget(self.worst, 1)
+        wl.addWidget(self.report_btn)
+        lower = QSplitter(Qt.Orientation.Horizontal)
+        lower.addWidget(self.summary)
+        lower.addWidget(worst_box)
+        lower.setStretchFactor(0, 3)
+        lower.setStretchFactor(1, 2)
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(self.hist)
+        right.addWidget(lower)
+        lay = QHBoxLayout(self)
+        lay.addWidget(left)
+        lay.addWidget(right, 1)
+        self.rows: dict[str, list] = {}  # VAE name -> rows
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        self.outputs: dict = {}
+        self._recent: list[str] = []
+        self._files: list[str] = []
+        self._last_draw = 0.0
+        self.add_folder_btn.clicked.connect(self._add_folder)
+        self.add_files_btn.clicked.connect(self._add_files)
+        self.remove_btn.clicked.connect(lambda: [self.data_list.takeItem(self.data_list.row(i))
+                                                 for i in self.data_list.selectedItems()])
+        self.add_vae_btn.clicked.connect(self._add_vae)
+        self.out_btn.clicked.connect(self._pick_out)
+        self.start_btn.clicked.connect(lambda: self.start(resume=False))
+        self.resume_btn.clicked.connect(lambda: self.start(resume=True))
+        self.cancel_btn.clicked.connect(lambda: self.runner.cancel("evaluate"))
+        self.report_btn.clicked.connect(self.open_report)
+        self.worst.itemDoubleClicked.connect(self._inspect)
+
+    # -- choices ------------------------------------------------------------------------------------
+    def add_data(self, path: str) -> None:
+        if not self.data_list.findItems(path, Qt.MatchFlag.MatchExactly):
+            self.data_list.addItem(path)
+
+    def _add_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "A folder of images (searched recursively)")
+        if path:
+            self.add_data(path)
+
+    def _add_files(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(
+            self, "Images, or .txt files listing image paths", "",
+            "Images and lists (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff *.gif *.txt);;All files (*)")
+        for p in paths:
+            self.add_data(p)
+
+    def _pick_out(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Output folder", str(Path(self.out.text()).parent))
+        if path:
+            self.out.setText(path)
+
+    def _add_vae(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Add a VAE to evaluate", "",
+                                              "VAE weights (*.safetensors *.ckpt *.pt *.pth *.bin);;All files (*)")
+        if path:
+            self.add_vae(path)
+
+    def add_vae(self, source: str) -> None:
+        self._files.append(source)
+        self.refresh(self._recent)
+        for i in range(self.vae_list.count()):
+            if self.vae_list.item(i).data(Qt.ItemDataRole.UserRole) == source:
+                self.vae_list.item(i).setCheckState(Qt.CheckState.Checked)
+
+    def refresh(self, recent: list[str] | None = None) -> None:
+        """VAEs on offer: the inspector's A and B, recent ones, files added here."""
+        self._recent = list(recent or [])
+        ins = self.inspector
+        checked = {self.vae_list.item(i).data(Qt.ItemDataRole.UserRole): self.vae_list.item(i).checkState()
+                   for i in range(self.vae_list.count())}
+        self.vae_list.clear()
+        seen = set()
+        for vae, tag in ((ins.vae, "A"), (ins.vae_b, "B")):
+            if vae is not None and vae.info.source not in seen:
+                seen.add(vae.info.source)
+                self._vae_item(f"{tag}: {Path(vae.info.source).name or vae.info.source}", vae.info.source,
+                               checked.get(vae.info.source, Qt.CheckState.Checked))
+        for src in self._recent + self._files:
+            if src not in seen and not src.startswith("MNIST VAE (studio"):
+                seen.add(src)
+                self._vae_item(Path(src).name or src, src, checked.get(src, Qt.CheckState.Unchecked))
+        if ins.image is not None and self.data_list.count() == 0 and isinstance(ins.images[ins.index], str):
+            self.add_data(str(Path(ins.images[ins.index]).parent))  # the folder of the image being inspected
+
+    def _vae_item(self, text: str, source: str, state) -> None:
+        item = QListWidgetItem(text)
+        item.setData(Qt.ItemDataRole.UserRole, source)
+        item.setToolTip(source)
+        item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+        item.setCheckState(state)
+        self.vae_list.addItem(item)
+
+    def settings(self, resume: bool) -> dict:
+        """The request's fields, read from the controls on the UI thread (the worker builds it)."""
+        data = [self.data_list.item(i).text() for i in range(self.data_list.count())]
+        vaes = [self.vae_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.vae_list.count())
+                if self.vae_list.item(i).checkState() == Qt.CheckState.Checked]
+        ins = self.inspector
+        preloaded = {v.info.source: v for v in (ins.vae, ins.vae_b) if v is not None and v.info.source in vaes}
+        return dict(
+            data=data, vaes=vaes, out=Path(self.out.text()).expanduser(), size=self.size.value(),
+            limit=self.limit.value() or None, batch_size=self.batch.value(), device=self.prefs.device,
+            dtype=self.prefs.dtype, tile=self.prefs.tile,
+            metrics=[m for m, b in self.metric_boxes.items() if b.isChecked()] or ["psnr"], resume=resume,
+            preloaded=preloaded)
+
+    # -- running ------------------------------------------------------------------------------------
+    def start(self, resume: bool = False) -> None:
+        if self.data_list.count() == 0:
+            self.error.emit("add a folder or image files to evaluate on")
+            return
+        req = self.settings(resume)
+        if not req["vaes"]:
+            self.error.emit("tick at least one VAE (load one in the Inspector, or Add VAE file...)")
+            return
+        self.rows, self.outputs = {}, {}
+        self.hist.clear()
+        self.hist.addLegend(offset=(10, 10))
+        self.curves = {}
+        self.summary.setRowCount(0)
+        self.worst.clear()
+        self.report_btn.setEnabled(False)
+        self.progress.setRange(0, 0)
+        self.status.setText("Resuming ..." if resume else "Starting ...")
+        self._set_running(True)
+        self.runner.start("evaluate", evaluate_job, req, on_yield=self._on_event, on_result=lambda _r: None,
+                          on_error=self._failed, on_cancel=self._cancelled)
+
+    def _set_running(self, running: bool) -> None:
+        self.start_btn.setEnabled(not running)
+        self.resume_btn.setEnabled(not running)
+        self.cancel_btn.setEnabled(running)
+
+    def _on_event(self, ev) -> None:
+        from vaestudio.core.evaluate import Finished, Progress, Row, Started, VaeLoadFailed, VaeSummary
+
+        if isinstance(ev, Started):
+            self.names = {v.source: v.name for v in ev.vaes}
+            done = f", {ev.resumed_rows} rows already done" if ev.resumed_rows else ""
+            self.status.setText(f"{ev.images} images x {len(ev.vaes)} VAEs{done}")
+            self.progress.setRange(0, max(1, ev.pending_images))
+        elif isinstance(ev, VaeLoadFailed):
+            self.error.emit(f"{ev.source}: {ev.reason}")
+        elif isinstance(ev, Row):
+            self.rows.setdefault(ev.vae, []).append(ev)
+            if time.monotonic() - self._last_draw > 0.3:
+                self._draw_histogram()
+        elif isinstance(ev, Progress):
+            self.progress.setRange(0, max(1, ev.total))
+            self.progress.setValue(ev.done)
+            eta = "" if ev.eta_s is None else f", about {math.ceil(ev.eta_s)} s left"
+            self.status.setText(f"{ev.done} of {ev.total} images, {ev.images_per_s:.1f} images/s{eta}")
+        elif isinstance(ev, VaeSummary):
+            self._add_summary(ev)
+        elif isinstance(ev, Finished):
+            self._finished(ev)
+
+    def _draw_histogram(self) -> None:
+        self._last_draw = time.monotonic()
+        values = {n: [r.psnr for r in rows if r.psnr is not None and math.isfinite(r.psnr)]
+                  for n, rows in self.rows.items()}
+        allv = [v for vs in values.values() for v in vs]
+        if not allv:
+            return
+        edges = np.linspace(min(allv) - 0.5, max(allv) + 0.5, 31)
+        for i, (name, vs) in enumerate(values.items()):
+            counts, _ = np.histogram(vs, bins=edges)
+            if name not in self.curves:
+                c = COLOURS[i % len(COLOURS)]
+                self.curves[name] = self.hist.plot(stepMode="center", fillLevel=0, pen=pg.mkPen(c, width=2),
+                                                   brush=(*c, 60), name=name)
+            self.curves[name].setData(edges, counts)
+
+    def _add_summary(self, s) -> None:
+        d = s.to_dict()
+        r = self.summary.rowCount()
+        self.summary.insertRow(r)
+        for c, (_label, key) in enumerate(SUMMARY_COLUMNS):
+            v = d.get(key)
+            if key == "rfid" and v is None:
+                text = "-"
+                tip = d.get("rfid_status", "")
+            else:
+                text = v if isinstance(v, str) else "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+                tip = ""
+            item = QTableWidgetItem(text)
+            if tip:
+                item.setToolTip(tip)
+            self.summary.setItem(r, c, item)
+        self.summary.resizeColumnsToContents()
+        rows = [x for x in self.rows.get(s.vae, []) if x.psnr is not None]
+        for row in sorted(rows, key=lambda x: x.psnr)[:8]:
+            item = QListWidgetItem(f"{s.vae}: {Path(row.image).name}  {row.psnr:.2f} dB")
+            item.setData(Qt.ItemDataRole.UserRole, (row.image, s.source))
+            item.setToolTip(row.image)
+            self.worst.addItem(item)
+
+    def _finished(self, ev) -> None:
+        self._draw_histogram()
+        self._set_running(False)
+        self.outputs = dict(ev.outputs)
+        self.report_btn.setEnabled("report" in self.outputs)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        skipped = f"; {len(ev.unreadable)} unreadable images skipped" if ev.unreadable else ""
+        self.status.setText(f"Done: {sum(len(v) for v in self.rows.values())} rows this run{skipped}. "
+                            f"Results in {self.out.text()}")
+        self.message.emit(self.status.text())
+
+    def _failed(self, msg: str) -> None:
+        self._set_running(False)
+        self.progress.setRange(0, 1)
+        self.status.setText(f"Stopped: {msg}")
+        self.error.emit(msg)
+
+    def _cancelled(self) -> None:
+        self._set_running(False)
+        self.progress.setRange(0, 1)
+        self.status.setText("Cancelled: what was done is kept; Resume continues the run")
+
+    def open_report(self) -> None:
+        report = self.outputs.get("report")
+        if report:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(report)))
+
+    def _inspect(self, item) -> None:
+        image, source = item.data(Qt.ItemDataRole.UserRole)
+        self.open_in_inspector.emit(image, source)
+
+
+def default_accumulators():
+    """The dataset-wide analyses the report includes: the average spectrum and the scaling factor."""
+    from vaestudio.core.analyses.scale import LatentStatsAccumulator
+    from vaestudio.core.analyses.spectrum import SpectrumAccumulator
+
+    return (SpectrumAccumulator, LatentStatsAccumulator)
