@@ -1,10 +1,11 @@
 """Screenshots of the real window for the README (docs/img/*.png).
 
-No pretrained SD weights can be shipped or downloaded here, so the script first trains a small
-AutoencoderKL for a minute on crops of the bundled sample photos (a real, if blurry, VAE), then
-opens the real main window offscreen, loads that VAE as a single .safetensors file in LDM layout,
-drops a photo on the window, adds latent noise, and grabs the window. It also trains the MNIST
-studio for a few epochs on ../shared/data/mnist when present.
+The pictures show a real VAE: the pretrained taef2 tiny autoencoder from ../shared/data/weights
+(MIT licence; not shipped). A second VAE for the comparisons is trained here for a minute on crops
+of the bundled sample photos (a small AutoencoderKL: real, if blurry), since no other pretrained
+weights can be downloaded on the machine this runs on. The script drives the real main window:
+opens the astronaut photo, adds latent noise, runs each analysis in the Analysis tab, an evaluation
+in the Evaluate tab, trains the MNIST studio on ../shared/data/mnist, and grabs the window each time.
 
     QT_QPA_PLATFORM=offscreen python scripts/screenshots.py [--seconds 60]
 """
@@ -22,6 +23,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "img"
 SAMPLES = ROOT / "vaestudio" / "resources" / "samples"
+SHARED = ROOT.parent / "shared" / "data"
 
 
 def train_small_vae(seconds: float, path: Path) -> None:
@@ -55,12 +57,30 @@ def train_small_vae(seconds: float, path: Path) -> None:
         loss.backward()
         opt.step()
         step += 1
-    print(f"trained the screenshot VAE for {step} steps, L1 {loss.item():.3f}")
+    print(f"trained the comparison VAE for {step} steps, L1 {loss.item():.3f}")
     save_file({"first_stage_model." + k: v.contiguous() for k, v in diffusers_to_ldm(vae.state_dict()).items()},
               str(path), metadata={"modelspec.architecture": "stable-diffusion-v1/vae"})
 
 
-def wait(app, cond, timeout=120):
+def crops(folder: Path, n: int = 48) -> Path:
+    """256x256 crops of the sample photos: a small dataset for the Evaluate tab."""
+    import numpy as np
+
+    from vaestudio.core.images import load_image, save_png
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = sorted(SAMPLES.glob("*.png")) + sorted((SHARED / "images").glob("*"))
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        img = load_image(sources[i % len(sources)]).pixels
+        h, w = img.shape[:2]
+        s = min(256, h, w)
+        y, x = rng.integers(0, h - s + 1), rng.integers(0, w - s + 1)
+        save_png(img[y : y + s, x : x + s], folder / f"crop{i:03d}.png")
+    return folder
+
+
+def wait(app, cond, timeout=300):
     end = time.monotonic() + timeout
     while not cond():
         app.processEvents()
@@ -69,14 +89,25 @@ def wait(app, cond, timeout=120):
             raise TimeoutError
 
 
+def grab(app, win, name: str) -> None:
+    for _ in range(20):
+        app.processEvents()
+        time.sleep(0.02)
+    win.grab().save(str(OUT / name))
+    print("wrote", name)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=60)
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp())
-    vae_file = tmp / "small-vae.safetensors"
-    train_small_vae(args.seconds, vae_file)
+    taef2 = SHARED / "weights" / "taef2_encoder.pth"
+    if not taef2.exists():
+        sys.exit(f"the real taef2 weights are needed for the screenshots: {taef2} not found")
+    small = tmp / "small-vae.safetensors"
+    train_small_vae(args.seconds, small)
 
     from PySide6.QtCore import QSettings
 
@@ -89,30 +120,53 @@ def main() -> None:
     win.resize(1500, 950)
     win.show()
     ins = win.inspector
-    ins.load_vae(str(vae_file))
+    ins.load_vae(str(taef2))
     wait(app, lambda: ins.vae is not None)
-    win.open_images([str(SAMPLES / "chelsea.png")])
+    image = SHARED / "images" / "astronaut.png"
+    win.open_images([str(image)])
     wait(app, lambda: ins.result is not None)
-    app.processEvents()
-    win.grab().save(str(OUT / "inspector.png"))
+    ins.latents.select(5)
+    grab(app, win, "inspector.png")
     ins.noise.timestep.setChecked(True)
     ins.noise.slider.setValue(350)
     wait(app, lambda: ins.result is not None and ins.result.label.startswith("Noised"))
-    app.processEvents()
-    win.grab().save(str(OUT / "inspector-noise.png"))
-    mnist = ROOT.parent / "shared" / "data" / "mnist"
+    grab(app, win, "inspector-noise.png")
+    ins.noise.off.setChecked(True)
+    wait(app, lambda: ins.result is not None and ins.result.label == "Reconstruction")
+
+    tab = win.analysis
+    win.tabs.setCurrentWidget(tab)
+    tab.add_source(str(small))
+    for key in ("drift", "seams", "spectrum", "noise", "scale"):
+        tab.kind.setCurrentIndex(tab.kind.findData(key))
+        tab.run_btn.click()
+        wait(app, lambda: tab.run_btn.isEnabled(), timeout=900)
+        grab(app, win, f"analysis-{key}.png")
+
+    ev = win.evaluate
+    win.tabs.setCurrentWidget(ev)
+    ev.data_list.clear()
+    ev.add_data(str(crops(tmp / "photos-256")))
+    ev.add_vae(str(small))
+    ev.start_btn.click()
+    wait(app, lambda: ev.start_btn.isEnabled(), timeout=1800)
+    grab(app, win, "evaluate.png")
+
+    mnist = SHARED / "mnist"
     if mnist.exists():
-        tab = win.training
-        win.tabs.setCurrentWidget(tab)
-        tab.data_dir.setText(str(mnist))
-        tab.epochs.setValue(5)
-        tab.start_btn.click()
-        wait(app, lambda: not tab.is_running() and len(tab.history) == 5, timeout=300)
-        tab.interpolate()
-        app.processEvents()
-        win.grab().save(str(OUT / "mnist-studio.png"))
+        from vaestudio.ui.training.controls import RunState
+
+        t = win.training
+        win.tabs.setCurrentWidget(t)
+        t.controls.data_dir.setText(str(mnist))
+        t.controls.epochs.setValue(5)
+        t.controls.start_btn.click()
+        wait(app, lambda: t.state == RunState.FINISHED)
+        t.interpolate()
+        wait(app, lambda: "held-out 3" in t.plots.explore_label.text)
+        grab(app, win, "mnist-studio.png")
+    win._close_approved = True
     win.close()
-    print("wrote", ", ".join(p.name for p in OUT.glob("*.png")))
     sys.exit(0)
 
 

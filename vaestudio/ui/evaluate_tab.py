@@ -41,9 +41,9 @@ from vaestudio.ui.analysis_tab import COLOURS
 from vaestudio.ui.workers import JobRunner
 
 METRICS = ("psnr", "ssim", "mae", "color", "lpips", "fid")
-SUMMARY_COLUMNS = (("VAE", "vae"), ("images", "images"), ("failed", "failed"), ("PSNR mean", "psnr_mean"),
-                   ("PSNR dataset", "psnr_dataset"), ("SSIM mean", "ssim_mean"), ("MAE mean", "mae_mean"),
-                   ("LPIPS mean", "lpips_mean"), ("rFID", "rfid"))
+SUMMARY_COLUMNS = (("VAE", "vae"), ("images", "images"), ("failed", "failed"), ("PSNR", "psnr_mean"),
+                   ("PSNR (dataset)", "psnr_dataset"), ("SSIM", "ssim_mean"), ("LPIPS", "lpips_mean"),
+                   ("rFID", "rfid"))
 
 
 def evaluate_job(settings: dict, *, progress, should_stop):
@@ -145,6 +145,8 @@ class EvaluateTab(QWidget):
         self.summary = QTableWidget(0, len(SUMMARY_COLUMNS))
         self.summary.setHorizontalHeaderLabels([c[0] for c in SUMMARY_COLUMNS])
         self.summary.verticalHeader().hide()
+        self.summary.setToolTip("Means over the images; PSNR (dataset) from the dataset-wide MSE; rFID between "
+                                "the originals and the reconstructions (hover a dash for why it is missing)")
         self.worst = QListWidget()
         self.worst.setToolTip("Double-click to open the image in the inspector with that VAE")
         self.report_btn = QPushButton("Open report")
@@ -158,8 +160,8 @@ class EvaluateTab(QWidget):
         lower = QSplitter(Qt.Orientation.Horizontal)
         lower.addWidget(self.summary)
         lower.addWidget(worst_box)
-        lower.setStretchFactor(0, 3)
-        lower.setStretchFactor(1, 2)
+        lower.setStretchFactor(0, 2)
+        lower.setStretchFactor(1, 1)
         right = QSplitter(Qt.Orientation.Vertical)
         right.addWidget(self.hist)
         right.addWidget(lower)
@@ -186,8 +188,14 @@ class EvaluateTab(QWidget):
 
     # -- choices ------------------------------------------------------------------------------------
     def add_data(self, path: str) -> None:
-        if not self.data_list.findItems(path, Qt.MatchFlag.MatchExactly):
-            self.data_list.addItem(path)
+        if path not in self.data_paths():
+            item = QListWidgetItem(f"{Path(path).name}   ({Path(path).parent})")
+            item.setData(Qt.ItemDataRole.UserRole, path)
+            item.setToolTip(path)
+            self.data_list.addItem(item)
+
+    def data_paths(self) -> list[str]:
+        return [self.data_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.data_list.count())]
 
     def _add_folder(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "A folder of images (searched recursively)")
@@ -249,7 +257,7 @@ class EvaluateTab(QWidget):
 
     def settings(self, resume: bool) -> dict:
         """The request's fields, read from the controls on the UI thread (the worker builds it)."""
-        data = [self.data_list.item(i).text() for i in range(self.data_list.count())]
+        data = self.data_paths()
         vaes = [self.vae_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.vae_list.count())
                 if self.vae_list.item(i).checkState() == Qt.CheckState.Checked]
         ins = self.inspector
