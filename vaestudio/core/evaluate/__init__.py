@@ -29,7 +29,7 @@ metric, nothing in DATA, an output folder that holds another run or another prot
 Per-batch analyses plug in through ``request.accumulators`` (see ``vaestudio.core.evaluate.accumulators``):
 factories called per VAE whose objects are fed (original, reconstruction, raw latent) batches and
 asked for a JSON-able ``result()`` (summary.json ``vaes[i].analyses``) and an ``html()`` fragment
-for the report; sums they expose are added across torchrun ranks and saved for resuming.
+for the report; the sums they expose are added across torchrun ranks and saved for resuming.
 
 Modules: ``run`` (the loop), ``data`` (DATA listing, resize, DataLoader dataset), ``fid`` (Inception
 features, streaming statistics), ``store`` (rows, sidecars, resume), ``summary`` (statistics),

@@ -17,7 +17,8 @@ Accumulators that keep sums should also implement::
     state() -> dict[str, torch.Tensor]          # sums: the state over two sets is the sum of their states
     load_state(state: dict[str, torch.Tensor])  # replace the accumulator's state
 
-Then the evaluation can (a) add the states of all processes under torchrun (``all_reduce``), and
+Then the evaluation can (a) add the states of all processes under torchrun (gathered to rank 0 and
+summed there, so accumulators whose keys differ between ranks still combine), and
 (b) resume: each batch's contribution is computed by a fresh accumulator from the factory, saved
 beside the batch's rows (state/rank*/batch-*.npz) and added to the running total; at the end one
 accumulator receives the total with ``load_state`` and is asked for ``result()`` and ``html()``.
