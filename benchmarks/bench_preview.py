@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 def main() -> None:
     from bench_reconstruct import sd_vae
 
-    from vaestudio.core.latents import latent_preview
     from vaestudio.core.archs.taesd import make_decoder
     from vaestudio.core.images import load_image
+    from vaestudio.core.latents import latent_preview
     from vaestudio.core.sources import load_vae
     from vaestudio.ui.jobs import upscale
 

@@ -456,3 +456,20 @@ def test_compare_names_vaes_by_short_unique_names(tmp_path, rgb_image, tiny_mode
     assert "first_experiment_with_a_long_folder_name-vae" in out
     assert "second_experiment_with_a_long_folder_name-vae" in out
     assert str(tmp_path) not in out
+
+
+def test_the_report_includes_the_dataset_spectrum_and_scaling_factor(tmp_path, photos, vae_dir):
+    """`vaestudio evaluate` plugs the analyses' accumulators in: the dataset's average spectrum and
+    the latent statistics, measured in each VAE's own model space."""
+    crops = [str(p) for p in sorted(photos.rglob("*.png"))[:4]]
+    out = tmp_path / "out"
+    assert main(["evaluate", *crops, "--vae", str(vae_dir), "--out", str(out), "--size", "32", "--workers", "0",
+                 "--metrics", "psnr"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    analyses = summary["vaes"][0]["analyses"]
+    assert set(analyses) >= {"spectrum", "latent_stats"}
+    assert len(analyses["spectrum"]["ratio"]) == len(analyses["spectrum"]["frequencies"]) > 0
+    assert analyses["latent_stats"]["configured_scaling_factor"] == pytest.approx(0.18215)
+    assert analyses["latent_stats"]["suggested_scaling_factor"] > 0
+    html = (out / "report.html").read_text()
+    assert "spectrum" in html.lower() and "scaling factor" in html.lower()

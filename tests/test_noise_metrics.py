@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from vaestudio.core.latents import channel_stats, heatmaps, latent_preview
 from vaestudio.core.families import FAMILIES
+from vaestudio.core.latents import channel_stats, heatmaps, latent_preview
 from vaestudio.core.metrics import colorize, compute_metrics, psnr, ssim
 from vaestudio.core.noise import add_noise, noise_like
 

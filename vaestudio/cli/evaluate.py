@@ -101,6 +101,7 @@ def run(args) -> int:
         VaeLoadFailed,
         evaluate,
     )
+    from vaestudio.core.evaluate.accumulators import default_accumulators
 
     if args.size != 0 and args.size < 8:
         return usage("--size must be 0 (each image's own size) or at least 8")
@@ -114,7 +115,7 @@ def run(args) -> int:
         data=args.data, vaes=args.vae, out=Path(args.out), size=args.size, limit=args.limit,
         batch_size=args.batch_size, workers=args.workers, device=args.device, dtype=args.dtype, family=args.family,
         tile=args.tile, metrics=args.metrics, save_recons=args.save_recons, resume=args.resume, sample=args.sample,
-        seed=args.seed, report=not args.no_report)
+        seed=args.seed, report=not args.no_report, accumulators=default_accumulators())
     bar = Bar()
     finished = None
     load_failed = False

@@ -198,6 +198,8 @@ class AnalysisTab(QWidget):
         lay.addWidget(right, 1)
         self.results: list[tuple[str, object]] = []
         self._key = "drift"  # the analysis whose results are shown
+        self.legend: pg.LegendItem | None = None
+        self._named: set[str] = set()
         self._files: list[str] = []  # VAE files added here
         self._recent: list[str] = []
         self.kind.currentIndexChanged.connect(self._kind_changed)
@@ -336,16 +338,21 @@ class AnalysisTab(QWidget):
     def show_results(self) -> None:
         key = self._key
         self.plots.clear()
+        # one legend above the plots, so it never covers a curve
+        self.legend = pg.LegendItem(colCount=4)
+        self.plots.addItem(self.legend, row=0, col=0)
+        self._named: set[str] = set()
         getattr(self, f"_show_{key}")()
 
     def _plot(self, row: int, title: str, xlabel: str, ylabel: str, *, logy: bool = False, col: int = 0,
               integer_x: bool = False):
         axes = {"bottom": IntegerAxis("bottom")} if integer_x else None
-        p = self.plots.addPlot(row=row, col=col, title=title, axisItems=axes)
+        p = self.plots.addPlot(row=row + 1, col=col, title=title, axisItems=axes)
         p.setLabel("bottom", xlabel)
         p.setLabel("left", ylabel)
+        for side in ("bottom", "left"):
+            p.getAxis(side).enableAutoSIPrefix(False)
         p.showGrid(x=True, y=True, alpha=0.2)
-        p.addLegend(offset=(-10, 10))
         if logy:
             p.setLogMode(y=True)
         return p
@@ -353,8 +360,11 @@ class AnalysisTab(QWidget):
     def _curve(self, plot, i: int, x, y, name: str, symbol: str | None = "o") -> None:
         colour = COLOURS[i % len(COLOURS)]
         y = np.array([np.nan if (v is None or not math.isfinite(v)) else v for v in y], dtype=float)
-        plot.plot(list(x), y, pen=pg.mkPen(colour, width=2), symbol=symbol, symbolSize=6, symbolBrush=colour,
-                  symbolPen=None, name=name, connect="finite")
+        item = plot.plot(list(x), y, pen=pg.mkPen(colour, width=2), symbol=symbol, symbolSize=6, symbolBrush=colour,
+                         symbolPen=None, connect="finite")
+        if name not in self._named:
+            self._named.add(name)
+            self.legend.addItem(item, name)
 
     def _picture(self, rgb: np.ndarray, caption: str) -> None:
         self.picture_item.setImage(rgb, levels=(0, 1) if rgb.dtype != np.uint8 else (0, 255), autoLevels=False)

@@ -49,6 +49,7 @@ SUMMARY_COLUMNS = (("VAE", "vae"), ("images", "images"), ("failed", "failed"), (
 def evaluate_job(settings: dict, *, progress, should_stop):
     """The evaluation generator, in a worker (its events go to the window as they come)."""
     from vaestudio.core.evaluate import EvaluationRequest, evaluate
+    from vaestudio.core.evaluate.accumulators import default_accumulators
 
     request = EvaluationRequest(**settings, mp_context="spawn", accumulators=default_accumulators())
     yield from evaluate(request, should_stop=should_stop)
@@ -392,10 +393,3 @@ class EvaluateTab(QWidget):
         image, source = item.data(Qt.ItemDataRole.UserRole)
         self.open_in_inspector.emit(image, source)
 
-
-def default_accumulators():
-    """The dataset-wide analyses the report includes: the average spectrum and the scaling factor."""
-    from vaestudio.core.analyses.scale import LatentStatsAccumulator
-    from vaestudio.core.analyses.spectrum import SpectrumAccumulator
-
-    return (SpectrumAccumulator, LatentStatsAccumulator)

@@ -1,7 +1,8 @@
 """The hook for per-batch analyses that run inside the evaluation loop.
 
-An *accumulator factory* is called once per VAE (with that VAE's ``VaeRef``) and returns an object
-with this interface (``Accumulator``)::
+An *accumulator factory* is called once per VAE (with that VAE's ``VaeRef``; or, when the factory
+has a ``for_vae`` method, that is called with the loaded VAE) and returns an object with this
+interface (``Accumulator``)::
 
     name: str                                   # unique; the key in summary.json's "analyses"
     update(original, reconstruction, latent)    # once per batch, for this VAE
@@ -58,6 +59,15 @@ class SummingAccumulator(Accumulator, Protocol):
 
 
 AccumulatorFactory = Callable[["VaeRef"], Accumulator]
+
+
+def default_accumulators() -> tuple[AccumulatorFactory, ...]:
+    """The dataset-wide analyses every evaluation reports: the average spectrum (which frequencies
+    the VAE keeps) and the latents' statistics (the scaling factor that would give unit variance)."""
+    from vaestudio.core.analyses.scale import LatentStatsAccumulator
+    from vaestudio.core.analyses.spectrum import SpectrumAccumulator
+
+    return (SpectrumAccumulator, LatentStatsAccumulator)
 
 
 def sums(acc: Accumulator) -> bool:

@@ -81,6 +81,13 @@ class _Vae:
     html: dict[str, str] = field(default_factory=dict)  # report fragments of its analyses
 
 
+def _make(factory: Any, v: _Vae) -> Accumulator:
+    """An accumulator for one VAE: ``factory.for_vae(vae)`` where the factory offers it (it then sees
+    the loaded VAE, e.g. its own model space), else ``factory(ref)``."""
+    for_vae = getattr(factory, "for_vae", None)
+    return for_vae(v.vae) if for_vae is not None else factory(v.ref)
+
+
 def _seed(seed: int, image: str) -> int:
     """Per-image sample seed: the same whatever the batching, the rank or the resume."""
     return (seed * 1_000_003 + zlib.crc32(image.encode("utf-8"))) & 0x7FFF_FFFF
@@ -211,7 +218,7 @@ class _Run:
     def _accumulators_setup(self) -> None:
         for v in self.vaes:
             for factory in self.req.accumulators:
-                acc = factory(v.ref)
+                acc = _make(factory, v)
                 if sums(acc):
                     v.summing.append((factory, acc.name))
                 else:
@@ -387,7 +394,7 @@ class _Run:
                 feats_r.append(fr)
                 record.feat_keys += [key_text(g.item.path, v.ref.source) for g in subgroup]
             for factory, name in v.summing:
-                fresh = factory(v.ref)
+                fresh = _make(factory, v)
                 fresh.update(seen, rec, raw)
                 delta = {k: torch.as_tensor(t).detach().cpu() for k, t in fresh.state().items()}
                 record.acc.setdefault(v.ref.source, {})[name] = {k: t.numpy() for k, t in delta.items()}
@@ -580,7 +587,7 @@ class _Run:
         analyses: dict[str, Any] = {}
         html: dict[str, str] = {}
         for factory, name in v.summing:
-            acc = factory(v.ref)
+            acc = _make(factory, v)
             if v.acc_totals.get(name):
                 acc.load_state(v.acc_totals[name])
             analyses[name] = acc.result()
