@@ -128,9 +128,15 @@ def _lpips_model():
     return lpips.LPIPS(net="alex", verbose=False).eval()
 
 
+def lpips_batch(a: torch.Tensor, b: torch.Tensor) -> list[float]:
+    """LPIPS (AlexNet) of two (N, 3, H, W) batches in [0, 1]; check ``lpips_status()`` first."""
+    with torch.inference_mode():
+        d = _lpips_model()(a.float() * 2 - 1, b.float() * 2 - 1)
+    return [float(v) for v in d.reshape(-1)]
+
+
 def _lpips(a: np.ndarray, b: np.ndarray) -> float:
     def t(x):
-        return torch.from_numpy(np.ascontiguousarray(x, np.float32)).permute(2, 0, 1)[None] * 2 - 1
+        return torch.from_numpy(np.ascontiguousarray(x, np.float32)).permute(2, 0, 1)[None]
 
-    with torch.inference_mode():
-        return float(_lpips_model()(t(a), t(b)).item())
+    return lpips_batch(t(a), t(b))[0]

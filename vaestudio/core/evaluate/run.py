@@ -448,11 +448,9 @@ class _Run:
 
             out["ssim"] = [ssim(seen[i].permute(1, 2, 0).numpy(), rec[i].permute(1, 2, 0).numpy()) for i in range(n)]
         if self.use_lpips:
-            from vaestudio.core.metrics import _lpips_model
+            from vaestudio.core.metrics import lpips_batch
 
-            with torch.inference_mode():
-                d = _lpips_model()(seen * 2 - 1, rec * 2 - 1)
-            out["lpips"] = [float(v) for v in d.reshape(n)]
+            out["lpips"] = lpips_batch(seen, rec)
         return out
 
     def _save_recons(self, v: _Vae, subgroup: list[LoadedImage], rec: torch.Tensor) -> None:
