@@ -18,7 +18,7 @@ from helpers.data import idx_bytes
 from helpers.servers import files_handler, serve
 from helpers.tally import count
 
-from vaestudio.core.errors import CheckpointError, DataError, DownloadError
+from vaestudio.core.errors import CheckpointError, DataError, DatasetMissing, DownloadError
 from vaestudio.core.mnist.data import download_dataset, load_dataset, load_idx_folder, read_idx
 from vaestudio.core.mnist.train import (
     EpochRecord,
@@ -59,7 +59,7 @@ def test_idx_valid_gz_truncated_and_magic(tmp_path):
         read_idx(tmp_path / "hdr")
 
 
-def test_split_rules(tmp_path):
+def test_split_rules(tmp_path, capsys):
     only = tmp_path / "only"
     only.mkdir()
     (only / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(digits(100)))
@@ -74,8 +74,12 @@ def test_split_rules(tmp_path):
     ds = load_idx_folder(both)
     assert (len(ds.train_x), len(ds.heldout_x)) == (60, 30) and "official" in ds.split
     assert (ds.train_y == -1).all()
-    with pytest.raises(DataError, match="run with --download"):
+    with pytest.raises(DatasetMissing, match="no mnist data here"):  # the core says what is wrong ...
         load_dataset("mnist", tmp_path / "nothing")
+    from vaestudio.cli import main
+
+    assert main(["train-mnist", "--data", str(tmp_path / "nothing")]) == 3  # ... and the CLI how to fix it
+    assert "run with --download or point --data at the IDX files" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not SHARED_MNIST.exists(), reason=f"shared MNIST not found at {SHARED_MNIST}")
