@@ -10,21 +10,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
-    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QListWidget,
-    QListWidgetItem,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -37,6 +33,7 @@ from PySide6.QtWidgets import (
 )
 
 from vaestudio.ui.plotting import IntegerAxis
+from vaestudio.ui.vae_checklist import VaeChecklist
 from vaestudio.ui.workers import JobRunner
 
 COLOURS = [(90, 140, 220), (230, 120, 40), (80, 180, 80), (200, 80, 160), (150, 150, 150), (200, 200, 60)]
@@ -115,8 +112,7 @@ class AnalysisTab(QWidget):
         self.size.setSuffix(" px")
         self.size.setToolTip("The image is resized so its longer side has this many pixels (analyses decode many "
                              "times: small keeps them quick)")
-        self.vae_list = QListWidget()
-        self.vae_list.setToolTip("Tick the VAEs to analyse; each gets its own curve")
+        self.vae_list = VaeChecklist(inspector, "Tick the VAEs to analyse; each gets its own curve")
         self.add_btn = QPushButton("Add VAE file...")
         self.rounds = QSpinBox()
         self.rounds.setRange(1, 100)
@@ -200,12 +196,10 @@ class AnalysisTab(QWidget):
         self._key = "drift"  # the analysis whose results are shown
         self.legend: pg.LegendItem | None = None
         self._named: set[str] = set()
-        self._files: list[str] = []  # VAE files added here
-        self._recent: list[str] = []
         self.kind.currentIndexChanged.connect(self._kind_changed)
         self.run_btn.clicked.connect(self.run)
         self.cancel_btn.clicked.connect(lambda: self.runner.cancel("analysis"))
-        self.add_btn.clicked.connect(self._add_file)
+        self.add_btn.clicked.connect(lambda: self.vae_list.pick_file("Add a VAE to the analysis"))
         self._kind_changed()
 
     # -- choices ----------------------------------------------------------------------------------
@@ -215,58 +209,19 @@ class AnalysisTab(QWidget):
         self.options.setCurrentIndex(list(ANALYSES).index(key))
 
     def refresh(self, recent: list[str] | None = None) -> None:
-        """The image and the VAEs on offer follow the inspector (call when the tab is shown)."""
-        self._recent = list(recent or [])
+        """The image and the VAEs on offer follow the inspector (called when the tab is shown)."""
         ins = self.inspector
         self.image_label.setText(ins.image.name if ins.image is not None else
                                  "none: open an image in the Inspector first")
-        checked = {self.vae_list.item(i).data(Qt.ItemDataRole.UserRole): self.vae_list.item(i).checkState()
-                   for i in range(self.vae_list.count())}
-        self.vae_list.clear()
-        entries = []
-        if ins.vae is not None:
-            entries.append((f"A: {Path(ins.vae.info.source).name}", "A"))
-        if ins.vae_b is not None:
-            entries.append((f"B: {Path(ins.vae_b.info.source).name}", "B"))
-        current = {ins.vae.info.source if ins.vae is not None else None,
-                   ins.vae_b.info.source if ins.vae_b is not None else None}
-        for src in (recent or []) + self._files:
-            if src not in current and src not in (e[1] for e in entries):
-                entries.append((Path(src).name or src, src))
-        for i, (text, key) in enumerate(entries):
-            item = QListWidgetItem(text)
-            item.setData(Qt.ItemDataRole.UserRole, key)
-            item.setToolTip(key if key not in ("A", "B") else text)
-            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            default = Qt.CheckState.Checked if key in ("A", "B") or (i == 0) else Qt.CheckState.Unchecked
-            item.setCheckState(checked.get(key, default))
-            self.vae_list.addItem(item)
-
-    def _add_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Add a VAE to the analysis", "",
-                                              "VAE weights (*.safetensors *.ckpt *.pt *.pth *.bin);;All files (*)")
-        if path:
-            self.add_source(path)
+        self.vae_list.refresh(recent)
 
     def add_source(self, path: str) -> None:
-        self._files.append(path)
-        self.refresh(self._recent)
-        for i in range(self.vae_list.count()):
-            if self.vae_list.item(i).data(Qt.ItemDataRole.UserRole) == path:
-                self.vae_list.item(i).setCheckState(Qt.CheckState.Checked)
+        self.vae_list.add_file(path)
 
     def chosen_vaes(self) -> list[tuple[str, object]]:
-        ins = self.inspector
-        out = []
-        for i in range(self.vae_list.count()):
-            item = self.vae_list.item(i)
-            if item.checkState() != Qt.CheckState.Checked:
-                continue
-            key = item.data(Qt.ItemDataRole.UserRole)
-            vae = ins.vae if key == "A" else ins.vae_b if key == "B" else key
-            if vae is not None:
-                out.append((item.text().split(": ", 1)[-1] if key in ("A", "B") else item.text(), vae))
-        return out
+        """(label, VAE) to analyse: the inspector's loaded VAEs as they are, others as sources to load."""
+        loaded = self.vae_list.loaded()
+        return [(label, loaded.get(source, source)) for label, source in self.vae_list.chosen()]
 
     def options_for(self, key: str) -> dict:
         if key == "drift":

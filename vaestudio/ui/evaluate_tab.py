@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
 )
 
 from vaestudio.ui.analysis_tab import COLOURS
+from vaestudio.ui.vae_checklist import VaeChecklist
 from vaestudio.ui.workers import JobRunner
 
 METRICS = ("psnr", "ssim", "mae", "color", "lpips", "fid")
@@ -74,8 +75,7 @@ class EvaluateTab(QWidget):
         self.add_folder_btn = QPushButton("Add folder...")
         self.add_files_btn = QPushButton("Add files...")
         self.remove_btn = QPushButton("Remove")
-        self.vae_list = QListWidget()
-        self.vae_list.setToolTip("Tick the VAEs to evaluate; each is scored on the same images")
+        self.vae_list = VaeChecklist(inspector, "Tick the VAEs to evaluate; each is scored on the same images")
         self.add_vae_btn = QPushButton("Add VAE file...")
         self.out = QLineEdit(str(default_out_dir()))
         self.out.setToolTip("rows.csv, summary.json and report.html are written here; Resume continues a run here")
@@ -172,14 +172,12 @@ class EvaluateTab(QWidget):
         self.rows: dict[str, list] = {}  # VAE name -> rows
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.outputs: dict = {}
-        self._recent: list[str] = []
-        self._files: list[str] = []
         self._last_draw = 0.0
         self.add_folder_btn.clicked.connect(self._add_folder)
         self.add_files_btn.clicked.connect(self._add_files)
         self.remove_btn.clicked.connect(lambda: [self.data_list.takeItem(self.data_list.row(i))
                                                  for i in self.data_list.selectedItems()])
-        self.add_vae_btn.clicked.connect(self._add_vae)
+        self.add_vae_btn.clicked.connect(lambda: self.vae_list.pick_file("Add a VAE to evaluate"))
         self.out_btn.clicked.connect(self._pick_out)
         self.start_btn.clicked.connect(lambda: self.start(resume=False))
         self.resume_btn.clicked.connect(lambda: self.start(resume=True))
@@ -215,54 +213,21 @@ class EvaluateTab(QWidget):
         if path:
             self.out.setText(path)
 
-    def _add_vae(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Add a VAE to evaluate", "",
-                                              "VAE weights (*.safetensors *.ckpt *.pt *.pth *.bin);;All files (*)")
-        if path:
-            self.add_vae(path)
-
     def add_vae(self, source: str) -> None:
-        self._files.append(source)
-        self.refresh(self._recent)
-        for i in range(self.vae_list.count()):
-            if self.vae_list.item(i).data(Qt.ItemDataRole.UserRole) == source:
-                self.vae_list.item(i).setCheckState(Qt.CheckState.Checked)
+        self.vae_list.add_file(source)
 
     def refresh(self, recent: list[str] | None = None) -> None:
-        """VAEs on offer: the inspector's A and B, recent ones, files added here."""
-        self._recent = list(recent or [])
+        """VAEs on offer follow the inspector; the folder of the image being inspected is a first guess."""
+        self.vae_list.refresh(recent)
         ins = self.inspector
-        checked = {self.vae_list.item(i).data(Qt.ItemDataRole.UserRole): self.vae_list.item(i).checkState()
-                   for i in range(self.vae_list.count())}
-        self.vae_list.clear()
-        seen = set()
-        for vae, tag in ((ins.vae, "A"), (ins.vae_b, "B")):
-            if vae is not None and vae.info.source not in seen:
-                seen.add(vae.info.source)
-                self._vae_item(f"{tag}: {Path(vae.info.source).name or vae.info.source}", vae.info.source,
-                               checked.get(vae.info.source, Qt.CheckState.Checked))
-        for src in self._recent + self._files:
-            if src not in seen and not src.startswith("MNIST VAE (studio"):
-                seen.add(src)
-                self._vae_item(Path(src).name or src, src, checked.get(src, Qt.CheckState.Unchecked))
         if ins.image is not None and self.data_list.count() == 0 and isinstance(ins.images[ins.index], str):
-            self.add_data(str(Path(ins.images[ins.index]).parent))  # the folder of the image being inspected
-
-    def _vae_item(self, text: str, source: str, state) -> None:
-        item = QListWidgetItem(text)
-        item.setData(Qt.ItemDataRole.UserRole, source)
-        item.setToolTip(source)
-        item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-        item.setCheckState(state)
-        self.vae_list.addItem(item)
+            self.add_data(str(Path(ins.images[ins.index]).parent))
 
     def settings(self, resume: bool) -> dict:
         """The request's fields, read from the controls on the UI thread (the worker builds it)."""
         data = self.data_paths()
-        vaes = [self.vae_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.vae_list.count())
-                if self.vae_list.item(i).checkState() == Qt.CheckState.Checked]
-        ins = self.inspector
-        preloaded = {v.info.source: v for v in (ins.vae, ins.vae_b) if v is not None and v.info.source in vaes}
+        vaes = [source for _label, source in self.vae_list.chosen()]
+        preloaded = {s: v for s, v in self.vae_list.loaded().items() if s in vaes}
         return dict(
             data=data, vaes=vaes, out=Path(self.out.text()).expanduser(), size=self.size.value(),
             limit=self.limit.value() or None, batch_size=self.batch.value(), device=self.prefs.device,
