@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pyqtgraph as pg
 import pytest
 from helpers.data import photo
 
-from vaestudio.ui.analysis_tab import ANALYSES
+from vaestudio.core.analyses import ANALYSES
 
 
 @pytest.fixture
@@ -37,7 +39,8 @@ def test_each_analysis_runs_for_two_vaes(qtbot, win, ready, key):
     qtbot.waitUntil(lambda: tab.run_btn.isEnabled(), timeout=120000)
     assert len(tab.results) == 2, win.last_error
     assert tab.table.rowCount() >= 2
-    assert tab.plots.ci.getItem(0, 0) is not None  # a plot is drawn
+    assert isinstance(tab.plots.ci.getItem(1, 0), pg.PlotItem)  # a plot is drawn under the legend
+    assert len(tab.legend.items) == 2  # one entry per VAE
     assert tab.status.text().startswith("Done: 2 VAEs")
 
 
@@ -57,3 +60,21 @@ def test_without_an_image_the_tab_says_what_to_do(qtbot, win):
     assert "open an image" in win.analysis.image_label.text()
     win.analysis.run_btn.click()
     assert "open an image in the Inspector" in win.last_error
+
+
+def test_a_vae_that_cannot_do_an_analysis_is_reported_and_the_others_go_on(qtbot, win, ready, tmp_path):
+    """The MNIST VAE has a vector latent: it cannot decode in tiles. The SD VAEs still get their seams."""
+
+    from vaestudio.core.mnist.train import TrainConfig, Trainer
+
+    tr = Trainer(TrainConfig(hidden_dim=16, latent_dim=2), np.zeros((4, 784), np.float32), np.zeros((2, 784), np.float32))
+    tr.save(tmp_path / "mnist.safetensors")
+    tab = ready
+    tab.add_source(str(tmp_path / "mnist.safetensors"))
+    tab.kind.setCurrentIndex(list(ANALYSES).index("seams"))
+    tab.run_btn.click()
+    qtbot.waitUntil(lambda: tab.run_btn.isEnabled(), timeout=120000)
+    assert len(tab.results) == 2 and len(tab.failures) == 1
+    assert "mnist" in tab.failures[0] and "tiles" in tab.failures[0]
+    assert "1 failed" in tab.status.text()
+

@@ -30,8 +30,6 @@ def test_evaluate_streams_rows_summarises_and_opens_the_worst_in_the_inspector(q
     tab.out.setText(str(tmp_path / "eval"))
     checked = [tab.vae_list.item(i).checkState() for i in range(tab.vae_list.count())]
     assert checked == [Qt.CheckState.Checked, Qt.CheckState.Checked]
-    seen_rows = []
-    tab.runner.busy_changed.connect(lambda _b: seen_rows.append(sum(len(v) for v in tab.rows.values())))
     tab.start_btn.click()
     assert tab.cancel_btn.isEnabled() and not tab.start_btn.isEnabled()
     qtbot.waitUntil(lambda: tab.start_btn.isEnabled(), timeout=120000)
@@ -39,6 +37,7 @@ def test_evaluate_streams_rows_summarises_and_opens_the_worst_in_the_inspector(q
     assert sum(len(v) for v in tab.rows.values()) == 12
     assert tab.curves  # the live PSNR histogram
     assert tab.report_btn.isEnabled()
+    assert tab.out.text() == str(tmp_path / "eval")  # a folder the user chose stays
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert [v["images"] for v in summary["vaes"]] == [6, 6]
     assert any("spectrum" in json.dumps(v.get("analyses", {})) for v in summary["vaes"])  # dataset analyses
@@ -77,3 +76,26 @@ def test_evaluate_says_what_is_missing(qtbot, win):
     win.tabs.setCurrentWidget(win.evaluate)
     win.evaluate.start_btn.click()
     assert "add a folder" in win.last_error
+
+
+def test_a_second_start_gets_a_folder_of_its_own(qtbot, win, tmp_path, vae_dir):
+    ins = win.inspector
+    ins.load_vae(str(vae_dir))
+    qtbot.waitUntil(lambda: ins.vae is not None, timeout=30000)
+    win.tabs.setCurrentWidget(win.evaluate)
+    tab = win.evaluate
+    tab.add_data(str(images(tmp_path, 2)))
+    tab.size.setValue(32)
+    for m in ("fid", "ssim"):
+        tab.metric_boxes[m].setChecked(False)
+    first = tab.out.text()  # the proposed default
+    tab.start_btn.click()
+    qtbot.waitUntil(lambda: tab.start_btn.isEnabled(), timeout=60000)
+    assert tab.out.text() != first  # a finished run: the next one is proposed a new folder
+    tab.start_btn.click()
+    qtbot.waitUntil(lambda: tab.start_btn.isEnabled(), timeout=60000)
+    assert tab.summary.rowCount() == 1, win.last_error
+    tab.out.setText(first)  # that folder holds a run: the window says how to go on, in its own terms
+    tab.start_btn.click()
+    qtbot.waitUntil(lambda: tab.start_btn.isEnabled() and "already holds" in win.last_error, timeout=60000)
+    assert "Resume" in win.last_error and "--" not in win.last_error

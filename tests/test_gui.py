@@ -128,10 +128,10 @@ def test_cancel_button_stops_an_encode(qtbot, win, tmp_path, vae_dir):
     ins.prefs.tile = "on"
     ins.vae.encode_tile, ins.vae.tile_overlap = 32, 16  # many tiles: a long job
     win.open_images([str(photo(tmp_path, size=(256, 256)))])
-    qtbot.waitUntil(lambda: "encode" in win.runner.running, timeout=5000)
-    ins.cancel()
+    qtbot.waitUntil(lambda: "encode" in win.runner.running and ins.cancel_btn.isEnabled(), timeout=5000)
+    ins.cancel_btn.click()
     qtbot.waitUntil(lambda: not win.runner.busy(), timeout=10000)
-    assert ins.result is None
+    assert ins.result is None and not ins.cancel_btn.isEnabled()
 
 
 def test_closing_mid_job_leaves_no_thread(qtbot, tmp_path):

@@ -13,24 +13,16 @@ import argparse
 import csv
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
 from vaestudio.cli.common import EXIT_IMAGE, EXIT_OK, EXIT_OTHER, add_vae_options, err, load, report, usage
 
-ORDER = 35
+ORDER = 36
 #: Images are resized so the longer side is this many pixels unless --size says otherwise: it keeps each
 #: analysis under a minute with an SD-sized VAE on a 2-core CPU (docs/benchmarks.md).
 DEFAULT_SIZE = 256
 
-HELP = {
-    "drift": "encode and decode K times in a row: PSNR, SSIM and colour shift after each round",
-    "seams": "decode tiled and untiled: difference maps and a seam score per tile size and overlap",
-    "spectrum": "radially averaged power spectrum of original and reconstruction, and their ratio",
-    "noise": "reconstruction quality against the amount of latent noise (timestep or strength)",
-    "scale": "measured latent mean and std, and the scaling factor and shift that would normalise them",
-}
 
 
 def _int_list(text: str) -> list[int]:
@@ -44,11 +36,14 @@ def _int_list(text: str) -> list[int]:
 
 
 def add_parser(sub) -> None:
+    from vaestudio.core.analyses import ANALYSES
+
     a = sub.add_parser("analyze", help="drift, seams, spectrum, noise robustness, scaling factor",
-                       description="Analyses of what a VAE does: " + "; ".join(f"{k}: {v}" for k, v in HELP.items()))
+                       description="Analyses of what a VAE does: "
+                                   + "; ".join(f"{k}: {v.question}" for k, v in ANALYSES.items()))
     kinds = a.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True)
-    for name, text in HELP.items():
-        p = kinds.add_parser(name, help=text, description=text)
+    for name, kind in ANALYSES.items():
+        p = kinds.add_parser(name, help=kind.question, description=kind.question)
         p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
         p.add_argument("--vae", action="append", required=True, metavar="SOURCE",
                        help="weight file, diffusers folder, or Hugging Face id; repeat to overlay VAEs")
@@ -75,26 +70,6 @@ def add_parser(sub) -> None:
             p.add_argument("--seed", type=int, default=0)
         add_vae_options(p)
         p.set_defaults(handler=run)
-
-
-def vae_labels(sources: list[str]) -> list[str]:
-    """Short names for file names and legends: the file stem or folder name, made unique."""
-    out: list[str] = []
-    for s in sources:
-        p = Path(s)
-        parts = [q for q in re.split(r"[\\/]+", s.rstrip("/\\")) if q]
-        if p.is_file():
-            name = p.stem
-        elif parts and parts[-1].lower() in ("vae", "decoder") and len(parts) > 1:
-            name = f"{parts[-2]}-{parts[-1]}"
-        else:
-            name = parts[-1] if parts else "vae"
-        name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "vae"
-        base, k = name, 2
-        while name in out:
-            name, k = f"{base}-{k}", k + 1
-        out.append(name)
-    return out
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -138,8 +113,9 @@ def _rows(analysis: str, label: str, d: dict) -> list[dict]:
     return rows
 
 
-def _f(v, spec: str = ".2f") -> str:
-    return "inf" if v is None else format(v, spec)
+def _f(v, spec: str = ".2f", none: str = "inf") -> str:
+    """A number for the summary line; JSON's null stands for an infinite PSNR (identical pictures)."""
+    return none if v is None else format(v, spec)
 
 
 def _summary(analysis: str, d: dict) -> str:
@@ -162,40 +138,43 @@ def _summary(analysis: str, d: dict) -> str:
     if analysis == "noise":
         pts = d["points"]
         return "PSNR vs clean " + ", ".join(f"{d['mode']} {p['t']:g}: {_f(p['psnr'], '.1f')} dB" for p in pts)
-    return (f"raw latents mean {d['mean']:.4g} std {d['std']:.4g}; suggested scaling factor "
-            f"{d['suggested_scaling_factor']:.5g} shift {d['suggested_shift']:.4g}; configured "
-            f"{d['configured_scaling_factor']:.5g} shift {d['configured_shift']:.4g}")
+    def g(key: str, spec: str = ".4g") -> str:
+        return _f(d[key], spec, none="n/a")
+
+    return (f"raw latents mean {g('mean')} std {g('std')}; suggested scaling factor "
+            f"{g('suggested_scaling_factor', '.5g')} shift {g('suggested_shift')}; configured "
+            f"{g('configured_scaling_factor', '.5g')} shift {g('configured_shift')}")
 
 
 def run(args) -> int:
-    from vaestudio.core.analyses import drift, robustness, scale, seams, spectrum
+    from vaestudio.core.analyses import ANALYSES, seams
     from vaestudio.core.analyses.common import drive
+    from vaestudio.core.evaluate.data import short_names
     from vaestudio.core.images import list_images, load_image, save_png
 
     if args.size != 0 and args.size < 8:
         return usage("--size must be at least 8 (or 0 to keep the image's size)")
     name = args.analysis
+    opts: dict = {}
     if name == "drift":
         if args.rounds < 1:
             return usage("--rounds must be at least 1")
-        runner, plot, opts = drift.run_drift, drift.plot_drift, {"rounds": args.rounds}
+        opts = {"rounds": args.rounds}
     elif name == "seams":
         if not any(o < t for t in args.tiles for o in args.overlaps):
             return usage("every overlap is as large as every tile: an overlap must be smaller than the tile")
-        runner, plot, opts = seams.run_seams, seams.plot_seams, {"tiles": args.tiles, "overlaps": args.overlaps}
+        opts = {"tiles": args.tiles, "overlaps": args.overlaps}
     elif name == "spectrum":
         if args.bins is not None and args.bins < 2:
             return usage("--bins must be at least 2")
-        runner, plot, opts = spectrum.run_spectrum, spectrum.plot_spectrum, {"bins": args.bins}
+        opts = {"bins": args.bins}
     elif name == "noise":
         if args.steps < 2:
             return usage("--steps must be at least 2")
         if not (args.max_strength > 0 and args.max_strength < float("inf")):
             return usage("--max-strength must be a finite number > 0")
-        runner, plot = robustness.run_noise, robustness.plot_noise
         opts = {"steps": args.steps, "mode": args.mode, "max_strength": args.max_strength, "seed": args.seed}
-    else:
-        runner, plot, opts = scale.run_scale, scale.plot_scale, {}
+    runner, plot = ANALYSES[name].functions()
     out_dir = Path(args.out)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -222,7 +201,7 @@ def run(args) -> int:
     tty = sys.stderr.isatty()
     done: dict[str, list] = {stem: [] for _, _, stem in images}  # stem -> [(label, result)]
     rows: dict[str, list[dict]] = {stem: [] for _, _, stem in images}
-    for source, label in zip(args.vae, vae_labels(args.vae), strict=True):
+    for source, label in zip(args.vae, short_names(args.vae), strict=True):
         try:
             vae = load(args, source)
         except Exception as exc:  # noqa: BLE001

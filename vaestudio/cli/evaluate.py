@@ -14,6 +14,13 @@ import time
 from vaestudio.cli.common import EXIT_OK, EXIT_OTHER, err, report, usage
 
 ORDER = 35
+#: How to fix an unusable output folder, in command-line terms (the window says it in its own).
+STATE_HINTS = {
+    "exists": "; add --resume to continue it, or choose another --out",
+    "no-state": "; use another --out",
+    "columns": "; use another --out",
+    "protocol": " (use the same options, or another --out)",
+}
 EXIT_VAE = 4
 
 
@@ -102,6 +109,7 @@ def run(args) -> int:
         evaluate,
     )
     from vaestudio.core.evaluate.accumulators import default_accumulators
+    from vaestudio.core.evaluate.store import StateError
 
     if args.size != 0 and args.size < 8:
         return usage("--size must be 0 (each image's own size) or at least 8")
@@ -145,6 +153,9 @@ def run(args) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - one line, the right exit code
         bar.end()
+        hint = STATE_HINTS.get(getattr(exc, "kind", None)) if isinstance(exc, StateError) else None
+        if hint:
+            exc.reason += hint
         return report(exc, args.debug, None)
     bar.end()
     if finished is None:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vaestudio.core.errors import Cancelled, VaeStudioError
+from vaestudio.core.errors import Cancelled, DeviceUnavailable, VaeStudioError
 from vaestudio.core.tiling import Progress, ShouldStop, run_tiled
 
 if TYPE_CHECKING:
@@ -101,6 +101,7 @@ class Autoencoder(Protocol):
     device: torch.device
     dtype: torch.dtype
     notes: list[str]  # what happened during the last call (precision retries, tiling...)
+    previews_itself: bool  # decodes so fast that a preview decoder in front of it would not help
 
     @property
     def downscale(self) -> int: ...
@@ -172,9 +173,9 @@ def pick_device(name: str | None = None) -> torch.device:
         except RuntimeError:
             raise VaeStudioError(f"unknown device '{name}' (use auto, cpu, cuda, cuda:N or mps)") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise VaeStudioError(f"device '{name}' was asked for but CUDA is not available")
+            raise DeviceUnavailable(f"device '{name}' was asked for but CUDA is not available")
         if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise VaeStudioError(f"device '{name}' was asked for but MPS is not available")
+            raise DeviceUnavailable(f"device '{name}' was asked for but MPS is not available")
         return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -257,6 +258,7 @@ class TorchAutoencoder:
     cancel_blocks: ClassVar[tuple[str, ...]] = ()
     #: tile="auto" tiles images larger than this (pixels); memory-light VAEs set it higher
     auto_tile_pixels: ClassVar[int] = AUTO_TILE_PIXELS
+    previews_itself: ClassVar[bool] = False
     #: Store 4-D weights channels-last (faster convolutions); False for models with 5-D (3D conv) weights.
     channels_last: ClassVar[bool] = True
 

@@ -43,6 +43,10 @@ class DownloadError(VaeStudioError):
     exit_code = 4
 
 
+class DeviceUnavailable(VaeStudioError):
+    """The device asked for is not on this machine (each front end says where to choose another)."""
+
+
 class Cancelled(VaeStudioError):
     """The user cancelled a long job."""
 

@@ -76,6 +76,11 @@ class Architecture:
               halves: tuple[str, ...]) -> Autoencoder:
         raise NotImplementedError
 
+    def find_preview_decoder(self, location: Path, family: str) -> Path | None:
+        """A fast decoder of this architecture for ``family`` at ``location`` (a file or a folder of
+        them), for full-size previews of another VAE's latents; None when there is none."""
+        return None
+
     # -- families ---------------------------------------------------------------------------
     def family_choices(self, info: VaeInfo) -> list[Family]:
         """Families this VAE may be switched to: this architecture's, with its latent channels."""
@@ -139,6 +144,15 @@ def recognise(wf: WeightFile, path: Path | None) -> Architecture | None:
     for arch in architectures():
         if arch.claims(wf, path):
             return arch
+    return None
+
+
+def find_preview_decoder(location: str | Path, family: str) -> Path | None:
+    """The first preview decoder any architecture finds for ``family`` at ``location``."""
+    for arch in architectures():
+        found = arch.find_preview_decoder(Path(location).expanduser(), family)
+        if found is not None:
+            return found
     return None
 
 

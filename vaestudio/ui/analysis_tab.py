@@ -37,17 +37,6 @@ from vaestudio.ui.vae_checklist import VaeChecklist
 from vaestudio.ui.workers import JobRunner
 
 COLOURS = [(90, 140, 220), (230, 120, 40), (80, 180, 80), (200, 80, 160), (150, 150, 150), (200, 200, 60)]
-ANALYSES = {
-    "drift": ("Round-trip drift", "Encode and decode again and again: do colours drift and detail fade, as after "
-                                  "repeated inpainting passes?"),
-    "seams": ("Tile seams", "Decode in tiles and whole: where tiles meet, is the error larger? Pick tile "
-                            "settings that hide seams."),
-    "spectrum": ("Spectrum", "Which spatial frequencies does the VAE keep, lose (ratio < 1) or invent (> 1)?"),
-    "noise": ("Noise robustness", "How fast does the picture degrade as latent noise grows along the family's "
-                                  "schedule?"),
-    "scale": ("Scaling factor", "Do the latents have unit variance in model space? The factor and shift that "
-                                "would give it, and a warning when the configured one is far off."),
-}
 
 
 @dataclass
@@ -64,27 +53,35 @@ class AnalysisResult:
     result: object
 
 
+@dataclass
+class AnalysisFailed:
+    label: str
+    reason: str
+
+
 def analysis_job(name: str, vaes: list, pixels: np.ndarray, options: dict, prefs, *, progress, should_stop):
-    """Run one analysis for each VAE (a loaded VAE or a source to load); stream steps and results."""
+    """Run one analysis for each VAE (a loaded VAE or a source to load); stream steps and results.
+    A VAE that fails (cannot load, cannot do this analysis) is reported and the others go on."""
+    from vaestudio.core.analyses import ANALYSES
     from vaestudio.core.analyses.common import Step
-    from vaestudio.core.analyses.drift import run_drift
-    from vaestudio.core.analyses.robustness import run_noise
-    from vaestudio.core.analyses.scale import run_scale
-    from vaestudio.core.analyses.seams import run_seams
-    from vaestudio.core.analyses.spectrum import run_spectrum
+    from vaestudio.core.errors import Cancelled, VaeStudioError
     from vaestudio.core.sources import load_vae
 
-    run = {"drift": run_drift, "seams": run_seams, "spectrum": run_spectrum, "noise": run_noise,
-           "scale": run_scale}[name]
+    run, _plot = ANALYSES[name].functions()
     for i, (label, vae) in enumerate(vaes):
-        if isinstance(vae, str):
-            vae = load_vae(vae, device=prefs.device, dtype=prefs.dtype, should_stop=should_stop)
-        for item in run(vae, pixels, tile=prefs.tile, should_stop=should_stop, **options):
-            if isinstance(item, Step):
-                yield AnalysisStep(i, len(vaes), label, item)
-            else:
-                yield AnalysisResult(label, item)
-                break
+        try:
+            if isinstance(vae, str):
+                vae = load_vae(vae, device=prefs.device, dtype=prefs.dtype, should_stop=should_stop)
+            for item in run(vae, pixels, tile=prefs.tile, should_stop=should_stop, **options):
+                if isinstance(item, Step):
+                    yield AnalysisStep(i, len(vaes), label, item)
+                else:
+                    yield AnalysisResult(label, item)
+                    break
+        except Cancelled:
+            raise
+        except (VaeStudioError, ValueError) as exc:
+            yield AnalysisFailed(label, str(exc))
 
 
 def _parse_ints(text: str) -> list[int]:
@@ -98,9 +95,12 @@ class AnalysisTab(QWidget):
     def __init__(self, runner: JobRunner, prefs, inspector) -> None:
         super().__init__()
         self.runner, self.prefs, self.inspector = runner, prefs, inspector
+        from vaestudio.core.analyses import ANALYSES
+
+        self.analyses = ANALYSES
         self.kind = QComboBox()
-        for key, (label, _desc) in ANALYSES.items():
-            self.kind.addItem(label, key)
+        for key, kind in ANALYSES.items():
+            self.kind.addItem(kind.title, key)
         self.about = QLabel("")
         self.about.setWordWrap(True)
         self.image_label = QLabel("")
@@ -205,8 +205,8 @@ class AnalysisTab(QWidget):
     # -- choices ----------------------------------------------------------------------------------
     def _kind_changed(self) -> None:
         key = self.kind.currentData()
-        self.about.setText(ANALYSES[key][1])
-        self.options.setCurrentIndex(list(ANALYSES).index(key))
+        self.about.setText(self.analyses[key].question)
+        self.options.setCurrentIndex(list(self.analyses).index(key))
 
     def refresh(self, recent: list[str] | None = None) -> None:
         """The image and the VAEs on offer follow the inspector (called when the tab is shown)."""
@@ -222,6 +222,7 @@ class AnalysisTab(QWidget):
         """(label, VAE) to analyse: the inspector's loaded VAEs as they are, others as sources to load."""
         loaded = self.vae_list.loaded()
         return [(label, loaded.get(source, source)) for label, source in self.vae_list.chosen()]
+
 
     def options_for(self, key: str) -> dict:
         if key == "drift":
@@ -252,6 +253,7 @@ class AnalysisTab(QWidget):
             return
         pixels = resize_longer_side(ins.image.pixels, self.size.value())
         self.results = []
+        self.failures: list[str] = []
         self._key = key
         self.plots.clear()
         self.table.setRowCount(0)
@@ -259,7 +261,7 @@ class AnalysisTab(QWidget):
         self.picture_item.clear()
         self.picture_label.setText("")
         self.progress.setRange(0, 0)
-        self.status.setText(f"{ANALYSES[key][0]} of {ins.image.name} ({pixels.shape[1]}x{pixels.shape[0]}) ...")
+        self.status.setText(f"{self.analyses[key].title} of {ins.image.name} ({pixels.shape[1]}x{pixels.shape[0]}) ...")
         self.run_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
         self.runner.start("analysis", analysis_job, key, vaes, pixels, options, self.prefs,
@@ -276,14 +278,21 @@ class AnalysisTab(QWidget):
         elif isinstance(item, AnalysisResult):
             self.results.append((item.label, item.result))
             self.show_results()
+        elif isinstance(item, AnalysisFailed):
+            self.failures.append(f"{item.label}: {item.reason}")
+            self.error.emit(f"{item.label}: {item.reason}")
 
     def _finished(self, _result=None, text: str = "Done") -> None:
         self.run_btn.setEnabled(True)
         self.cancel_btn.setEnabled(False)
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if text == "Done" else 0)
-        self.status.setText(f"{text}: {len(self.results)} VAE{'s' if len(self.results) != 1 else ''} analysed")
+        failed = f", {len(self.failures)} failed" if self.failures else ""
+        self.status.setText(f"{text}: {len(self.results)} VAE{'s' if len(self.results) != 1 else ''} analysed{failed}")
         self.message.emit(self.status.text())
+        warnings = [f"{label}: {r.warning}" for label, r in self.results if getattr(r, "warning", None)]
+        if warnings:
+            self.message.emit(warnings[0])
 
     def _failed(self, msg: str) -> None:
         self.error.emit(msg)
@@ -361,14 +370,16 @@ class AnalysisTab(QWidget):
 
     def _show_seams(self) -> None:
         p = self._plot(0, "seam score by tile size / overlap (1 = no seams)", "tile / overlap", "seam score")
-        first = self.results[0][1]
-        names = [f"{s.tile}/{s.overlap}" for s in first.settings]
-        p.getAxis("bottom").setTicks([list(enumerate(names))])
+        # the settings differ between VAEs (tiles are rounded to each VAE's factor): one axis for all
+        settings = sorted({(s.tile, s.overlap) for _label, r in self.results for s in r.settings})
+        where = {ts: i for i, ts in enumerate(settings)}
+        p.getAxis("bottom").setTicks([[(i, f"{t}/{o}") for i, (t, o) in enumerate(settings)]])
         line = pg.InfiniteLine(pos=1.0, angle=0, pen=pg.mkPen((160, 160, 160), style=Qt.PenStyle.DashLine))
         p.addItem(line)
         rows = []
         for i, (label, r) in enumerate(self.results):
-            self._curve(p, i, range(len(r.settings)), [s.seam_score for s in r.settings], label)
+            self._curve(p, i, [where[(s.tile, s.overlap)] for s in r.settings], [s.seam_score for s in r.settings],
+                        label)
             for s in r.settings:
                 rows.append([label, s.tile, s.overlap, s.seam_score, s.untiled_score, s.max_difference])
         from vaestudio.core.analyses.seams import seam_maps

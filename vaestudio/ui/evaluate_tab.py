@@ -37,11 +37,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from vaestudio.core.filetypes import IMAGE_SUFFIXES, file_filter
 from vaestudio.ui.analysis_tab import COLOURS
 from vaestudio.ui.vae_checklist import VaeChecklist
 from vaestudio.ui.workers import JobRunner
 
-METRICS = ("psnr", "ssim", "mae", "color", "lpips", "fid")
 SUMMARY_COLUMNS = (("VAE", "vae"), ("images", "images"), ("failed", "failed"), ("PSNR", "psnr_mean"),
                    ("PSNR (dataset)", "psnr_dataset"), ("SSIM", "ssim_mean"), ("LPIPS", "lpips_mean"),
                    ("rFID", "rfid"))
@@ -51,15 +51,34 @@ def evaluate_job(settings: dict, *, progress, should_stop):
     """The evaluation generator, in a worker (its events go to the window as they come)."""
     from vaestudio.core.evaluate import EvaluationRequest, evaluate
     from vaestudio.core.evaluate.accumulators import default_accumulators
+    from vaestudio.core.evaluate.store import StateError
 
     request = EvaluationRequest(**settings, mp_context="spawn", accumulators=default_accumulators())
-    yield from evaluate(request, should_stop=should_stop)
+    try:
+        yield from evaluate(request, should_stop=should_stop)
+    except StateError as exc:  # say how to fix it with the window's controls
+        exc.reason += STATE_HINTS.get(exc.kind, "")
+        raise
+
+
+#: How to fix an unusable output folder, with this tab's controls.
+STATE_HINTS = {
+    "exists": ": press Resume to continue it, or choose another Output folder",
+    "no-state": ": choose another Output folder",
+    "columns": ": choose another Output folder",
+    "protocol": " (use the same settings, or choose another Output folder)",
+}
 
 
 def default_out_dir() -> Path:
+    """A new folder for the next run under the user's documents (never one that exists)."""
     from platformdirs import user_documents_dir
 
-    return Path(user_documents_dir()) / "vaestudio" / "evaluations" / time.strftime("run-%Y%m%d-%H%M%S")
+    base = Path(user_documents_dir()) / "vaestudio" / "evaluations" / time.strftime("run-%Y%m%d-%H%M%S")
+    out, k = base, 2
+    while out.exists():
+        out, k = base.with_name(f"{base.name}-{k}"), k + 1
+    return out
 
 
 class EvaluateTab(QWidget):
@@ -78,6 +97,7 @@ class EvaluateTab(QWidget):
         self.vae_list = VaeChecklist(inspector, "Tick the VAEs to evaluate; each is scored on the same images")
         self.add_vae_btn = QPushButton("Add VAE file...")
         self.out = QLineEdit(str(default_out_dir()))
+        self._default_out = self.out.text()  # a fresh folder is proposed after each run unless the user chose one
         self.out.setToolTip("rows.csv, summary.json and report.html are written here; Resume continues a run here")
         self.out_btn = QPushButton("Browse...")
         self.size = QSpinBox()
@@ -95,7 +115,9 @@ class EvaluateTab(QWidget):
         self.batch.setValue(8)
         self.metric_boxes = {}
         metrics_row = QHBoxLayout()
-        for m in METRICS:
+        from vaestudio.core.evaluate.types import KNOWN_METRICS
+
+        for m in KNOWN_METRICS:
             box = QCheckBox("rFID" if m == "fid" else m.upper() if m != "color" else "colour")
             box.setChecked(True)
             self.metric_boxes[m] = box
@@ -204,7 +226,7 @@ class EvaluateTab(QWidget):
     def _add_files(self) -> None:
         paths, _ = QFileDialog.getOpenFileNames(
             self, "Images, or .txt files listing image paths", "",
-            "Images and lists (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff *.gif *.txt);;All files (*)")
+            file_filter("Images and lists", IMAGE_SUFFIXES | {".txt"}))
         for p in paths:
             self.add_data(p)
 
@@ -266,7 +288,6 @@ class EvaluateTab(QWidget):
         from vaestudio.core.evaluate import Finished, Progress, Row, Started, VaeLoadFailed, VaeSummary
 
         if isinstance(ev, Started):
-            self.names = {v.source: v.name for v in ev.vaes}
             done = f", {ev.resumed_rows} rows already done" if ev.resumed_rows else ""
             self.status.setText(f"{ev.images} images x {len(ev.vaes)} VAEs{done}")
             self.progress.setRange(0, max(1, ev.pending_images))
@@ -328,6 +349,9 @@ class EvaluateTab(QWidget):
 
     def _finished(self, ev) -> None:
         self._draw_histogram()
+        if self.out.text() == self._default_out:  # the next Start gets a folder of its own
+            self._default_out = str(default_out_dir())
+            self.out.setText(self._default_out)
         self._set_running(False)
         self.outputs = dict(ev.outputs)
         self.report_btn.setEnabled("report" in self.outputs)
@@ -335,7 +359,7 @@ class EvaluateTab(QWidget):
         self.progress.setValue(1)
         skipped = f"; {len(ev.unreadable)} unreadable images skipped" if ev.unreadable else ""
         self.status.setText(f"Done: {sum(len(v) for v in self.rows.values())} rows this run{skipped}. "
-                            f"Results in {self.out.text()}")
+                            f"Results in {ev.outputs.get('summary', Path(self.out.text())).parent}")
         self.message.emit(self.status.text())
 
     def _failed(self, msg: str) -> None:

@@ -120,11 +120,11 @@ class InspectorTab(QWidget):
         self.vae_panel.clear_b.connect(self.clear_b)
         self.compare.hovered.connect(self.message)
         self.latents.hovered.connect(self.message)
-        self.runner.busy_changed.connect(self._busy_changed)
+        self.runner.jobs_changed.connect(self._jobs_changed)
         self._update_nav()
 
-    def _busy_changed(self, _busy: bool) -> None:
-        self.cancel_btn.setEnabled(any(self.runner.is_running(k) for k in DECODE_KINDS))
+    def _jobs_changed(self) -> None:
+        self.cancel_btn.setEnabled(any(k in self.runner.running for k in DECODE_KINDS))
 
     # -- VAEs ---------------------------------------------------------------------------------
     def load_vae(self, source, family: str = "", *, slot: str = "a") -> None:
@@ -142,8 +142,6 @@ class InspectorTab(QWidget):
 
         def failed(msg: str) -> None:
             self.vae_panel.set_busy(None)
-            if "is not available" in msg and "device" in msg:
-                msg += " (change the device in File > Preferences)"
             self.error.emit(msg)
 
         def cancelled() -> None:
@@ -154,16 +152,20 @@ class InspectorTab(QWidget):
                           on_cancel=cancelled, on_progress=lambda d, t, _s: self.vae_panel.set_busy("Downloading", d, t))
 
     def set_vae(self, vae) -> None:
-        """Make ``vae`` the current VAE and re-run the current image with it."""
-        old = self.vae
+        """Make ``vae`` the current VAE and re-run the current image with it.
+
+        The previous VAE is not closed here: a job (a decode, an analysis, an evaluation) may still be
+        using it; it is freed when the last reference goes.
+        """
+        for kind in ("encode", "decode", "preview", "preview_vae"):
+            self.runner.drop(kind)  # nothing of the old VAE's may arrive after this
         self.vae = vae
         self._vae_token = next(_TOKENS)  # cache key: id() of a freed VAE can be reused by the next one
-        if old is not None and old is not vae and old is not self.vae_b:
-            old.close()
-        self._show_vae_info()
-        self.noise.set_max_timestep(vae.family.max_timestep)
         self.encoded = None
         self.result = None
+        self.preview_vae = None
+        self._show_vae_info()
+        self.noise.set_max_timestep(vae.family.max_timestep)
         self.message.emit(f"VAE ready: {source_name(vae.info.source)}")
         self.load_preview_decoder()
         if self.image is not None:
@@ -199,7 +201,7 @@ class InspectorTab(QWidget):
         """Find and load the tiny decoder for the current VAE's family (Preferences > Preview decoder)."""
         self.preview_vae = None
         location = self.prefs.preview_decoder
-        if not location or self.vae is None or self.vae.info.architecture == "taesd":
+        if not location or self.vae is None or self.vae.previews_itself:
             return
         family = self.vae.family.name
         token = self._vae_token
@@ -213,15 +215,14 @@ class InspectorTab(QWidget):
                           on_error=lambda m: self.message.emit(f"No preview decoder: {m}"))
 
     def _set_vae_b(self, vae) -> None:
-        if self.vae_b is not None and self.vae_b is not self.vae:
-            self.vae_b.close()
+        self.runner.drop("b")
         self.vae_b = vae
         self._vae_b_token = next(_TOKENS)
         self.vae_panel.b_clear.show()
         self.request_b()
 
     def clear_b(self) -> None:
-        self.runner.cancel("b")
+        self.runner.drop("b")
         self.vae_b = None
         self.result_b = None
         self.vae_panel.b_clear.hide()
@@ -246,7 +247,7 @@ class InspectorTab(QWidget):
 
     def _show(self, images: list, index: int, restore) -> None:
         for kind in DECODE_KINDS:
-            self.runner.cancel(kind)
+            self.runner.drop(kind)
         src = images[index]
 
         def loaded(image) -> None:
@@ -304,9 +305,7 @@ class InspectorTab(QWidget):
     def _encoded(self, result, key=None) -> None:
         encoded, rgb_preview = result
         if key is not None:
-            self.cache[key] = result
-            while len(self.cache) > ENCODE_CACHE_SIZE:
-                self.cache.popitem(last=False)
+            self._cache_put(key, result)
         self.encoded = encoded
         enc = encoded.result
         self.compare.set_original(encoded.original)  # what this VAE sees (a 28x28 digit for MNIST)
@@ -326,6 +325,12 @@ class InspectorTab(QWidget):
         self.request_decode()
         if self.preview_vae is not None or self.noise.params() is not None:
             self.request_preview()
+
+    def _cache_put(self, key, value) -> None:
+        self.cache[key] = value
+        self.cache.move_to_end(key)
+        while len(self.cache) > ENCODE_CACHE_SIZE:
+            self.cache.popitem(last=False)
 
     def _show_latents(self) -> None:
         enc = self.encoded.result
@@ -366,8 +371,7 @@ class InspectorTab(QWidget):
         if self.encoded is None:
             return
         noise = self.noise.params()
-        if self.encoded is not None:
-            self._show_latents()
+        self._show_latents()
         self.message.emit("Decoding ...")
         self.runner.start("decode", jobs.decode_job, self.vae, self.encoded, noise, self.prefs.tile,
                           ablation, on_result=lambda r: self._decoded(r, noise), on_error=self._decode_failed,
@@ -416,7 +420,7 @@ class InspectorTab(QWidget):
 
         def done(result) -> None:
             encoded, rec = result
-            self.cache[key] = (encoded, None)
+            self._cache_put(key, (encoded, None))
             self.result_b = rec
             label = f"B: {name}" + (f" ({rec.label})" if rec.noise is not None else "")
             self.compare.set_recon_b(rec.decoded, label)

@@ -30,21 +30,26 @@ def warm_up(*, progress, should_stop) -> list[str]:
 
 
 def load_vae_job(source, family, prefs, halves=("encoder", "decoder"), *, progress, should_stop):
+    from vaestudio.core.errors import DeviceUnavailable
     from vaestudio.core.sources import load_vae
 
     def download(p) -> None:
         progress(p.done, p.total or 0)
 
-    return load_vae(source, family=family or None, device=prefs.device, dtype=prefs.dtype, halves=halves,
-                    progress=download, should_stop=should_stop)
+    try:
+        return load_vae(source, family=family or None, device=prefs.device, dtype=prefs.dtype, halves=halves,
+                        progress=download, should_stop=should_stop)
+    except DeviceUnavailable as exc:
+        exc.reason += " (choose another device in File > Preferences)"
+        raise
 
 
 def load_preview_decoder_job(location, family, *, progress, should_stop):
-    """The tiny decoder for ``family`` found at ``location`` (a file or a folder), or None."""
-    from vaestudio.core.archs.taesd import find_tiny_decoder
+    """The preview decoder for ``family`` found at ``location`` (a file or a folder), or None."""
+    from vaestudio.core.registry import find_preview_decoder
     from vaestudio.core.sources import load_vae
 
-    path = find_tiny_decoder(location, family)
+    path = find_preview_decoder(location, family)
     return None if path is None else load_vae(path, halves=("decoder",), device="cpu")
 
 

@@ -11,7 +11,7 @@ from PySide6.QtGui import QAction, QGuiApplication, QIcon, QImage, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget
 
 from vaestudio import __version__
-from vaestudio.core.filetypes import WEIGHT_SUFFIXES
+from vaestudio.core.filetypes import IMAGE_FILTER, WEIGHT_FILTER, WEIGHT_SUFFIXES
 from vaestudio.ui import jobs
 from vaestudio.ui.analysis_tab import AnalysisTab
 from vaestudio.ui.evaluate_tab import EvaluateTab
@@ -21,8 +21,6 @@ from vaestudio.ui.training import TrainingTab
 from vaestudio.ui.workers import JobRunner
 
 log = logging.getLogger("vaestudio")
-IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff *.gif);;All files (*)"
-WEIGHT_FILTER = "VAE weights (*.safetensors *.ckpt *.pt *.pth *.bin);;All files (*)"
 EXPORT_NAMES = {"recon": "{}_recon.png", "diff": "{}_diff.png", "strip": "{}_strip.png",
                 "heatmaps": "{}_latents.png", "latents": "{}_latents.safetensors"}
 
@@ -337,7 +335,8 @@ class MainWindow(QMainWindow):
         if not t.unsaved() or self._close_approved:
             return True
         box = QMessageBox(QMessageBox.Icon.Question, "Quit vaestudio",
-                          f"The MNIST VAE has trained {t.step} steps that are not saved. Save a checkpoint first?",
+                          f"The MNIST VAE has trained {t.step - t.saved_step} steps since it was last saved. "
+                          "Save a checkpoint first?",
                           QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
                           | QMessageBox.StandardButton.Cancel, self)
         box.setDefaultButton(QMessageBox.StandardButton.Save)

@@ -7,7 +7,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog, QListWidget, QListWidgetItem
 
-WEIGHT_FILTER = "VAE weights (*.safetensors *.ckpt *.pt *.pth *.bin);;All files (*)"
+from vaestudio.core.filetypes import WEIGHT_FILTER
 
 
 class VaeChecklist(QListWidget):
@@ -65,11 +65,9 @@ class VaeChecklist(QListWidget):
                 self.item(i).setCheckState(Qt.CheckState.Checked)
 
     def chosen(self) -> list[tuple[str, str]]:
-        """(label, source) of the ticked VAEs, in list order."""
-        out = []
-        for i in range(self.count()):
-            item = self.item(i)
-            if item.checkState() == Qt.CheckState.Checked:
-                source = item.data(Qt.ItemDataRole.UserRole)
-                out.append((Path(source).name or source, source))
-        return out
+        """(short unique name, source) of the ticked VAEs, in list order."""
+        from vaestudio.core.evaluate.data import short_names
+
+        sources = [self.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.count())
+                   if self.item(i).checkState() == Qt.CheckState.Checked]
+        return list(zip(short_names(sources), sources, strict=True))

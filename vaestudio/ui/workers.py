@@ -49,6 +49,7 @@ class Worker(QThread):
         self.graceful = graceful
         self.kind = ""
         self.user_cancelled = False
+        self.cancel_reported = False
         self._paused = threading.Event()
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         self._relays: set[_Relay] = set()
@@ -72,9 +73,6 @@ class Worker(QThread):
         else:
             self._paused.clear()
 
-    def is_paused(self) -> bool:
-        return self._paused.is_set()
-
     def call_soon(self, fn: Callable[[], object], on_done: Callable[[object], None]) -> None:
         """Run ``fn`` in the worker's thread between two yielded items (also while paused);
         ``on_done(result)`` is then called on the UI thread."""
@@ -92,12 +90,16 @@ class Worker(QThread):
     def _progress(self, done: int, total: int) -> None:
         self.progressed.emit(int(done), int(total or 0), self.label)
 
-    def _serve_requests(self) -> None:
+    def _serve_requests(self, answer: BaseException | None = None) -> None:
+        """Run the queued requests (or, with ``answer``, reply it to each: the job has ended)."""
         while True:
             try:
                 fn, relay = self._requests.get_nowait()
             except queue.Empty:
                 return
+            if answer is not None:
+                relay.done.emit(answer)
+                continue
             try:
                 result = fn()
             except Exception as exc:  # noqa: BLE001 - a failed request is reported, the job goes on
@@ -123,6 +125,7 @@ class Worker(QThread):
             result = self.fn(*self.args, progress=self._progress, should_stop=self._should_stop, **kwargs)
             if inspect.isgenerator(result):
                 result = self._drive(result)
+            self._serve_requests()
         except Cancelled:
             self.cancelled.emit()
         except VaeStudioError as exc:
@@ -133,11 +136,13 @@ class Worker(QThread):
             log.error("worker %s failed:\n%s", self.label, traceback.format_exc())
             self.failed.emit(f"{type(exc).__name__}: {exc}")
         else:
-            self._serve_requests()
             if self.isInterruptionRequested() and not self.graceful:
                 self.cancelled.emit()
             else:
                 self.succeeded.emit(result)
+        finally:
+            # requests that came too late (or the job failed) are answered, never left waiting
+            self._serve_requests(answer=Cancelled("the job had ended"))
 
     def _drive(self, gen):
         from vaestudio.core.errors import Cancelled
@@ -168,6 +173,7 @@ class JobRunner(QObject):
     """Starts workers by kind; a new job of a kind cancels the previous one."""
 
     busy_changed = Signal(bool)
+    jobs_changed = Signal()  # a job started or ended
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -197,13 +203,21 @@ class JobRunner(QObject):
         if on_yield is not None:
             w.yielded.connect(lambda item: current() and on_yield(item))
         if on_cancel is not None:
-            # a job the user cancelled always reports back; one replaced by a newer request does not
-            w.cancelled.connect(lambda: (current() or w.user_cancelled) and on_cancel())
+            # a job the user cancelled reports back exactly once, however it ended (it may have
+            # finished or failed just before the cancel arrived); one replaced by a newer request does not
+            def cancelled() -> None:
+                if (current() or w.user_cancelled) and not w.cancel_reported:
+                    w.cancel_reported = True
+                    on_cancel()
+
+            w.cancelled.connect(cancelled)
+            w.finished.connect(lambda: w.user_cancelled and cancelled())
         w.finished.connect(lambda: self._done(w))
         self.running[kind] = w
         self._all.add(w)
         w.start()
         self.busy_changed.emit(True)
+        self.jobs_changed.emit()
         return w
 
     def _done(self, w: Worker) -> None:
@@ -211,6 +225,7 @@ class JobRunner(QObject):
         if self.running.get(w.kind) is w:
             del self.running[w.kind]
         w.deleteLater()
+        self.jobs_changed.emit()
         if not self._all:
             self.busy_changed.emit(False)
 
@@ -220,6 +235,11 @@ class JobRunner(QObject):
             self.generations[kind] = self.generations.get(kind, 0) + 1  # drop its late result
             w.requestInterruption()
             w.set_paused(False)
+
+    def drop(self, kind: str) -> None:
+        """Cancel a job silently: its results, errors and cancellation are never reported (a newer
+        request makes it moot)."""
+        self._supersede(kind)
 
     def stop(self, kind: str) -> None:
         """Ask a graceful job to end itself; its result still arrives."""

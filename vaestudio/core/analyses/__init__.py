@@ -41,4 +41,43 @@ This package never imports Qt; plots are drawn with Pillow (``plotting``), not m
 
 from __future__ import annotations
 
-ANALYSES = ("drift", "seams", "spectrum", "noise", "scale")
+import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One analysis: its name, what it answers, and where its generator and plot live."""
+
+    name: str
+    title: str
+    question: str  # what it answers, in the user's words
+    module: str
+    run: str
+    plot: str
+
+    def functions(self):
+        """(run, plot): the generator function and the plot function (imports torch)."""
+        mod = importlib.import_module(f"vaestudio.core.analyses.{self.module}")
+        return getattr(mod, self.run), getattr(mod, self.plot)
+
+
+#: The five analyses, in the order the CLI and the window list them.
+ANALYSES: dict[str, Analysis] = {a.name: a for a in (
+    Analysis("drift", "Round-trip drift",
+             "Encode and decode again and again: do colours drift and detail fade, as after repeated inpainting "
+             "passes? PSNR, SSIM and colour shift after each round.", "drift", "run_drift", "plot_drift"),
+    Analysis("seams", "Tile seams",
+             "Decode in tiles and whole: where tiles meet, is the error larger? A seam score per tile size and "
+             "overlap, to pick settings that hide seams.", "seams", "run_seams", "plot_seams"),
+    Analysis("spectrum", "Spectrum",
+             "Which spatial frequencies does the VAE keep, lose (ratio < 1) or invent (> 1)? The radially "
+             "averaged power spectrum of original and reconstruction.", "spectrum", "run_spectrum", "plot_spectrum"),
+    Analysis("noise", "Noise robustness",
+             "How fast does the picture degrade as latent noise grows along the family's schedule (or as a "
+             "strength)? PSNR and SSIM against the clean reconstruction.", "robustness", "run_noise", "plot_noise"),
+    Analysis("scale", "Scaling factor",
+             "Do the latents have unit variance in model space? Their mean and std, the factor and shift that "
+             "would normalise them, and a warning when the configured factor is far off.", "scale", "run_scale",
+             "plot_scale"),
+)}

@@ -54,6 +54,7 @@ class MnistVae:
     downscale = 1
     can_encode = True
     can_decode = True
+    previews_itself = True
 
     def prepare_pixels(self, pixels: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """Any RGB image to a 28x28 digit (grey, light on dark), shown as RGB."""

@@ -114,6 +114,7 @@ class TinyAutoencoder(TorchAutoencoder):
     """A tiny autoencoder (either half may be absent) with the shared round-trip machinery."""
 
     architecture = "taesd"
+    previews_itself = True  # it decodes in a blink: no preview decoder needed in front of it
     input_range = (0.0, 1.0)
     has_logvar = False
     cancel_blocks = ("Block",)
@@ -282,6 +283,9 @@ class TinyArchitecture(Architecture):
 
     def claims_folder(self, folder: Path) -> bool:
         return bool(_pairs_in(folder))
+
+    def find_preview_decoder(self, location: Path, family: str) -> Path | None:
+        return find_tiny_decoder(location, family)
 
     def prepare_file(self, path: Path, wf: WeightFile, label: str) -> PreparedVae:
         enc, dec, layout, ignored = split_halves(wf.tensors)

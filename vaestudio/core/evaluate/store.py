@@ -41,9 +41,18 @@ _BATCH_RE = re.compile(r"^batch-(\d+)\.npz$")
 
 
 class StateError(VaeStudioError):
-    """The output folder cannot be used as asked (exists without --resume, other protocol): exit 2."""
+    """The output folder cannot be used as asked (holds a run, another protocol...): exit 2.
+
+    ``kind`` says which, so that each front end can say how to fix it in its own terms:
+    ``exists`` (a run is there and resuming was not asked), ``no-state``, ``columns``, ``protocol``,
+    ``processes``.
+    """
 
     exit_code = 2
+
+    def __init__(self, reason: str, path: object | None = None, kind: str = "") -> None:
+        super().__init__(reason, path)
+        self.kind = kind
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
@@ -81,7 +90,7 @@ def read_rows_text(text: str) -> tuple[list[Row], bool]:
         return [], torn
     reader = csv.DictReader(io.StringIO(text))
     if tuple(reader.fieldnames or ()) != ROW_FIELDS:
-        raise StateError("its rows.csv has other columns than this version of vaestudio writes; use another --out")
+        raise StateError("its rows.csv has other columns than this version of vaestudio writes", kind="columns")
     rows = []
     for d in reader:
         try:
@@ -169,8 +178,7 @@ class RunStore:
 
     def check_can_start(self, resume: bool) -> None:
         if not resume and self.has_previous():
-            raise StateError("already holds an evaluation; add --resume to continue it, or choose another --out",
-                             self.out)
+            raise StateError("already holds an evaluation", self.out, kind="exists")
 
     def open(self, protocol: dict[str, Any], resume: bool) -> ResumeState:
         """Create or reopen this rank's state. ``protocol`` is ``Protocol.comparable()``."""
@@ -181,7 +189,7 @@ class RunStore:
             self._check_protocol(before, protocol)
             state = self._recover()
         elif resume and self.rows_path.exists():
-            raise StateError("has rows but no state folder to resume from; use another --out", self.out)
+            raise StateError("has rows but no state folder to resume from", self.out, kind="no-state")
         else:
             write_atomic(self.protocol_path, json.dumps({"protocol": protocol, "world_size": self.world_size},
                                                         indent=1))
@@ -193,12 +201,12 @@ class RunStore:
     def _check_protocol(self, before: dict[str, Any], now: dict[str, Any]) -> None:
         if before.get("world_size", 1) != self.world_size:
             raise StateError(f"was evaluated by {before.get('world_size')} processes; resume it with the same number "
-                             f"(this run has {self.world_size})", self.out)
+                             f"(this run has {self.world_size})", self.out, kind="processes")
         old = before.get("protocol", {})
         for k in sorted(set(old) | set(now)):
             if old.get(k) != now.get(k):
                 raise StateError(f"cannot resume with a different protocol: {k} was {_show(old.get(k))}, now "
-                                 f"{_show(now.get(k))} (use the same options, or another --out)", self.out)
+                                 f"{_show(now.get(k))}", self.out, kind="protocol")
 
     def _batches(self) -> list[tuple[int, Path]]:
         out = []

@@ -131,8 +131,8 @@ def load_idx_folder(folder: str | os.PathLike, *, holdout_fraction: float = 0.2,
         return Dataset(tx, ty, vx, vy, name, "official test set held out")
     only = tr or te
     if only is None:
-        raise DataError("no MNIST IDX files here (expected train-images-idx3-ubyte[.gz] or t10k-images-idx3-ubyte[.gz])",
-                        folder)
+        raise DatasetMissing(f"no {name} data here (expected train-images-idx3-ubyte[.gz] or "
+                             "t10k-images-idx3-ubyte[.gz])", folder)
     x = _images(only)
     y = _labels(_find(folder, FILES["train_labels" if only is tr else "test_labels"]), len(x))
     cut = len(x) - int(round(len(x) * holdout_fraction))
@@ -263,5 +263,5 @@ def load_dataset(dataset: str = "mnist", data_dir: str | os.PathLike | None = No
     if download and not (_find(folder, FILES["train_images"]) and _find(folder, FILES["test_images"])):
         download_dataset(dataset, folder, progress=progress, should_stop=should_stop)
     if not folder.is_dir():
-        raise DatasetMissing(f"no {dataset} data here (no IDX files in the folder)", folder)
+        raise DatasetMissing(f"no {dataset} data here (the folder does not exist)", folder)
     return load_idx_folder(folder, holdout_fraction=holdout_fraction, name=dataset)

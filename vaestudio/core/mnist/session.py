@@ -50,6 +50,16 @@ def snapshot(trainer: Trainer) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}
 
 
+def studio_vae(spec: tuple[str, int, int], weights: dict[str, torch.Tensor]):
+    """The studio's model (``spec``: architecture, hidden and latent size) as an inspector VAE."""
+    from vaestudio.core.archs.mnist import MnistVae
+    from vaestudio.core.mnist.pictures import model_from_snapshot
+
+    arch, hidden, latent = spec
+    return MnistVae.from_trained(model_from_snapshot(arch, hidden, latent, weights),
+                                 f"MNIST VAE (studio, {arch} {hidden}-{latent})")
+
+
 def training_session(*, config: TrainConfig, dataset: str, data_dir: str | None, download: bool, device: str,
                      trainer: Trainer | None = None, resume_path: str | None = None,
                      progress: Callable[[int, int], None] | None = None,

@@ -20,6 +20,18 @@ from vaestudio.ui.training.plots import TrainingPlots
 from vaestudio.ui.workers import JobRunner
 
 
+def _session_job(*, should_pause, **kwargs):
+    """The core's training session; a missing dataset is explained in the window's own terms."""
+    from vaestudio.core.errors import DatasetMissing
+    from vaestudio.core.mnist.session import training_session
+
+    try:
+        return (yield from training_session(should_pause=should_pause, **kwargs))
+    except DatasetMissing as exc:
+        exc.reason += "; choose 'download if missing' under Data, or Browse to the folder with the IDX files"
+        raise
+
+
 def _save_job(trainer, path, *, progress, should_stop):
     return trainer.save(path)
 
@@ -111,8 +123,6 @@ class TrainingTab(QWidget):
 
     def start(self) -> None:
         """Start a new run, or continue the stopped (or loaded) one."""
-        from vaestudio.core.mnist.session import training_session
-
         if self.state in (RunState.LOADING, RunState.RUNNING, RunState.PAUSED):
             return
         c = self.controls
@@ -125,7 +135,7 @@ class TrainingTab(QWidget):
         self.resume_path = None
         self._set_state(RunState.LOADING)
         self.message.emit("Loading data ...")
-        self.runner.start("train", training_session, config=config, dataset=c.dataset.currentText(),
+        self.runner.start("train", _session_job, config=config, dataset=c.dataset.currentText(),
                           data_dir=c.data_dir.text().strip() or None, download=c.download.currentIndex() == 1,
                           device=c.device.currentText(), trainer=trainer if resume is None else None,
                           resume_path=resume, graceful=True,
@@ -217,8 +227,6 @@ class TrainingTab(QWidget):
         self._set_state(RunState.FINISHED if reason == "finished" else RunState.STOPPED)
 
     def _on_failed(self, msg: str) -> None:
-        if "no mnist data here" in msg or "no fashion data here" in msg:
-            msg += "; choose 'download if missing' under Data, or Browse to the folder with the IDX files"
         self.error.emit(msg)
         self._on_ended(None)
 
@@ -297,17 +305,15 @@ class TrainingTab(QWidget):
             on_ready(None)
             return
         spec = self.spec
-        name = f"MNIST VAE (studio, {spec[0]} {spec[1]}-{spec[2]})"
 
         def build(weights) -> None:
-            from vaestudio.core.archs.mnist import MnistVae
-            from vaestudio.core.mnist.pictures import model_from_snapshot
+            from vaestudio.core.mnist.session import studio_vae
 
             if isinstance(weights, Exception) or weights is None:
                 on_ready(None)
                 return
             self.weights = weights
-            on_ready(MnistVae.from_trained(model_from_snapshot(*spec, weights), name))
+            on_ready(studio_vae(spec, weights))
 
         w = self.runner.running.get("train")
         if w is not None and self.state != RunState.LOADING:

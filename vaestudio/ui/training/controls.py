@@ -105,8 +105,8 @@ class TrainingControls(QWidget):
         cl.addWidget(self.progress)
         cl.addWidget(self.eta)
         # exploration: by digit class, not by sample index
-        self.interp_a = _spin(0, 9, 3)
-        self.interp_b = _spin(0, 9, 8)
+        self.interp_a = _spin(0, 9, 0)
+        self.interp_b = _spin(0, 9, 7)
         self.interp_btn = QPushButton("Interpolate")
         self.interp_btn.setToolTip("Decode points between the latents of a held-out example of each digit")
         self.trav_dim = _spin(0, 255, 0)
@@ -158,9 +158,9 @@ class TrainingControls(QWidget):
         self.inspect_btn.setEnabled(have_model and state != RunState.LOADING)
         self.interp_btn.setEnabled(have_model)
         self.trav_btn.setEnabled(have_model)
-        # the architecture is fixed once a model exists; epochs can always be raised to continue
+        # everything but the number of epochs is fixed once a model exists (New run frees it)
         for w in self.hyper:
-            w.setEnabled(not active and (state == RunState.IDLE or w in (self.epochs, self.device)))
+            w.setEnabled(not active and (state == RunState.IDLE or w is self.epochs))
 
     def pick_data_folder(self, start: str) -> str | None:
         path = QFileDialog.getExistingDirectory(self, "Folder with the MNIST IDX files", start)
