@@ -163,7 +163,7 @@ def main() -> None:
         t.controls.start_btn.click()
         wait(app, lambda: t.state == RunState.FINISHED)
         t.interpolate()
-        wait(app, lambda: "held-out 3" in t.plots.explore_label.text)
+        wait(app, lambda: "held-out 0" in t.plots.explore_label.text)
         grab(app, win, "mnist-studio.png")
     win._close_approved = True
     win.close()

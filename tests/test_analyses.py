@@ -22,12 +22,21 @@ from torch import nn
 
 from vaestudio.cli import main
 from vaestudio.core.analyses import drift, robustness, scale, seams, spectrum
-from vaestudio.core.analyses.common import Step, add_states, drive
+from vaestudio.core.analyses.common import Step, drive
 from vaestudio.core.analyses.plotting import colour
 from vaestudio.core.autoencoder import TorchAutoencoder, VaeInfo
 from vaestudio.core.errors import Cancelled
+from vaestudio.core.evaluate.accumulators import add_states as _add_into
 from vaestudio.core.families import Family
 from vaestudio.core.images import load_image
+
+
+def add_states(*states):
+    """The sum of accumulator states, as the evaluation adds those of its processes."""
+    total: dict = {}
+    for st in states:
+        _add_into(total, st)
+    return total
 
 F8 = 8
 TEST_FAMILY = Family("test-ddpm", "test", 3 * F8 * F8, 1.0, 0.0, "ddpm", downscale=F8)

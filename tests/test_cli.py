@@ -102,3 +102,14 @@ def test_compare_two_vaes_with_csv(tmp_path, rgb_image, ldm_file, vae_dir, capsy
     # the same weights in two layouts give the same numbers
     a, b = (r for r in rows if r["image"] == "gradient")
     assert a["psnr"] == b["psnr"] and a["ssim"] == b["ssim"]
+
+
+def test_compare_tells_images_with_the_same_name_apart(tmp_path, rgb_image, ldm_file, capsys):
+    import shutil
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(rgb_image, tmp_path / folder / "x.png")
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--vae", str(ldm_file), "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["image"] for r in rows if r["image"] != "(mean)"] == ["a/x", "b/x"]

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT, SHARED_IMAGES, needs_shared, tiny_vae
+from helpers.accumulators import MeanAccumulator
 from PIL import Image
 
 from vaestudio.cli import main
@@ -37,7 +38,6 @@ from vaestudio.core.evaluate import (
     list_data,
     short_names,
 )
-from vaestudio.core.evaluate.accumulators import MeanAccumulator
 
 SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "ihc.png",
                   "motorcycle_left.png", "retina.jpg", "color.png", "rocket.jpg")

@@ -7,7 +7,7 @@ import math
 import sys
 import traceback
 
-EXIT_OK, EXIT_OTHER, EXIT_USAGE, EXIT_IMAGE = 0, 1, 2, 3
+EXIT_OK, EXIT_OTHER, EXIT_USAGE, EXIT_IMAGE, EXIT_VAE = 0, 1, 2, 3, 4
 
 
 def finite(x: float | None) -> float | None:
@@ -43,7 +43,8 @@ def family_help() -> str:
 
 
 def add_vae_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
+    p.add_argument("--device", default="auto",
+                   help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps (under torchrun: cuda:LOCAL_RANK)")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     p.add_argument("--family", default=None, help=family_help())
     p.add_argument("--tile", default="auto", choices=["auto", "on", "off"], help="tiled encode/decode")

@@ -14,6 +14,7 @@ from vaestudio.cli.common import (
     EXIT_IMAGE,
     EXIT_OK,
     EXIT_OTHER,
+    EXIT_VAE,
     add_size_option,
     add_vae_options,
     check_size,
@@ -23,7 +24,6 @@ from vaestudio.cli.common import (
 )
 
 ORDER = 30
-EXIT_VAE = 4
 UNREADABLE = "unreadable image: "
 
 
@@ -79,7 +79,9 @@ def run(args) -> int:
     if not rows and not finished.load_failures and finished.unreadable:
         err(None, "no readable images")
         return code or EXIT_IMAGE
-    table = [_row(r) for r in sorted(rows, key=lambda r: (args.vae.index(r.source), r.image))]
+    image_names = dict(zip(sorted({r.image for r in rows}), short_image_names(sorted({r.image for r in rows})),
+                           strict=True))
+    table = [_row(r, image_names[r.image]) for r in sorted(rows, key=lambda r: (args.vae.index(r.source), r.image))]
     means = []
     for s in finished.summaries:
         mine = [r for r in table if r["vae"] == s.source]
@@ -95,7 +97,8 @@ def run(args) -> int:
         print(f"{'vae':<{w}} {'image':<24} {'PSNR':>8} {'SSIM':>8} {'MAE':>8}")
         for r in table + means:
             ps = "inf" if r["psnr"] is None else f"{r['psnr']:.2f}"
-            print(f"{names.get(r['vae'], r['vae']):<{w}} {r['image'][:24]:<24} {ps:>8} {r['ssim']:>8.4f} {r['mae']:>8.4f}")
+            ss, ma = (("-" if r[k] is None else f"{r[k]:.4f}") for k in ("ssim", "mae"))
+            print(f"{names.get(r['vae'], r['vae']):<{w}} {r['image'][:24]:<24} {ps:>8} {ss:>8} {ma:>8}")
     if args.csv and table:
         try:
             with open(args.csv, "w", newline="", encoding="utf-8") as fh:
@@ -109,8 +112,21 @@ def run(args) -> int:
     return code
 
 
-def _row(r) -> dict:
-    return {"vae": r.source, "image": Path(r.image).stem, "width": r.width, "height": r.height,
+def short_image_names(paths: list[str]) -> list[str]:
+    """The file stem of each image, with as many parent folders as it takes to tell them apart."""
+    split = [Path(p).with_suffix("").parts for p in paths]
+    depth = [1] * len(paths)
+    while True:
+        names = ["/".join(parts[-d:]) for parts, d in zip(split, depth, strict=True)]
+        grow = [i for i, n in enumerate(names) if names.count(n) > 1 and depth[i] < len(split[i])]
+        if not grow:
+            return names
+        for i in grow:
+            depth[i] += 1
+
+
+def _row(r, image: str) -> dict:
+    return {"vae": r.source, "image": image, "width": r.width, "height": r.height,
             "psnr": finite(r.psnr), "ssim": finite(r.ssim), "mae": finite(r.mae),
             "color_shift_r": finite(r.color_shift_r), "color_shift_g": finite(r.color_shift_g),
             "color_shift_b": finite(r.color_shift_b), "encode_s": round(r.encode_s or 0.0, 4),

@@ -11,7 +11,7 @@ import json
 import sys
 import time
 
-from vaestudio.cli.common import EXIT_OK, EXIT_OTHER, err, report, usage
+from vaestudio.cli.common import EXIT_OK, EXIT_OTHER, EXIT_VAE, add_vae_options, err, report, usage
 
 ORDER = 35
 #: How to fix an unusable output folder, in command-line terms (the window says it in its own).
@@ -21,7 +21,6 @@ STATE_HINTS = {
     "columns": "; use another --out",
     "protocol": " (use the same options, or another --out)",
 }
-EXIT_VAE = 4
 
 
 def add_parser(sub) -> None:
@@ -40,10 +39,7 @@ def add_parser(sub) -> None:
     e.add_argument("--batch-size", type=int, default=8, metavar="B", help="same-size images per batch (default 8)")
     e.add_argument("--workers", type=int, default=default_workers(), metavar="W",
                    help=f"image-reading worker processes (default {default_workers()}; 0 reads in the main process)")
-    e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (torchrun: cuda:LOCAL_RANK)")
-    e.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
-    e.add_argument("--family", default=None, help="override the detected family")
-    e.add_argument("--tile", default="auto", choices=["auto", "on", "off"], help="tiled encode/decode")
+    add_vae_options(e)
     e.add_argument("--metrics", default=",".join(DEFAULT_METRICS), metavar="LIST",
                    help=f"comma-separated, from {','.join(KNOWN_METRICS)} (default: all)")
     e.add_argument("--save-recons", action="store_true", help="write reconstructions under DIR/recons/<vae>/")

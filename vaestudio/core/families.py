@@ -69,12 +69,6 @@ def get_family(name: str) -> Family:
     return FAMILIES[key]
 
 
-def register_family(family: Family) -> Family:
-    """Add a family (architecture modules call this for the families only they have)."""
-    FAMILIES.setdefault(family.name, family)
-    return FAMILIES[family.name]
-
-
 @dataclass(frozen=True)
 class FamilyGuess:
     family: Family

@@ -184,6 +184,11 @@ class InspectorTab(QWidget):
     def set_family(self, name: str) -> None:
         if self.vae is None or not name or name == self.vae.family.name:
             return
+        busy = [k for k in ("analysis", "evaluate") if k in self.runner.running]
+        if busy:  # they use this VAE: its scaling must not change under them
+            self.error.emit(f"the {busy[0]} in progress uses this VAE: change its family when it has finished")
+            self._show_vae_info()
+            return
         choices = {f.name: f for f in self.vae.family_choices()}
         if name not in choices:
             from vaestudio.core.families import get_family

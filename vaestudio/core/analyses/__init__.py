@@ -9,7 +9,7 @@ drift         ``drift.run_drift(vae, pixels)``     ``DriftResult``             `
 seams         ``seams.run_seams(vae, pixels)``     ``SeamsResult``             ``seams.plot_seams``,
                                                                                ``seams.seam_maps``
 spectrum      ``spectrum.run_spectrum(...)``       ``SpectrumResult``          ``spectrum.plot_spectrum``
-noise         ``robustness.run_noise(...)``        ``NoiseResult``             ``robustness.plot_noise``
+noise         ``robustness.run_noise(...)``        ``RobustnessResult``             ``robustness.plot_noise``
 scale         ``scale.run_scale(vae, pixels)``     ``ScaleResult``             ``scale.plot_scale``
 ============  ===================================  ==========================  ===========================
 

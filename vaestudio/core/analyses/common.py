@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -62,37 +62,6 @@ def drive(gen: Generator[Any, None, R] | Iterator[Any], on_step: Callable[[Step]
                 result = item
     except StopIteration as stop:
         return stop.value if stop.value is not None else result
-
-
-class Accumulator(Protocol):
-    """Dataset-wide statistics that can be summed across processes (see the package docstring).
-
-    Also what ``vaestudio.core.evaluate.accumulators`` calls a summing accumulator: ``name``,
-    ``update``, ``state``/``load_state``, and ``result()``/``html()`` with no argument (then they use
-    the accumulator's own state).
-    """
-
-    name: str
-
-    def update(self, originals: torch.Tensor, reconstructions: torch.Tensor | None,
-               raw_latents: torch.Tensor | None) -> None: ...
-
-    def state(self) -> dict[str, torch.Tensor]: ...
-
-    def load_state(self, state: dict[str, torch.Tensor]) -> None: ...
-
-    def result(self, state: dict[str, torch.Tensor] | None = None) -> dict: ...
-
-    def html(self, result: dict | None = None) -> str | None: ...
-
-
-def add_states(*states: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """What ``torch.distributed.all_reduce(SUM)`` does to each tensor of ``state()``, for one process."""
-    out = {k: v.clone() for k, v in states[0].items()}
-    for s in states[1:]:
-        for k, v in s.items():
-            out[k] = out[k] + v
-    return out
 
 
 def json_float(x: float | None, digits: int = 6) -> float | None:

@@ -40,7 +40,7 @@ class NoisePoint:
 
 
 @dataclass
-class NoiseResult:
+class RobustnessResult:
     mode: str  # "timestep" or "strength"
     points: list[NoisePoint]
     clean: np.ndarray  # (H, W, 3) the clean reconstruction
@@ -64,7 +64,7 @@ def noise_amounts(mode: str, steps: int, max_value: float) -> list[float]:
 
 def run_noise(vae: Autoencoder, pixels: np.ndarray, *, steps: int = DEFAULT_STEPS, mode: str = "timestep",
               max_strength: float = 1.0, seed: int = 0, tile: str = "auto", progress: Progress | None = None,
-              should_stop: ShouldStop | None = None) -> Generator[Step | NoiseResult, None, NoiseResult]:
+              should_stop: ShouldStop | None = None) -> Generator[Step | RobustnessResult, None, RobustnessResult]:
     """Decode the latent of ``pixels`` with increasing noise and compare with the clean reconstruction.
 
     Parameters
@@ -73,7 +73,7 @@ def run_noise(vae: Autoencoder, pixels: np.ndarray, *, steps: int = DEFAULT_STEP
     mode : "timestep" (over the family's schedule) or "strength" (0 to ``max_strength``).
     seed : the noise's seed (the same noise at every point).
 
-    Yields ``Step`` records, then the ``NoiseResult`` (also returned).
+    Yields ``Step`` records, then the ``RobustnessResult`` (also returned).
     """
     if mode not in ("timestep", "strength"):
         raise ValueError("mode must be 'timestep' or 'strength'")
@@ -98,12 +98,12 @@ def run_noise(vae: Autoencoder, pixels: np.ndarray, *, steps: int = DEFAULT_STEP
         out = vae.decode(noised.latent, enc.height, enc.width, tile=tile, should_stop=should_stop)
         points.append(NoisePoint(a, psnr(clean, out), ssim(clean, out), noised.snr_db))
         st.finish()
-    result = NoiseResult(mode, points, clean, fam.schedule, notes)
+    result = RobustnessResult(mode, points, clean, fam.schedule, notes)
     yield result
     return result
 
 
-def plot_noise(results: Sequence[tuple[str, NoiseResult]], *, width: int = 1040, height: int = 480) -> np.ndarray:
+def plot_noise(results: Sequence[tuple[str, RobustnessResult]], *, width: int = 1040, height: int = 480) -> np.ndarray:
     """PSNR and SSIM against the noise amount, one colour per VAE."""
     c = Canvas(width, height)
     legend_h = 20 * len(results) + 12

@@ -86,11 +86,3 @@ def build_model(cls_name: str, config: dict, tensors: dict[str, torch.Tensor], l
 def checked(tensors: dict[str, torch.Tensor], label: str) -> dict[str, torch.Tensor]:
     check_finite(tensors, label)
     return tensors
-
-
-def shape_of(tensors: dict[str, torch.Tensor], key: str, label: str, what: str) -> torch.Size:
-    """The shape of a tensor the architecture cannot do without, or a one-sentence error naming it."""
-    t = tensors.get(key)
-    if t is None:
-        raise VaeLoadError(f"the {what} weights are incomplete ({key} is missing)", label)
-    return t.shape

@@ -47,7 +47,7 @@ _EXPORTS = {
     "DEFAULT_METRICS": "types", "KNOWN_METRICS": "types", "ROW_FIELDS": "types", "parse_metrics": "types",
     "default_workers": "types",
     "Accumulator": "accumulators", "SummingAccumulator": "accumulators", "AccumulatorFactory": "accumulators",
-    "list_data": "data", "short_names": "data", "DataError": "data",
+    "list_data": "data", "short_names": "data", "DataListError": "data",
     "StateError": "store",
 }
 
@@ -55,7 +55,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
     from vaestudio.core.evaluate.accumulators import Accumulator, AccumulatorFactory, SummingAccumulator  # noqa: F401
-    from vaestudio.core.evaluate.data import DataError, list_data, short_names  # noqa: F401
+    from vaestudio.core.evaluate.data import DataListError, list_data, short_names  # noqa: F401
     from vaestudio.core.evaluate.run import UsageError, evaluate  # noqa: F401
     from vaestudio.core.evaluate.store import StateError  # noqa: F401
     from vaestudio.core.evaluate.types import (  # noqa: F401

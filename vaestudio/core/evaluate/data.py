@@ -21,7 +21,7 @@ from vaestudio.core.errors import VaeStudioError
 from vaestudio.core.filetypes import IMAGE_SUFFIXES
 
 
-class DataError(VaeStudioError):
+class DataListError(VaeStudioError):
     """DATA names nothing usable (a usage error: exit code 2)."""
 
     exit_code = 2
@@ -35,7 +35,7 @@ class ImageItem:
 
 
 @dataclass
-class LoadedImage:
+class PreparedImage:
     item: ImageItem
     pixels: torch.Tensor  # (3, H, W) float32 in [0, 1], after the protocol's resize
     notes: list[str] = field(default_factory=list)
@@ -67,7 +67,7 @@ def list_data(data: Sequence[str], limit: int | None = None) -> list[ImageItem]:
             try:
                 lines = p.read_text(encoding="utf-8-sig").splitlines()
             except (OSError, UnicodeDecodeError) as exc:
-                raise DataError(f"cannot read the list ({getattr(exc, 'strerror', None) or exc})", arg) from None
+                raise DataListError(f"cannot read the list ({getattr(exc, 'strerror', None) or exc})", arg) from None
             for line in lines:
                 line = line.strip()
                 if not line or line.startswith("#"):
@@ -83,9 +83,9 @@ def list_data(data: Sequence[str], limit: int | None = None) -> list[ImageItem]:
         elif p.is_file():
             found.setdefault(os.path.normpath(str(p)), p.name)
         elif p.exists():
-            raise DataError("is neither a file nor a folder", arg)
+            raise DataListError("is neither a file nor a folder", arg)
         else:
-            raise DataError("no such file or folder", arg)
+            raise DataListError("no such file or folder", arg)
     paths = sorted(found)
     if limit is not None:
         paths = paths[: max(0, limit)]
@@ -144,13 +144,13 @@ class ImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> LoadedImage | FailedImage:
+    def __getitem__(self, i: int) -> PreparedImage | FailedImage:
         from vaestudio.core.images import load_image
 
         item = self.items[i]
         try:
             img = load_image(item.path)
-            return LoadedImage(item, apply_protocol(img.pixels, self.size, self.resize), list(img.notes))
+            return PreparedImage(item, apply_protocol(img.pixels, self.size, self.resize), list(img.notes))
         except VaeStudioError as exc:
             return FailedImage(item, exc.reason)
         except Exception as exc:  # noqa: BLE001 - any image problem is that image's row, never the run's end

@@ -3,7 +3,8 @@
 ``torchrun --nproc_per_node=N -m vaestudio evaluate ...`` sets RANK, WORLD_SIZE and LOCAL_RANK;
 ``Dist.from_env`` joins the process group (NCCL on CUDA with ``cuda:LOCAL_RANK``, gloo on the CPU).
 Image ``i`` is evaluated by rank ``i % world_size``. At the end the ranks add their FID statistics
-and accumulator sums (``all_reduce``) and rank 0 gathers the rows and writes the outputs.
+(``all_reduce``); accumulator sums and rows are gathered to rank 0, which adds the sums (so
+accumulators whose keys differ between ranks still combine) and writes the outputs.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ class Dist:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    local_world_size: int = 1
     backend: str | None = None
     device: str | None = None  # the device this rank should use, when the environment decides it
     _owned: bool = False
@@ -52,7 +52,7 @@ class Dist:
         if not tdist.is_initialized():
             tdist.init_process_group(backend=backend)
             owned = True
-        return cls(rank, world, local, local_world, backend, dev, owned)
+        return cls(rank, world, local, backend, dev, owned)
 
     def tensor_device(self) -> torch.device:
         return torch.device(f"cuda:{self.local_rank}") if self.backend == "nccl" else torch.device("cpu")

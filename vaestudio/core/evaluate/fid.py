@@ -150,11 +150,6 @@ class FeatureStats:
         self.sum += f.sum(0)
         self.outer.addmm_(f.T, f)
 
-    def add(self, other: FeatureStats) -> None:
-        self.n += other.n
-        self.sum += other.sum
-        self.outer += other.outer
-
     def mean_cov(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The mean and the unbiased covariance (as numpy.cov with rowvar=False)."""
         if self.n < 2:

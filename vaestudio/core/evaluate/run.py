@@ -19,11 +19,11 @@ from vaestudio.core.errors import Cancelled, VaeStudioError
 from vaestudio.core.evaluate import fid as fidmod
 from vaestudio.core.evaluate.accumulators import Accumulator, add_states, sums
 from vaestudio.core.evaluate.data import (
-    DataError,
+    DataListError,
     FailedImage,
     ImageDataset,
     ImageItem,
-    LoadedImage,
+    PreparedImage,
     list_data,
     make_loader,
     short_names,
@@ -119,7 +119,7 @@ def evaluate(request: EvaluationRequest, *, should_stop: ShouldStop | None = Non
     protocol = _check(request)
     items = list_data(request.data, request.limit)
     if not items:
-        raise DataError("no image files found", ", ".join(map(str, request.data)))
+        raise DataListError("no image files found", ", ".join(map(str, request.data)))
     dist = Dist.from_env(request.device)
     try:
         yield from _Run(request, protocol, items, dist, should_stop).events()
@@ -249,6 +249,9 @@ class _Run:
         try:
             if self.vaes and work:
                 yield from self._loop(work)
+        except BaseException:
+            self._close_vaes()  # cancelled or failed: the VAEs this run loaded are let go at once
+            raise
         finally:
             if self.store is not None:
                 self.store.close()
@@ -282,7 +285,7 @@ class _Run:
         total, done = len(work), 0
         t0 = time.perf_counter()
         last = 0.0
-        buckets: dict[tuple[int, int], list[LoadedImage]] = {}
+        buckets: dict[tuple[int, int], list[PreparedImage]] = {}
         B = req.batch_size
 
         def progress(force: bool = False) -> Iterator[Event]:
@@ -345,7 +348,7 @@ class _Run:
                 for v in self.pending.get(f.item.path, [])]
         yield from self._commit(rows, BatchRecord(keys=[key_text(r.image, r.source) for r in rows]))
 
-    def _group(self, group: list[LoadedImage]) -> Iterator[Event]:
+    def _group(self, group: list[PreparedImage]) -> Iterator[Event]:
         """Every pending VAE on a group of same-size images; one committed batch."""
         self._stop()
         x = torch.stack([g.pixels for g in group])
@@ -423,7 +426,7 @@ class _Run:
             raise VaeStudioError(f"the VAE returned {tuple(rec.shape[1:])} for an input of {tuple(seen.shape[1:])}")
         return raw, rec, t1 - t0, t2 - t1
 
-    def _save_recons(self, v: _Vae, subgroup: list[LoadedImage], rec: torch.Tensor) -> None:
+    def _save_recons(self, v: _Vae, subgroup: list[PreparedImage], rec: torch.Tensor) -> None:
         from vaestudio.core.images import save_png
 
         assert self.out is not None
@@ -585,9 +588,9 @@ class _Run:
             picks = pick_examples(c) if c is not None and c.images else {}
             wanted = list(dict.fromkeys(image for entries in picks.values() for image, _, _ in entries))
             ds = ImageDataset([by_path[p] for p in wanted if p in by_path], self.protocol.size, self.protocol.resize)
-            loaded = [x for x in (ds[i] for i in range(len(ds))) if isinstance(x, LoadedImage)]
+            loaded = [x for x in (ds[i] for i in range(len(ds))) if isinstance(x, PreparedImage)]
             thumbs: dict[str, dict[str, str]] = {}
-            groups: dict[tuple[int, ...], list[LoadedImage]] = {}
+            groups: dict[tuple[int, ...], list[PreparedImage]] = {}
             for x in loaded:
                 groups.setdefault(tuple(x.pixels.shape), []).append(x)
             for group in groups.values():
