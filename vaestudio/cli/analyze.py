@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
-import os
 import sys
 from pathlib import Path
 
 from vaestudio.cli.common import EXIT_IMAGE, EXIT_OK, EXIT_OTHER, add_vae_options, err, load, report, usage
+from vaestudio.core.files import write_atomic
 
 ORDER = 36
 #: Images are resized so the longer side is this many pixels unless --size says otherwise: it keeps each
@@ -76,12 +77,11 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     fields: list[str] = []
     for r in rows:
         fields += [k for k in r if k not in fields]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    w.writerows(rows)
+    write_atomic(path, buf.getvalue())
 
 
 def _num(v):

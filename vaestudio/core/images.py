@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vaestudio.core.errors import ImageLoadError
+from vaestudio.core.files import write_atomic
 from vaestudio.core.filetypes import IMAGE_SUFFIXES
 
 #: Formats we accept; anything else Pillow may know is refused with a clear message.
@@ -202,14 +203,9 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike) -> Path:
     """Write an (H, W, 3) float or uint8 image as PNG, atomically (no half-written file on error)."""
     path = Path(path)
     data = rgb if rgb.dtype == np.uint8 else to_uint8(rgb)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        Image.fromarray(data).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    buf = io.BytesIO()
+    Image.fromarray(data).save(buf, format="PNG")
+    return write_atomic(path, buf.getvalue())
 
 
 def list_images(paths: list[str]) -> list[Path]:

@@ -128,22 +128,15 @@ def _export(what: str, data: dict, path: str) -> str:
     from vaestudio.core.images import save_png
 
     if what == "latents":
-        import os
-        from pathlib import Path
-
         from safetensors.torch import save
+
+        from vaestudio.core.files import write_atomic
 
         tensors = {"latent": data["latent"].contiguous()}
         if data.get("raw") is not None:
             tensors["raw"] = data["raw"].contiguous()
         blob = save(tensors, metadata={k: str(v) for k, v in data["metadata"].items()})
-        tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-        try:
-            tmp.write_bytes(blob)
-            os.replace(tmp, path)
-        except OSError:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_atomic(path, blob)
         return str(path)
     if what == "strip":
         from vaestudio.core.pictures import comparison_strip

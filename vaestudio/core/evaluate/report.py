@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaestudio.core.evaluate.store import write_atomic
 from vaestudio.core.evaluate.summary import Columns
+from vaestudio.core.files import write_atomic
 
 PALETTE = ["#3b5bdb", "#e8590c", "#2f9e44", "#c2255c", "#7048e8", "#0c8599", "#f08c00", "#5c940d"]
 #: (metric, label, higher is better)

@@ -38,7 +38,6 @@ from vaestudio.core.evaluate.store import (
     key_text,
     merge_rank_rows,
     tensor_state,
-    write_atomic,
 )
 from vaestudio.core.evaluate.summary import collect, vae_stats
 from vaestudio.core.evaluate.types import (
@@ -55,6 +54,7 @@ from vaestudio.core.evaluate.types import (
     VaeRef,
     VaeSummary,
 )
+from vaestudio.core.files import write_atomic
 from vaestudio.core.tiling import ShouldStop
 
 UNREADABLE = "unreadable image: "

@@ -35,6 +35,7 @@ import torch
 
 from vaestudio.core.errors import VaeStudioError
 from vaestudio.core.evaluate.types import ROW_FIELDS, Row
+from vaestudio.core.files import write_atomic
 
 KEY_SEP = "\x1f"  # between image path and VAE source in sidecar keys
 _BATCH_RE = re.compile(r"^batch-(\d+)\.npz$")
@@ -53,22 +54,6 @@ class StateError(VaeStudioError):
     def __init__(self, reason: str, path: object | None = None, kind: str = "") -> None:
         super().__init__(reason, path)
         self.kind = kind
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write a whole file so that it is either the old or the new content, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def rows_to_text(rows: Iterable[Row], header: bool = False) -> str:

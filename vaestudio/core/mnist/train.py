@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from vaestudio.core.errors import CheckpointError
+from vaestudio.core.files import write_atomic
 from vaestudio.core.mnist.model import VAE, loss_terms, make_model
 
 FORMAT_TAG = "mnist-vae"
@@ -258,16 +259,9 @@ def write_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], 
     from safetensors.torch import save
 
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        data = save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata))
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise CheckpointError(f"could not write the checkpoint ({exc.strerror or exc}); the previous one is kept",
                               path) from None
     return path
