@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import traceback
 
 EXIT_OK, EXIT_OTHER, EXIT_USAGE, EXIT_IMAGE, EXIT_VAE = 0, 1, 2, 3, 4
-
-
-def finite(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else round(float(x), 6)
 
 
 def err(path: object, reason: object) -> None:
@@ -73,5 +68,7 @@ def load(args, source: str):
 
 def metric_fields(m) -> dict:
     """A reconstruction's metrics as flat JSON/CSV fields."""
-    return {"psnr": finite(m.psnr), "ssim": finite(m.ssim), "mae": finite(m.mae),
-            "color_shift": [finite(v) for v in m.color_shift], "lpips": m.lpips, "lpips_status": m.lpips_status}
+    from vaestudio.core.metrics import json_float
+
+    return {"psnr": json_float(m.psnr), "ssim": json_float(m.ssim), "mae": json_float(m.mae),
+            "color_shift": [json_float(v) for v in m.color_shift], "lpips": m.lpips, "lpips_status": m.lpips_status}

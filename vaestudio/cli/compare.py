@@ -19,9 +19,9 @@ from vaestudio.cli.common import (
     add_vae_options,
     check_size,
     err,
-    finite,
     report,
 )
+from vaestudio.core.metrics import json_float
 
 ORDER = 30
 UNREADABLE = "unreadable image: "
@@ -87,7 +87,7 @@ def run(args) -> int:
         mine = [r for r in table if r["vae"] == s.source]
         if mine:
             means.append({"vae": s.source, "image": "(mean)", **{
-                k: finite(sum(r[k] for r in mine if r[k] is not None) / max(1, sum(r[k] is not None for r in mine)))
+                k: json_float(sum(r[k] for r in mine if r[k] is not None) / max(1, sum(r[k] is not None for r in mine)))
                 for k in ("psnr", "ssim", "mae", "encode_s", "decode_s")}})
     if args.json:
         for r in table + means:
@@ -127,7 +127,7 @@ def short_image_names(paths: list[str]) -> list[str]:
 
 def _row(r, image: str) -> dict:
     return {"vae": r.source, "image": image, "width": r.width, "height": r.height,
-            "psnr": finite(r.psnr), "ssim": finite(r.ssim), "mae": finite(r.mae),
-            "color_shift_r": finite(r.color_shift_r), "color_shift_g": finite(r.color_shift_g),
-            "color_shift_b": finite(r.color_shift_b), "encode_s": round(r.encode_s or 0.0, 4),
+            "psnr": json_float(r.psnr), "ssim": json_float(r.ssim), "mae": json_float(r.mae),
+            "color_shift_r": json_float(r.color_shift_r), "color_shift_g": json_float(r.color_shift_g),
+            "color_shift_b": json_float(r.color_shift_b), "encode_s": round(r.encode_s or 0.0, 4),
             "decode_s": round(r.decode_s or 0.0, 4)}

@@ -14,12 +14,12 @@ from vaestudio.cli.common import (
     add_vae_options,
     check_size,
     err,
-    finite,
     load,
     metric_fields,
     report,
     usage,
 )
+from vaestudio.core.metrics import json_float
 
 ORDER = 10
 
@@ -98,7 +98,7 @@ def run(args) -> int:
         }
         if rec.noise is not None:
             record.update(noise_mode=rec.noise.mode, noise_value=rec.noise.value, seed=args.seed,
-                          snr=finite(rec.noise.snr), snr_db=finite(rec.noise.snr_db))
+                          snr=json_float(rec.noise.snr), snr_db=json_float(rec.noise.snr_db))
         if args.json:
             print(json.dumps(record), flush=True)
         else:

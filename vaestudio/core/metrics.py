@@ -35,6 +35,13 @@ class Metrics:
         return d
 
 
+def json_float(x: float | None, digits: int | None = 6) -> float | None:
+    """A float for JSON: None stands for infinite or undefined (e.g. the PSNR of identical images)."""
+    if x is None or not math.isfinite(x):
+        return None
+    return float(x) if digits is None else round(float(x), digits)
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -62,13 +61,6 @@ def drive(gen: Generator[Any, None, R] | Iterator[Any], on_step: Callable[[Step]
                 result = item
     except StopIteration as stop:
         return stop.value if stop.value is not None else result
-
-
-def json_float(x: float | None, digits: int = 6) -> float | None:
-    """A float for JSON: None stands for infinite or undefined (e.g. the PSNR of identical images)."""
-    if x is None or not math.isfinite(x):
-        return None
-    return round(float(x), digits)
 
 
 def as_tensor(pixels: np.ndarray) -> torch.Tensor:

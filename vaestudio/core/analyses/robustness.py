@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vaestudio.core.analyses.common import Step, Steps, json_float
+from vaestudio.core.analyses.common import Step, Steps
 from vaestudio.core.analyses.plotting import Canvas, colour, limits
 from vaestudio.core.autoencoder import Autoencoder
-from vaestudio.core.metrics import psnr, ssim
+from vaestudio.core.metrics import json_float, psnr, ssim
 from vaestudio.core.noise import add_noise, noise_like
 from vaestudio.core.tiling import Progress, ShouldStop
 

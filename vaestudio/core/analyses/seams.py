@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vaestudio.core.analyses.common import Step, Steps, json_float
+from vaestudio.core.analyses.common import Step, Steps
 from vaestudio.core.analyses.plotting import GREY, Canvas, colour, limits
 from vaestudio.core.autoencoder import Autoencoder
 from vaestudio.core.errors import VaeStudioError
-from vaestudio.core.metrics import colorize
+from vaestudio.core.metrics import colorize, json_float
 from vaestudio.core.tiling import Progress, ShouldStop, tile_starts
 
 #: Half-width of the band along each tile boundary, in pixels (at least one latent pixel).

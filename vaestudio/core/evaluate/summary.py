@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vaestudio.core.evaluate.types import ROW_METRICS, Row
+from vaestudio.core.metrics import json_float
 
 
 @dataclass
@@ -45,17 +46,14 @@ def collect(rows: Iterable[Row]) -> dict[str, Columns]:
     return out
 
 
-def _clean(v: float) -> float | None:
-    return None if v is None or not math.isfinite(v) else float(v)
-
-
 def metric_stats(values: np.ndarray) -> dict[str, float | None]:
     v = values[np.isfinite(values)]
     if v.size == 0:
         return {"mean": None, "std": None, "median": None, "p5": None, "p95": None}
     v = np.sort(v)  # sums in a fixed order: the same rows in any order give the same numbers
-    return {"mean": _clean(float(np.mean(v))), "std": _clean(float(np.std(v))), "median": _clean(float(np.median(v))),
-            "p5": _clean(float(np.percentile(v, 5))), "p95": _clean(float(np.percentile(v, 95)))}
+    values = {"mean": np.mean(v), "std": np.std(v), "median": np.median(v),
+              "p5": np.percentile(v, 5), "p95": np.percentile(v, 95)}
+    return {k: json_float(float(x), None) for k, x in values.items()}
 
 
 def vae_stats(cols: Columns) -> dict[str, float | None]:
