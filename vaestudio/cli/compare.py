@@ -24,7 +24,6 @@ from vaestudio.cli.common import (
 from vaestudio.core.metrics import json_float
 
 ORDER = 30
-UNREADABLE = "unreadable image: "
 
 
 def add_parser(sub) -> None:
@@ -60,10 +59,10 @@ def run(args) -> int:
                 code = max(code, EXIT_VAE)
             elif isinstance(event, Row):
                 if event.error:
-                    if event.error.startswith(UNREADABLE):
+                    if event.unreadable is not None:
                         if event.image not in reported:
                             reported.add(event.image)
-                            err(event.image, event.error[len(UNREADABLE):])
+                            err(event.image, event.unreadable)
                             code = max(code, EXIT_IMAGE)
                     else:
                         err(event.image, event.error)

@@ -42,6 +42,7 @@ from vaestudio.core.evaluate.store import (
 from vaestudio.core.evaluate.summary import collect, vae_stats
 from vaestudio.core.evaluate.types import (
     RESIZE_MODES,
+    UNREADABLE,
     EvaluationError,
     EvaluationRequest,
     Event,
@@ -56,8 +57,6 @@ from vaestudio.core.evaluate.types import (
 )
 from vaestudio.core.files import write_atomic
 from vaestudio.core.tiling import ShouldStop
-
-UNREADABLE = "unreadable image: "
 
 
 class UsageError(VaeStudioError):

@@ -19,6 +19,7 @@ DEFAULT_METRICS = KNOWN_METRICS
 #: Per-image values summarised per VAE (mean, std, median, p5, p95).
 ROW_METRICS = ("psnr", "ssim", "mae", "color_shift_r", "color_shift_g", "color_shift_b", "lpips")
 #: Columns of rows.csv, in order. Timing columns (seconds, encode_s, decode_s) vary from run to run.
+UNREADABLE = "unreadable image: "  # prefix of Row.error when the image, not the VAE, failed
 ROW_FIELDS = ("image", "vae", "source", "width", "height", "psnr", "ssim", "mae", "mse", "color_shift_r",
               "color_shift_g", "color_shift_b", "lpips", "seconds", "encode_s", "decode_s", "error")
 RESIZE_MODES = ("shorter-crop", "longer", "none")
@@ -185,6 +186,13 @@ class Row:
     @property
     def key(self) -> tuple[str, str]:
         return self.image, self.source
+
+    @property
+    def unreadable(self) -> str | None:
+        """Why the image itself could not be read (the same for every VAE), or None."""
+        if self.error and self.error.startswith(UNREADABLE):
+            return self.error[len(UNREADABLE):]
+        return None
 
     def to_csv(self) -> dict[str, str]:
         out = {}
