@@ -97,9 +97,10 @@ def test_colorize_range():
 
 def test_channel_stats_heatmaps_and_preview():
     stats = channel_stats(Z)
-    assert len(stats) == 4
-    assert stats[0].mean == pytest.approx(float(Z[0].mean()), abs=1e-6)
-    assert stats[2].min == pytest.approx(float(Z[2].min())) and sum(stats[1].hist) == 64
+    assert stats.shape == (4, 4)
+    assert stats[0, 0] == pytest.approx(float(Z[0].mean()), abs=1e-6)
+    assert stats[1, 1] == pytest.approx(float(Z[1].std(unbiased=False)), abs=1e-6)
+    assert stats[2, 2] == pytest.approx(float(Z[2].min())) and stats[3, 3] == pytest.approx(float(Z[3].max()))
     maps, ranges = heatmaps(Z)
     assert maps.shape == (4, 8, 8) and maps.min() == 0 and maps.max() == 1
     shared, sranges = heatmaps(Z, shared=True)

@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from vaestudio.core.families import latent_rgb_factors
-
-
-@dataclass
-class ChannelStats:
-    channel: int
-    mean: float
-    std: float
-    min: float
-    max: float
-    hist: list[int]
-    bin_edges: list[float]
 
 
 def as_channels(latent: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -31,14 +18,11 @@ def as_channels(latent: torch.Tensor | np.ndarray) -> np.ndarray:
     return arr
 
 
-def channel_stats(latent: torch.Tensor | np.ndarray, bins: int = 32) -> list[ChannelStats]:
+def channel_stats(latent: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(C, 4) float64 array: mean, std, min and max of each channel."""
     arr = as_channels(latent)
-    out = []
-    for c, ch in enumerate(arr):
-        counts, edges = np.histogram(ch, bins=bins)
-        out.append(ChannelStats(c, float(ch.mean()), float(ch.std()), float(ch.min()), float(ch.max()),
-                                counts.tolist(), edges.tolist()))
-    return out
+    flat = arr.reshape(arr.shape[0], -1).astype(np.float64)
+    return np.stack([flat.mean(1), flat.std(1), flat.min(1), flat.max(1)], axis=1)
 
 
 def heatmaps(latent: torch.Tensor | np.ndarray, shared: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -30,6 +30,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from vaestudio.core.latents import channel_stats
+
 BACKGROUND = (24, 24, 24)
 
 
@@ -50,8 +52,7 @@ class StatsModel(QAbstractTableModel):
             self.rows = np.stack([np.arange(arr.shape[0]), arr[:, 0, 0]], axis=1)
         else:
             self.headers = ["channel", "mean", "std", "min", "max"]
-            flat = arr.reshape(arr.shape[0], -1).astype(np.float64)
-            self.rows = np.stack([np.arange(arr.shape[0]), flat.mean(1), flat.std(1), flat.min(1), flat.max(1)], axis=1)
+            self.rows = np.column_stack([np.arange(arr.shape[0]), channel_stats(arr)])
         self.endResetModel()
 
     def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802 - Qt API
