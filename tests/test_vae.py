@@ -153,6 +153,29 @@ def test_nan_in_half_precision_retries_in_fp32(vae_dir):
     assert any("retried in fp32" in n for n in vae.notes)
 
 
+def test_a_pass_caught_by_another_jobs_switch_to_fp32_runs_again(vae_dir):
+    """Two jobs share one VAE: while one decodes in bf16, the other finds NaN and switches the weights
+    to fp32. The first pass then fails on mixed dtypes (a real torch error); it runs again in fp32."""
+    vae = load_vae(vae_dir)
+    vae.dtype = torch.bfloat16
+    vae.model.to(torch.bfloat16)
+    enc = vae.encode(np.full((16, 16, 3), 0.5, np.float32))
+    real_decode = vae.model.decode
+    calls = []
+
+    def switched_meanwhile(z, *a, **k):
+        calls.append(z.dtype)
+        if len(calls) == 1:  # what the other job does in the middle of this pass
+            vae.model.to(torch.float32)
+            vae.dtype = torch.float32
+        return real_decode(z, *a, **k)
+
+    vae.model.decode = switched_meanwhile
+    out = vae.decode(enc.latent, 16, 16)
+    assert calls == [torch.bfloat16, torch.float32]
+    assert np.isfinite(out).all()
+
+
 def test_tiling_a_real_vae_stays_close_to_untiled():
     """Real weights (taef2): tiles with 64-pixel overlaps decode close to the untiled result. Its
     GroupNorm branch normalises each tile on its own, so close means within about 5 dB here."""

@@ -269,11 +269,8 @@ class TorchAutoencoder:
         self.family = family
         self.device = pick_device(None) if device is None else device
         self.dtype = pick_dtype(dtype, self.device, info.force_upcast)
-        # channels-last convolutions are ~10% faster on CPU (oneDNN) and use tensor cores on GPU
-        if self.channels_last:
-            self.model.to(self.device, self.dtype, memory_format=torch.channels_last)
-        else:  # torch cannot store 5-D (3D convolution) weights channels-last
-            self.model.to(self.device, self.dtype)
+        self._cast(self.dtype)
+        self._precision = threading.Lock()
         self.encode_tile = 512  # pixels
         self.tile_overlap = 64  # pixels
         self.notes: list[str] = []
@@ -323,13 +320,31 @@ class TorchAutoencoder:
         return [m for m in self.model.modules() if type(m).__name__ in self.cancel_blocks]
 
     # -- precision and memory fallbacks ------------------------------------------------------
+    def _cast(self, dtype: torch.dtype) -> None:
+        # channels-last convolutions are ~10% faster on CPU (oneDNN) and use tensor cores on GPU
+        if self.channels_last:
+            self.model.to(self.device, dtype, memory_format=torch.channels_last)
+        else:  # torch cannot store 5-D (3D convolution) weights channels-last
+            self.model.to(self.device, dtype)
+
     def _guarded(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Run ``fn`` in the VAE's precision; a half precision that gives NaN/Inf switches the VAE to
+        fp32 for good (once, even with several jobs on it) and runs again. A job whose pass fails
+        because another job switched the weights under it runs again in the new precision."""
         cl = torch.channels_last if x.ndim == 4 and self.channels_last else torch.contiguous_format
-        out = fn(x.to(self.device, self.dtype, memory_format=cl))
-        if self.dtype != torch.float32 and not torch.isfinite(out).all():
-            self.notes.append(f"{dtype_name(self.dtype)} produced NaN/Inf; retried in fp32")
-            self.dtype = torch.float32
-            self.model.to(self.device, torch.float32)
+        dtype = self.dtype
+        try:
+            out = fn(x.to(self.device, dtype, memory_format=cl))
+        except RuntimeError:
+            if self.dtype == dtype:
+                raise
+            return self._guarded(fn, x)
+        if dtype != torch.float32 and not torch.isfinite(out).all():
+            with self._precision:
+                if self.dtype != torch.float32:
+                    self.notes.append(f"{dtype_name(self.dtype)} produced NaN/Inf; retried in fp32")
+                    self._cast(torch.float32)
+                    self.dtype = torch.float32
             out = fn(x.to(self.device, torch.float32, memory_format=cl))
         return out.contiguous()
 
