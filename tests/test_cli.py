@@ -64,6 +64,17 @@ def test_bad_vae_exit_code_and_usage_errors(tmp_path, rgb_image, capsys):
     assert e.value.code == 2
 
 
+@pytest.mark.parametrize("command", [["reconstruct"], ["analyze", "spectrum"]])
+def test_output_folder_that_cannot_be_made_is_one_error_line(tmp_path, rgb_image, vae_dir, capsys, command):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code = main([*command, str(rgb_image), "--vae", str(vae_dir), "--out", str(blocker / "out")])
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {blocker / 'out'}: cannot create the output folder (Not a directory)"]
+    assert blocker.read_text() == "not a folder"
+
+
 def test_timestep_out_of_range_is_usage(tmp_path, rgb_image, vae_dir, capsys):
     assert main(["reconstruct", str(rgb_image), "--vae", str(vae_dir), "--timestep", "1000"]) == 2
     assert "between 0 and 999" in capsys.readouterr().err

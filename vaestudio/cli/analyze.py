@@ -16,7 +16,17 @@ import json
 import sys
 from pathlib import Path
 
-from vaestudio.cli.common import EXIT_IMAGE, EXIT_OK, EXIT_OTHER, add_vae_options, err, load, report, usage
+from vaestudio.cli.common import (
+    EXIT_IMAGE,
+    EXIT_OK,
+    EXIT_OTHER,
+    add_vae_options,
+    err,
+    load,
+    output_folder,
+    report,
+    usage,
+)
 from vaestudio.core.files import write_atomic
 
 ORDER = 36
@@ -175,11 +185,8 @@ def run(args) -> int:
             return usage("--max-strength must be a finite number > 0")
         opts = {"steps": args.steps, "mode": args.mode, "max_strength": args.max_strength, "seed": args.seed}
     runner, plot = ANALYSES[name].functions()
-    out_dir = Path(args.out)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        err(out_dir, f"cannot create the output folder ({exc.strerror})")
+    out_dir = output_folder(args.out)
+    if out_dir is None:
         return EXIT_OTHER
     code = EXIT_OK
     images = []  # (path, LoadedImage, stem for output names)

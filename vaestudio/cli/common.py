@@ -5,12 +5,24 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from pathlib import Path
 
 EXIT_OK, EXIT_OTHER, EXIT_USAGE, EXIT_IMAGE, EXIT_VAE = 0, 1, 2, 3, 4
 
 
 def err(path: object, reason: object) -> None:
     print(f"error: {path}: {reason}" if path else f"error: {reason}", file=sys.stderr, flush=True)
+
+
+def output_folder(out: str) -> Path | None:
+    """The output folder, made if needed; None (after an error line) when it cannot be made."""
+    folder = Path(out)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        err(folder, f"cannot create the output folder ({exc.strerror})")
+        return None
+    return folder
 
 
 def report(exc: BaseException, debug: bool, fallback_path: object = None) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-from pathlib import Path
 
 from vaestudio.cli.common import (
     EXIT_OK,
@@ -13,9 +12,9 @@ from vaestudio.cli.common import (
     add_size_option,
     add_vae_options,
     check_size,
-    err,
     load,
     metric_fields,
+    output_folder,
     report,
     usage,
 )
@@ -61,11 +60,8 @@ def run(args) -> int:
         noise = NoiseSpec("strength", args.noise, args.seed)
     elif args.timestep is not None:
         noise = NoiseSpec("timestep", args.timestep, args.seed)
-    out_dir = Path(args.out)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        err(out_dir, f"cannot create the output folder ({exc.strerror})")
+    out_dir = output_folder(args.out)
+    if out_dir is None:
         return EXIT_OTHER
     code = EXIT_OK
     for path in list_images(args.images):
