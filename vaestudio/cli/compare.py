@@ -21,7 +21,6 @@ from vaestudio.cli.common import (
     err,
     report,
 )
-from vaestudio.core.metrics import json_float
 
 ORDER = 30
 
@@ -39,6 +38,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from vaestudio.core.evaluate import EvaluationRequest, Finished, Row, Started, VaeLoadFailed, evaluate
+    from vaestudio.core.metrics import json_float
 
     check_size(args)
     request = EvaluationRequest(
@@ -125,6 +125,8 @@ def short_image_names(paths: list[str]) -> list[str]:
 
 
 def _row(r, image: str) -> dict:
+    from vaestudio.core.metrics import json_float
+
     return {"vae": r.source, "image": image, "width": r.width, "height": r.height,
             "psnr": json_float(r.psnr), "ssim": json_float(r.ssim), "mae": json_float(r.mae),
             "color_shift_r": json_float(r.color_shift_r), "color_shift_g": json_float(r.color_shift_g),

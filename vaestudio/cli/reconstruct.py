@@ -18,7 +18,6 @@ from vaestudio.cli.common import (
     report,
     usage,
 )
-from vaestudio.core.metrics import json_float
 
 ORDER = 10
 
@@ -43,6 +42,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from vaestudio.core.autoencoder import dtype_name
     from vaestudio.core.images import list_images, load_image, save_png
+    from vaestudio.core.metrics import json_float
     from vaestudio.core.noise import NoiseSpec
     from vaestudio.core.pipeline import reconstruct
 

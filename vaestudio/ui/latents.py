@@ -30,8 +30,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vaestudio.core.latents import channel_stats
-
 BACKGROUND = (24, 24, 24)
 
 
@@ -44,6 +42,9 @@ class StatsModel(QAbstractTableModel):
         self.headers = ["channel", "mean", "std", "min", "max"]
 
     def set_latent(self, arr: np.ndarray | None) -> None:
+        # imported here: torch is loaded by now, and the window starts without it
+        from vaestudio.core.latents import channel_stats
+
         self.beginResetModel()
         if arr is None:
             self.rows = np.zeros((0, len(self.headers)))
