@@ -365,6 +365,35 @@ def test_a_batch_cut_between_its_sidecar_and_its_rows_is_redone(tmp_path, photos
     assert again.analyses == whole[0].analyses and again.stats == whole[0].stats
 
 
+def test_a_refused_or_abandoned_run_lets_go_of_its_vaes_and_files(tmp_path, photos, vae_dir, other_vae, monkeypatch):
+    """A resume refused for another protocol, or a run abandoned at its first event, closes the VAEs it
+    loaded and the rows file it opened."""
+    from vaestudio.core.autoencoder import TorchAutoencoder
+    from vaestudio.core.evaluate import StateError
+
+    closed = []
+    real_close = TorchAutoencoder.close
+    monkeypatch.setattr(TorchAutoencoder, "close", lambda self: (closed.append(self), real_close(self))[1])
+    crops = [str(p) for p in sorted(photos.rglob("*.png"))[:2]]
+
+    def request(size: int, **kw) -> EvaluationRequest:
+        return EvaluationRequest(crops, [str(vae_dir), str(other_vae)], tmp_path / "run", size=size, batch_size=2,
+                                 workers=0, metrics=("psnr",), report=False, **kw)
+
+    list(evaluate(request(32)))
+    assert len(closed) == 2  # a finished run closes them too
+    closed.clear()
+    fds = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(StateError, match="size was 32, now 48"):
+        list(evaluate(request(48, resume=True)))
+    assert len(closed) == 2 and len(os.listdir("/proc/self/fd")) == fds
+    closed.clear()
+    events = evaluate(request(32, resume=True))
+    assert isinstance(next(events), Started)
+    events.close()  # what the window's worker does when the job is cancelled
+    assert len(closed) == 2 and len(os.listdir("/proc/self/fd")) == fds
+
+
 def test_cancel_then_resume_with_accumulators(tmp_path, photos, vae_dir, other_vae):
     """should_stop cancels between batches; a resume completes the rows, and the accumulator sums saved
     beside each batch make its result equal to an uninterrupted run's."""

@@ -176,6 +176,8 @@ class _Run:
                                    progress=self.req.download_progress, should_stop=self.should_stop)
                     owned = True
                 if not (vae.can_encode and vae.can_decode):
+                    if owned:
+                        vae.close()
                     raise VaeStudioError("needs both an encoder and a decoder to be evaluated", source)
             except Cancelled:
                 raise
@@ -225,31 +227,31 @@ class _Run:
         if self.store is not None:
             self._collective(lambda: self.store.check_can_start(self.req.resume))
             self.dist.barrier()
-        yield from self._load_vaes()
-        self._metrics_setup()
-        self._accumulators_setup()
-        done: set[tuple[str, str]] = set()
-        if self.store is not None:
-            self.out.mkdir(parents=True, exist_ok=True)
-            state = self._collective(lambda: self.store.open(self.protocol.comparable(), self.req.resume))
-            done = state.done
-            self._restore()
-        mine = [it for it in self.items if it.index % self.dist.world_size == self.dist.rank]
-        by_source = {v.ref.source: v for v in self.vaes}
-        self.resumed = sum(1 for (img, src) in done if src in by_source)
-        self.pending: dict[str, list[_Vae]] = {}
-        for it in mine:
-            todo = [v for v in self.vaes if (it.path, v.ref.source) not in done]
-            if todo:
-                self.pending[it.path] = todo
-        work = [it for it in mine if it.path in self.pending]
-        yield Started(len(self.items), len(work), self.resumed, [v.ref for v in self.vaes], self.protocol, self.out,
-                      self.dist.rank, self.dist.world_size)
         try:
+            yield from self._load_vaes()
+            self._metrics_setup()
+            self._accumulators_setup()
+            done: set[tuple[str, str]] = set()
+            if self.store is not None:
+                self.out.mkdir(parents=True, exist_ok=True)
+                state = self._collective(lambda: self.store.open(self.protocol.comparable(), self.req.resume))
+                done = state.done
+                self._restore()
+            mine = [it for it in self.items if it.index % self.dist.world_size == self.dist.rank]
+            by_source = {v.ref.source: v for v in self.vaes}
+            self.resumed = sum(1 for (img, src) in done if src in by_source)
+            self.pending: dict[str, list[_Vae]] = {}
+            for it in mine:
+                todo = [v for v in self.vaes if (it.path, v.ref.source) not in done]
+                if todo:
+                    self.pending[it.path] = todo
+            work = [it for it in mine if it.path in self.pending]
+            yield Started(len(self.items), len(work), self.resumed, [v.ref for v in self.vaes], self.protocol, self.out,
+                          self.dist.rank, self.dist.world_size)
             if self.vaes and work:
                 yield from self._loop(work)
         except BaseException:
-            self._close_vaes()  # cancelled or failed: the VAEs this run loaded are let go at once
+            self._close_vaes()  # cancelled, refused or failed: the VAEs this run loaded are let go at once
             raise
         finally:
             if self.store is not None:
