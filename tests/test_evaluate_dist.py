@@ -72,3 +72,17 @@ def test_two_processes_equal_one(tmp_path, vae_dir, ldm_file):
     c.pop("world_size")
     c["hardware"].pop("torch_threads")
     assert_close_json(b, c, rel=1e-9)
+
+
+def test_a_vae_that_fails_to_load_is_reported_once(tmp_path, vae_dir):
+    """Every rank fails to load it, rank 0 alone says so (load failures come before the run starts)."""
+    crops = make_crops(tmp_path / "photos", limit=2, stride=200)[:2]
+    missing = tmp_path / "missing.safetensors"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "vaestudio"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    r = subprocess.run([*torchrun, "evaluate", *map(str, crops), "--vae", str(vae_dir), "--vae", str(missing),
+                        "--size", "32", "--workers", "0", "--metrics", "psnr", "--no-report",
+                        "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=420, cwd=ROOT)
+    assert r.returncode != 0
+    assert r.stderr.count(f"error: {missing}:") == 1, r.stderr[-3000:]
+    assert len(read_rows(tmp_path / "out" / "rows.csv")) == 2  # the good VAE was evaluated on both images

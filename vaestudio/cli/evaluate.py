@@ -105,6 +105,7 @@ def run(args) -> int:
         evaluate,
     )
     from vaestudio.core.evaluate.accumulators import default_accumulators
+    from vaestudio.core.evaluate.dist import env_rank
     from vaestudio.core.evaluate.store import StateError
 
     if args.size != 0 and args.size < 8:
@@ -123,7 +124,7 @@ def run(args) -> int:
     bar = Bar()
     finished = None
     load_failed = False
-    rank = 0
+    rank = env_rank()  # load failures come before Started: rank 0 alone reports them
     try:
         for event in evaluate(request):
             if isinstance(event, Progress):

@@ -17,6 +17,16 @@ import torch
 import torch.distributed as tdist
 
 
+def env_world_size() -> int:
+    """How many processes torchrun started (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def env_rank() -> int:
+    """This process's rank under torchrun (0 without it), known before the process group is joined."""
+    return int(os.environ.get("RANK", "0") or 0) if env_world_size() > 1 else 0
+
+
 @dataclass
 class Dist:
     rank: int = 0
@@ -32,10 +42,10 @@ class Dist:
 
     @classmethod
     def from_env(cls, device: str = "auto") -> Dist:
-        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        world = env_world_size()
         if world <= 1:
             return cls()
-        rank = int(os.environ.get("RANK", "0"))
+        rank = env_rank()
         local = int(os.environ.get("LOCAL_RANK", "0"))
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
         use_cuda = torch.cuda.is_available() and (device == "auto" or device.startswith("cuda"))
