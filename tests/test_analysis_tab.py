@@ -78,3 +78,28 @@ def test_a_vae_that_cannot_do_an_analysis_is_reported_and_the_others_go_on(qtbot
     assert "mnist" in tab.failures[0] and "tiles" in tab.failures[0]
     assert "1 failed" in tab.status.text()
 
+
+
+def test_the_job_goes_on_past_any_error_and_closes_what_it_loaded(tmp_path, vae_dir, ldm_file, monkeypatch):
+    """A lent VAE failing with a torch error (weights and inputs in different precisions: a real
+    RuntimeError) is reported; the VAE loaded from a file still runs and is closed afterwards,
+    the lent one is not."""
+    import torch
+
+    from vaestudio.core.autoencoder import TorchAutoencoder
+    from vaestudio.core.sources import load_vae
+    from vaestudio.ui.analysis_tab import AnalysisFailed, AnalysisResult, analysis_job
+    from vaestudio.ui.settings import Preferences
+
+    closed = []
+    real_close = TorchAutoencoder.close
+    monkeypatch.setattr(TorchAutoencoder, "close", lambda self: (closed.append(self), real_close(self))[1])
+    lent = load_vae(str(vae_dir))
+    lent.model.to(torch.bfloat16)  # its dtype still says fp32: the convolutions refuse the input
+    pixels = np.random.default_rng(0).random((32, 32, 3), dtype=np.float32)
+    items = list(analysis_job("spectrum", [("lent", lent), ("file", str(ldm_file))], pixels, {}, Preferences(),
+                              progress=None, should_stop=lambda: False))
+    failed = [i for i in items if isinstance(i, AnalysisFailed)]
+    assert [f.label for f in failed] == ["lent"] and "RuntimeError" in failed[0].reason
+    assert [i.label for i in items if isinstance(i, AnalysisResult)] == ["file"]
+    assert len(closed) == 1 and closed[0] is not lent

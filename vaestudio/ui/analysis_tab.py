@@ -69,10 +69,11 @@ def analysis_job(name: str, vaes: list, pixels: np.ndarray, options: dict, prefs
 
     run, _plot = ANALYSES[name].functions()
     for i, (label, vae) in enumerate(vaes):
+        owned = isinstance(vae, str)  # loaded here, so closed here; the inspector's VAEs are only lent
+        loaded = None
         try:
-            if isinstance(vae, str):
-                vae = load_vae(vae, device=prefs.device, dtype=prefs.dtype, should_stop=should_stop)
-            for item in run(vae, pixels, tile=prefs.tile, should_stop=should_stop, **options):
+            loaded = load_vae(vae, device=prefs.device, dtype=prefs.dtype, should_stop=should_stop) if owned else vae
+            for item in run(loaded, pixels, tile=prefs.tile, should_stop=should_stop, **options):
                 if isinstance(item, Step):
                     yield AnalysisStep(i, len(vaes), label, item)
                 else:
@@ -80,8 +81,12 @@ def analysis_job(name: str, vaes: list, pixels: np.ndarray, options: dict, prefs
                     break
         except Cancelled:
             raise
-        except (VaeStudioError, ValueError) as exc:
-            yield AnalysisFailed(label, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one VAE failing (even out of memory) never stops the others
+            yield AnalysisFailed(label, str(exc) if isinstance(exc, (VaeStudioError, ValueError))
+                                 else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        finally:
+            if owned and loaded is not None:
+                loaded.close()
 
 
 def _parse_ints(text: str) -> list[int]:
