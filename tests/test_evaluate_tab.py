@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 from helpers.data import photo
@@ -70,6 +71,12 @@ def test_evaluate_cancel_keeps_the_work_and_resume_finishes_it(qtbot, win, tmp_p
     qtbot.waitUntil(lambda: tab.start_btn.isEnabled() and tab.summary.rowCount() == 1, timeout=120000)
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert summary["vaes"][0]["images"] == 12
+    # the worst images are picked from all 12 rows, those done before the cancel too
+    with open(tmp_path / "eval" / "rows.csv", newline="") as fh:
+        rows = sorted(csv.DictReader(fh), key=lambda r: (float(r["psnr"]), r["image"]))
+    shown = [tab.worst.item(i).data(Qt.ItemDataRole.UserRole)[0] for i in range(tab.worst.count())]
+    assert shown == [r["image"] for r in rows[:8]]
+    assert tab.status.text().endswith(f"Results in {tmp_path / 'eval'}")
 
 
 def test_evaluate_says_what_is_missing(qtbot, win):

@@ -340,15 +340,16 @@ class EvaluateTab(QWidget):
                 item.setToolTip(tip)
             self.summary.setItem(r, c, item)
         self.summary.resizeColumnsToContents()
-        rows = [x for x in self.rows.get(s.vae, []) if x.psnr is not None]
-        for row in sorted(rows, key=lambda x: x.psnr)[:8]:
-            item = QListWidgetItem(f"{s.vae}: {Path(row.image).name}  {row.psnr:.2f} dB")
-            item.setData(Qt.ItemDataRole.UserRole, (row.image, s.source))
-            item.setToolTip(row.image)
+        for image, value, metric in s.worst:  # over all rows of the run, those of earlier sessions too
+            shown = f"{value:.2f} dB" if metric == "psnr" else f"{metric.upper()} {value:.4g}"
+            item = QListWidgetItem(f"{s.vae}: {Path(image).name}  {shown}")
+            item.setData(Qt.ItemDataRole.UserRole, (image, s.source))
+            item.setToolTip(image)
             self.worst.addItem(item)
 
     def _finished(self, ev) -> None:
         self._draw_histogram()
+        folder = ev.outputs["summary"].parent if "summary" in ev.outputs else Path(self.out.text())
         if self.out.text() == self._default_out:  # the next Start gets a folder of its own
             self._default_out = str(default_out_dir())
             self.out.setText(self._default_out)
@@ -359,7 +360,7 @@ class EvaluateTab(QWidget):
         self.progress.setValue(1)
         skipped = f"; {len(ev.unreadable)} unreadable images skipped" if ev.unreadable else ""
         self.status.setText(f"Done: {sum(len(v) for v in self.rows.values())} rows this run{skipped}. "
-                            f"Results in {ev.outputs.get('summary', Path(self.out.text())).parent}")
+                            f"Results in {folder}")
         self.message.emit(self.status.text())
 
     def _failed(self, msg: str) -> None:

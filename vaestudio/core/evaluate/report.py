@@ -25,7 +25,6 @@ PALETTE = ["#3b5bdb", "#e8590c", "#2f9e44", "#c2255c", "#7048e8", "#0c8599", "#f
 CHART_METRICS = [("psnr", "PSNR (dB)", True), ("ssim", "SSIM", True), ("mae", "MAE", False),
                  ("lpips", "LPIPS", False), ("color_shift_r", "Colour shift R", None),
                  ("color_shift_g", "Colour shift G", None), ("color_shift_b", "Colour shift B", None)]
-N_EXAMPLES = 8
 THUMB = 192
 MAX_SCATTER_POINTS = 4000
 
@@ -44,20 +43,6 @@ def fmt(v: float | None, digits: int = 4) -> str:
 
 
 # -- examples ---------------------------------------------------------------------------------
-
-def pick_examples(cols: Columns) -> dict[str, list[tuple[str, float, str]]]:
-    """The worst and best images by PSNR (else SSIM, MAE or LPIPS): {"worst": [(image, value, metric)]}."""
-    for metric, higher in (("psnr", True), ("ssim", True), ("mae", False), ("lpips", False)):
-        v = cols.array(metric)
-        ok = np.flatnonzero(np.isfinite(v))
-        if ok.size:
-            order = ok[np.lexsort((np.array(cols.images, dtype=object)[ok].astype(str), v[ok]))]
-            low, high = order[:N_EXAMPLES].tolist(), order[::-1][:N_EXAMPLES].tolist()
-            worst, best = (low, high) if higher else (high, low)
-            return {"worst": [(cols.images[i], float(v[i]), metric) for i in worst],
-                    "best": [(cols.images[i], float(v[i]), metric) for i in best]}
-    return {}
-
 
 def _png_uri(rgb: np.ndarray) -> str:
     from PIL import Image

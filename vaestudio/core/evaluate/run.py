@@ -39,7 +39,7 @@ from vaestudio.core.evaluate.store import (
     merge_rank_rows,
     tensor_state,
 )
-from vaestudio.core.evaluate.summary import collect, vae_stats
+from vaestudio.core.evaluate.summary import collect, pick_examples, vae_stats
 from vaestudio.core.evaluate.types import (
     RESIZE_MODES,
     UNREADABLE,
@@ -576,11 +576,12 @@ class _Run:
                 html[acc.name] = frag
         v.html = html
         return VaeSummary(v.ref.name, v.ref.source, v.ref.architecture, v.ref.family, len(cols.images),
-                          len(cols.failures), cols.failures, stats, rfid, status, dict(self.metric_status), analyses)
+                          len(cols.failures), cols.failures, stats, rfid, status, dict(self.metric_status), analyses,
+                          worst=pick_examples(cols).get("worst", []))
 
     def _examples(self, cols) -> dict[str, dict[str, list[dict[str, Any]]]]:
         """The worst and best 8 images per VAE, run again for thumbnails (rows hold only numbers)."""
-        from vaestudio.core.evaluate.report import pick_examples, thumbnails
+        from vaestudio.core.evaluate.report import thumbnails
 
         by_path = {it.path: it for it in self.items}
         out: dict[str, dict[str, list[dict[str, Any]]]] = {}

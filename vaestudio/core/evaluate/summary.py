@@ -72,3 +72,20 @@ def vae_stats(cols: Columns) -> dict[str, float | None]:
     else:
         out["psnr_dataset"] = None
     return out
+
+
+N_EXAMPLES = 8  # worst and best images per VAE (report, window)
+
+
+def pick_examples(cols: Columns) -> dict[str, list[tuple[str, float, str]]]:
+    """The worst and best images by PSNR (else SSIM, MAE or LPIPS): {"worst": [(image, value, metric)]}."""
+    for metric, higher in (("psnr", True), ("ssim", True), ("mae", False), ("lpips", False)):
+        v = cols.array(metric)
+        ok = np.flatnonzero(np.isfinite(v))
+        if ok.size:
+            order = ok[np.lexsort((np.array(cols.images, dtype=object)[ok].astype(str), v[ok]))]
+            low, high = order[:N_EXAMPLES].tolist(), order[::-1][:N_EXAMPLES].tolist()
+            worst, best = (low, high) if higher else (high, low)
+            return {"worst": [(cols.images[i], float(v[i]), metric) for i in worst],
+                    "best": [(cols.images[i], float(v[i]), metric) for i in best]}
+    return {}

@@ -255,6 +255,8 @@ class VaeSummary:
     rfid_status: str
     metric_status: dict[str, str]
     analyses: dict[str, Any] = field(default_factory=dict)
+    #: the lowest-scoring images over every row of the run, resumed ones included: (image, value, metric)
+    worst: list[tuple[str, float, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"vae": self.vae, "source": self.source, "architecture": self.architecture,
