@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 
 def temporary_name(path: Path) -> Path:
-    """The hidden file next to ``path`` that a write goes to first (``.name.<pid>.tmp``)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """The hidden file next to ``path`` that a write goes to first (``.name.<pid>-<thread>.tmp``): two
+    processes or two threads writing one path at once never share it."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
