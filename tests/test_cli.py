@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -113,6 +114,20 @@ def test_compare_two_vaes_with_csv(tmp_path, rgb_image, ldm_file, vae_dir, capsy
     # the same weights in two layouts give the same numbers
     a, b = (r for r in rows if r["image"] == "gradient")
     assert a["psnr"] == b["psnr"] and a["ssim"] == b["ssim"]
+
+
+def test_reconstruct_never_overwrites_an_output_with_another_image_of_the_same_name(tmp_path, rgb_image, ldm_file,
+                                                                                    capsys):
+    for folder, size in (("a", 32), ("b", 48)):
+        (tmp_path / folder).mkdir()
+        Image.open(rgb_image).resize((size, size)).save(tmp_path / folder / "x.png")
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"), "--vae", str(ldm_file),
+                 "--out", str(out), "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [Path(r["output"]).name for r in records] == ["x_recon.png", "x-2_recon.png"]
+    assert [Path(r["diff"]).name for r in records] == ["x_diff.png", "x-2_diff.png"]
+    assert [Image.open(r["output"]).size for r in records] == [(32, 32), (48, 48)]
 
 
 def test_compare_tells_images_with_the_same_name_apart(tmp_path, rgb_image, ldm_file, capsys):

@@ -106,3 +106,12 @@ def test_a_second_start_gets_a_folder_of_its_own(qtbot, win, tmp_path, vae_dir):
     tab.start_btn.click()
     qtbot.waitUntil(lambda: tab.start_btn.isEnabled() and "already holds" in win.last_error, timeout=60000)
     assert "Resume" in win.last_error and "--" not in win.last_error
+
+
+def test_every_kind_of_unusable_folder_has_a_hint_in_the_window_and_the_cli():
+    from vaestudio.cli.evaluate import STATE_HINTS as CLI_HINTS
+    from vaestudio.core.evaluate import StateError
+    from vaestudio.ui.evaluate_tab import STATE_HINTS as TAB_HINTS
+
+    assert set(TAB_HINTS) == set(CLI_HINTS) == set(StateError.kinds)
+    assert not any("--" in h for h in TAB_HINTS.values())  # the window speaks of its controls, not flags

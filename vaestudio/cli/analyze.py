@@ -25,6 +25,7 @@ from vaestudio.cli.common import (
     load,
     output_folder,
     report,
+    unique_stem,
     usage,
 )
 from vaestudio.core.files import write_atomic
@@ -197,11 +198,7 @@ def run(args) -> int:
         except Exception as exc:  # noqa: BLE001 - report and go on with the rest of the batch
             code = max(code, report(exc, args.debug, path))
             continue
-        stem, k = image.name, 2
-        while stem in stems:
-            stem, k = f"{image.name}-{k}", k + 1
-        stems.add(stem)
-        images.append((path, image, stem))
+        images.append((path, image, unique_stem(image.name, stems)))
     if not images:
         err(None, "no readable images")
         return code or EXIT_IMAGE

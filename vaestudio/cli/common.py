@@ -14,6 +14,16 @@ def err(path: object, reason: object) -> None:
     print(f"error: {path}: {reason}" if path else f"error: {reason}", file=sys.stderr, flush=True)
 
 
+def unique_stem(name: str, taken: set[str]) -> str:
+    """``name``, or ``name-2``, ``name-3``... when an earlier image of this run had the same name (two
+    folders' photo.jpg), so that no output overwrites another; the stem returned is added to ``taken``."""
+    stem, k = name, 2
+    while stem in taken:
+        stem, k = f"{name}-{k}", k + 1
+    taken.add(stem)
+    return stem
+
+
 def output_folder(out: str) -> Path | None:
     """The output folder, made if needed; None (after an error line) when it cannot be made."""
     folder = Path(out)

@@ -20,6 +20,7 @@ STATE_HINTS = {
     "no-state": "; use another --out",
     "columns": "; use another --out",
     "protocol": " (use the same options, or another --out)",
+    "processes": "; or use another --out",
 }
 
 

@@ -16,6 +16,7 @@ from vaestudio.cli.common import (
     metric_fields,
     output_folder,
     report,
+    unique_stem,
     usage,
 )
 
@@ -64,12 +65,14 @@ def run(args) -> int:
     if out_dir is None:
         return EXIT_OTHER
     code = EXIT_OK
+    stems: set[str] = set()
     for path in list_images(args.images):
         try:
             image = load_image(path, size=args.size)
             rec = reconstruct(vae, image, noise=noise, seed=args.seed, sample=args.sample, tile=args.tile)
-            recon_path = save_png(rec.decoded, out_dir / f"{image.name}_recon.png")
-            diff_path = save_png(rec.diff_rgb, out_dir / f"{image.name}_diff.png")
+            stem = unique_stem(image.name, stems)
+            recon_path = save_png(rec.decoded, out_dir / f"{stem}_recon.png")
+            diff_path = save_png(rec.diff_rgb, out_dir / f"{stem}_diff.png")
         except Exception as exc:  # noqa: BLE001 - report and go on with the rest of the batch
             code = max(code, report(exc, args.debug, path))
             continue

@@ -67,6 +67,7 @@ STATE_HINTS = {
     "no-state": ": choose another Output folder",
     "columns": ": choose another Output folder",
     "protocol": " (use the same settings, or choose another Output folder)",
+    "processes": "; or choose another Output folder",
 }
 
 

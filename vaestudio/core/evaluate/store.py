@@ -50,9 +50,11 @@ class StateError(VaeStudioError):
     """
 
     exit_code = 2
+    kinds = ("exists", "no-state", "columns", "protocol", "processes")
 
     def __init__(self, reason: str, path: object | None = None, kind: str = "") -> None:
         super().__init__(reason, path)
+        assert not kind or kind in self.kinds, kind  # each front end has a hint for each kind
         self.kind = kind
 
 
