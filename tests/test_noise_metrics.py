@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from vaestudio.core.families import FAMILIES
-from vaestudio.core.latents import channel_stats, heatmaps, latent_preview
+from vaestudio.core.latents import channel_stats, latent_preview
 from vaestudio.core.metrics import colorize, compute_metrics, psnr, ssim
 from vaestudio.core.noise import add_noise, noise_like
+from vaestudio.core.pictures import channel_mosaic
 
 Z = torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(0))
 
@@ -95,18 +96,23 @@ def test_colorize_range():
     np.testing.assert_allclose(rgb[0, 1], rgb[0, 2])  # clipped at the scale
 
 
-def test_channel_stats_heatmaps_and_preview():
+def test_channel_stats_mosaic_and_preview():
     stats = channel_stats(Z)
     assert stats.shape == (4, 4)
     assert stats[0, 0] == pytest.approx(float(Z[0].mean()), abs=1e-6)
     assert stats[1, 1] == pytest.approx(float(Z[1].std(unbiased=False)), abs=1e-6)
     assert stats[2, 2] == pytest.approx(float(Z[2].min())) and stats[3, 3] == pytest.approx(float(Z[3].max()))
-    maps, ranges = heatmaps(Z)
-    assert maps.shape == (4, 8, 8) and maps.min() == 0 and maps.max() == 1
-    shared, sranges = heatmaps(Z, shared=True)
-    assert np.all(sranges[:, 0] == sranges[0, 0]) and shared.min() >= 0
-    vec_maps, _ = heatmaps(torch.randn(20))
-    assert vec_maps.shape == (20, 1, 1)
+    own = channel_mosaic(Z, shared=False, order=[3, 2, 1, 0], cols=2, gap=1)
+    assert own.values.shape == (17, 17) and np.isnan(own.values[8]).all()  # 2x2 cells of 8x8, 1-pixel gaps
+    np.testing.assert_allclose(own.values[:8, :8], (Z[3] - Z[3].min()) / (Z[3].max() - Z[3].min()), atol=1e-6)
+    assert own.cell_at(9.5, 0.5) == (2, 0, 0) and own.cell_at(8.5, 0.5) is None  # a gap is no channel
+    for c in range(4):
+        cell = own.values[own.cell_origin(c)[1]:][:8, own.cell_origin(c)[0]:][:, :8]
+        assert cell.min() == 0 and cell.max() == pytest.approx(1)  # each channel spans the whole range
+    shared = channel_mosaic(Z, shared=True)
+    assert np.all(shared.levels == [float(Z.min()), float(Z.max())])
+    assert np.nanmax(shared.values) == pytest.approx(1) and np.nanmin(shared.values) == 0
+    assert channel_mosaic(torch.randn(20)).values.shape == (1, 20)  # a latent vector is one strip
     prev = latent_preview(Z, "sd1")
     assert prev.shape == (8, 8, 3) and 0 <= prev.min() and prev.max() <= 1
     assert latent_preview(torch.randn(16, 4, 4), "flux").shape == (4, 4, 3)

@@ -7,6 +7,7 @@ output folder, images read in this process, ``--size`` resizing the longer side 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from vaestudio.cli.common import (
     err,
     report,
 )
+from vaestudio.core.files import write_atomic
 
 ORDER = 30
 
@@ -99,12 +101,12 @@ def run(args) -> int:
             ss, ma = (("-" if r[k] is None else f"{r[k]:.4f}") for k in ("ssim", "mae"))
             print(f"{names.get(r['vae'], r['vae']):<{w}} {r['image'][:24]:<24} {ps:>8} {ss:>8} {ma:>8}")
     if args.csv and table:
+        buf = io.StringIO(newline="")
+        wr = csv.DictWriter(buf, fieldnames=list(table[0].keys()), extrasaction="ignore")
+        wr.writeheader()
+        wr.writerows(table + means)
         try:
-            with open(args.csv, "w", newline="", encoding="utf-8") as fh:
-                wr = csv.DictWriter(fh, fieldnames=list(table[0].keys()), extrasaction="ignore")
-                wr.writeheader()
-                for r in table + means:
-                    wr.writerow(r)
+            write_atomic(args.csv, buf.getvalue())
         except OSError as exc:
             err(args.csv, f"cannot write the CSV file ({exc.strerror})")
             code = max(code, EXIT_OTHER)
@@ -113,15 +115,9 @@ def run(args) -> int:
 
 def short_image_names(paths: list[str]) -> list[str]:
     """The file stem of each image, with as many parent folders as it takes to tell them apart."""
-    split = [Path(p).with_suffix("").parts for p in paths]
-    depth = [1] * len(paths)
-    while True:
-        names = ["/".join(parts[-d:]) for parts, d in zip(split, depth, strict=True)]
-        grow = [i for i, n in enumerate(names) if names.count(n) > 1 and depth[i] < len(split[i])]
-        if not grow:
-            return names
-        for i in grow:
-            depth[i] += 1
+    from vaestudio.core.evaluate.data import unique_tails
+
+    return unique_tails([Path(p).with_suffix("").parts for p in paths], "/")
 
 
 def _row(r, image: str) -> dict:

@@ -1,4 +1,5 @@
-"""Looking at latents: per-channel statistics, heatmaps, and an instant latent-to-RGB preview."""
+"""Looking at latents: per-channel statistics and an instant latent-to-RGB preview (the heat-map
+mosaic is ``core.pictures.channel_mosaic``)."""
 
 from __future__ import annotations
 
@@ -23,22 +24,6 @@ def channel_stats(latent: torch.Tensor | np.ndarray) -> np.ndarray:
     arr = as_channels(latent)
     flat = arr.reshape(arr.shape[0], -1).astype(np.float64)
     return np.stack([flat.mean(1), flat.std(1), flat.min(1), flat.max(1)], axis=1)
-
-
-def heatmaps(latent: torch.Tensor | np.ndarray, shared: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Normalise each channel to [0, 1]: per channel, or with one range shared by all channels.
-
-    Returns the (C, h, w) maps and the (C, 2) value ranges that 0 and 1 stand for.
-    """
-    arr = as_channels(latent)
-    if shared:
-        lo = np.full(arr.shape[0], arr.min())
-        hi = np.full(arr.shape[0], arr.max())
-    else:
-        lo, hi = arr.min(axis=(1, 2)), arr.max(axis=(1, 2))
-    span = np.maximum(hi - lo, 1e-12)
-    maps = (arr - lo[:, None, None]) / span[:, None, None]
-    return maps.astype(np.float32), np.stack([lo, hi], axis=1)
 
 
 def latent_preview(latent: torch.Tensor | np.ndarray, family: str) -> np.ndarray | None:

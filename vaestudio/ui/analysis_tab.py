@@ -32,11 +32,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from vaestudio.core.analyses.plotting import colour as palette_colour
 from vaestudio.ui.plotting import IntegerAxis
 from vaestudio.ui.vae_checklist import VaeChecklist
 from vaestudio.ui.workers import JobRunner
-
-COLOURS = [(90, 140, 220), (230, 120, 40), (80, 180, 80), (200, 80, 160), (150, 150, 150), (200, 200, 60)]
 
 
 @dataclass
@@ -327,7 +326,7 @@ class AnalysisTab(QWidget):
         return p
 
     def _curve(self, plot, i: int, x, y, name: str, symbol: str | None = "o") -> None:
-        colour = COLOURS[i % len(COLOURS)]
+        colour = palette_colour(i)
         y = np.array([np.nan if (v is None or not math.isfinite(v)) else v for v in y], dtype=float)
         item = plot.plot(list(x), y, pen=pg.mkPen(colour, width=2), symbol=symbol, symbolSize=6, symbolBrush=colour,
                          symbolPen=None, connect="finite")

@@ -37,8 +37,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from vaestudio.core.analyses.plotting import colour
 from vaestudio.core.filetypes import IMAGE_SUFFIXES, file_filter
-from vaestudio.ui.analysis_tab import COLOURS
 from vaestudio.ui.vae_checklist import VaeChecklist
 from vaestudio.ui.workers import JobRunner
 
@@ -319,7 +319,7 @@ class EvaluateTab(QWidget):
         for i, (name, vs) in enumerate(values.items()):
             counts, _ = np.histogram(vs, bins=edges)
             if name not in self.curves:
-                c = COLOURS[i % len(COLOURS)]
+                c = colour(i)
                 self.curves[name] = self.hist.plot(stepMode="center", fillLevel=0, pen=pg.mkPen(c, width=2),
                                                    brush=(*c, 60), name=name)
             self.curves[name].setData(edges, counts)

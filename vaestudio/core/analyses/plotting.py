@@ -13,10 +13,9 @@ from functools import cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-#: One colour per VAE (the tab10 palette), in order.
+#: One colour per VAE (the tab10 palette), in order: the same in the CLI's pictures and the window's plots.
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
-CHANNEL_COLOURS = [(214, 39, 40), (44, 160, 44), (31, 119, 180)]  # R, G, B
 BLACK, GREY, LIGHT, WHITE = (20, 20, 20), (110, 110, 110), (225, 225, 225), (255, 255, 255)
 WARN = (190, 30, 30)
 

@@ -179,6 +179,19 @@ def make_loader(dataset: ImageDataset, batch_size: int, workers: int, mp_context
 _GENERIC = {"vae", "diffusion_pytorch_model", "model", "weights", "checkpoint", "ae", "pytorch_model"}
 
 
+def unique_tails(split: Sequence[Sequence[str]], joiner: str, depth: list[int] | None = None) -> list[str]:
+    """The last ``depth`` parts of each path, joined, with more parent parts wherever two would clash."""
+    depth = list(depth) if depth is not None else [1] * len(split)
+    while True:
+        names = [joiner.join(p[-d:]) for p, d in zip(split, depth, strict=True)]
+        clash = {n for n in names if names.count(n) > 1}
+        grow = [i for i, n in enumerate(names) if n in clash and depth[i] < len(split[i])]
+        if not grow:
+            return names
+        for i in grow:
+            depth[i] += 1
+
+
 def short_names(sources: Sequence[str]) -> list[str]:
     """Short unique names for VAE sources: the file or folder name (without the weight suffix), with
     the parent folders it takes to tell them apart; never a path cut at the left end."""
@@ -198,15 +211,7 @@ def short_names(sources: Sequence[str]) -> list[str]:
         return ps or ["vae"]
 
     split = [parts(s) for s in sources]
-    depth = [1 if (len(p) == 1 or p[-1].lower() not in _GENERIC) else 2 for p in split]
-    while True:
-        names = ["-".join(p[-d:]) for p, d in zip(split, depth, strict=True)]
-        clash = {n for n in names if names.count(n) > 1}
-        grow = [i for i, n in enumerate(names) if n in clash and depth[i] < len(split[i])]
-        if not grow:
-            break
-        for i in grow:
-            depth[i] += 1
+    names = unique_tails(split, "-", [1 if (len(p) == 1 or p[-1].lower() not in _GENERIC) else 2 for p in split])
     out: list[str] = []
     for n in names:
         name = re.sub(r"[^\w.+-]+", "_", n).strip("._") or "vae"

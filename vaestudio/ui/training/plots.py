@@ -6,10 +6,9 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
+from vaestudio.core.analyses.plotting import PALETTE
 from vaestudio.ui.plotting import IntegerAxis
 
-LABEL_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-                 (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 EPOCH_CURVES = (("train", "train_loss", (90, 140, 220)), ("held-out", "heldout_loss", (230, 120, 40)),
                 ("reconstruction (BCE)", "recon", (80, 180, 80)), ("KL", "kl", (200, 80, 160)))
 
@@ -67,7 +66,7 @@ class TrainingPlots(QWidget):
         # GIL for ~150 ms per epoch and slowed training by a fifth
         self.pca_scatters = []
         for k in range(11):
-            colour = LABEL_COLOURS[k] if k < 10 else (150, 150, 150)
+            colour = PALETTE[k] if k < 10 else (150, 150, 150)
             item = pg.ScatterPlotItem(size=4, pen=None, brush=pg.mkBrush(*colour, 160))
             self.pca_plot.addItem(item)
             self.pca_scatters.append(item)
