@@ -103,3 +103,18 @@ def test_the_job_goes_on_past_any_error_and_closes_what_it_loaded(tmp_path, vae_
     assert [f.label for f in failed] == ["lent"] and "RuntimeError" in failed[0].reason
     assert [i.label for i in items if isinstance(i, AnalysisResult)] == ["file"]
     assert len(closed) == 1 and closed[0] is not lent
+
+
+@pytest.mark.parametrize(("tiles", "overlaps", "said"), [
+    ("32, x", "0", "Tile sizes: expected whole numbers >= 0"),
+    ("32", "-16", "Overlaps: expected whole numbers >= 0"),
+    ("32", "32, 64", "an overlap must be smaller than the tile"),
+])
+def test_seam_settings_are_checked_before_anything_runs(qtbot, win, ready, tiles, overlaps, said):
+    tab = ready
+    tab.kind.setCurrentIndex(list(ANALYSES).index("seams"))
+    tab.tiles.setText(tiles)
+    tab.overlaps.setText(overlaps)
+    tab.run_btn.click()
+    assert said in win.last_error
+    assert tab.run_btn.isEnabled() and not tab.runner.is_running("analysis")

@@ -38,13 +38,12 @@ DEFAULT_SIZE = 256
 
 
 def _int_list(text: str) -> list[int]:
+    from vaestudio.core.analyses import parse_sizes
+
     try:
-        vals = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got '{text}'") from None
-    if not vals or any(v < 0 for v in vals):
-        raise argparse.ArgumentTypeError(f"expected whole numbers >= 0 separated by commas, got '{text}'")
-    return vals
+        return parse_sizes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_parser(sub) -> None:
@@ -158,7 +157,7 @@ def _summary(analysis: str, d: dict) -> str:
 
 
 def run(args) -> int:
-    from vaestudio.core.analyses import ANALYSES, seams
+    from vaestudio.core.analyses import ANALYSES, check_seam_settings, seams
     from vaestudio.core.analyses.common import drive
     from vaestudio.core.evaluate.data import short_names
     from vaestudio.core.images import list_images, load_image, save_png
@@ -172,8 +171,10 @@ def run(args) -> int:
             return usage("--rounds must be at least 1")
         opts = {"rounds": args.rounds}
     elif name == "seams":
-        if not any(o < t for t in args.tiles for o in args.overlaps):
-            return usage("every overlap is as large as every tile: an overlap must be smaller than the tile")
+        try:
+            check_seam_settings(args.tiles, args.overlaps)
+        except ValueError as exc:
+            return usage(str(exc))
         opts = {"tiles": args.tiles, "overlaps": args.overlaps}
     elif name == "spectrum":
         if args.bins is not None and args.bins < 2:

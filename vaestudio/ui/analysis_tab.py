@@ -88,10 +88,6 @@ def analysis_job(name: str, vaes: list, pixels: np.ndarray, options: dict, prefs
                 loaded.close()
 
 
-def _parse_ints(text: str) -> list[int]:
-    return [int(v) for v in text.replace(";", ",").split(",") if v.strip()]
-
-
 class AnalysisTab(QWidget):
     message = Signal(str)
     error = Signal(str)
@@ -232,7 +228,18 @@ class AnalysisTab(QWidget):
         if key == "drift":
             return {"rounds": self.rounds.value()}
         if key == "seams":
-            return {"tiles": _parse_ints(self.tiles.text()), "overlaps": _parse_ints(self.overlaps.text())}
+            from vaestudio.core.analyses import check_seam_settings, parse_sizes
+
+            try:
+                tiles = parse_sizes(self.tiles.text())
+            except ValueError as exc:
+                raise ValueError(f"Tile sizes: {exc}") from None
+            try:
+                overlaps = parse_sizes(self.overlaps.text())
+            except ValueError as exc:
+                raise ValueError(f"Overlaps: {exc}") from None
+            check_seam_settings(tiles, overlaps)
+            return {"tiles": tiles, "overlaps": overlaps}
         if key == "noise":
             return {"steps": self.steps.value(), "mode": self.noise_mode.currentText()}
         return {}
@@ -252,8 +259,8 @@ class AnalysisTab(QWidget):
         key = self.kind.currentData()
         try:
             options = self.options_for(key)
-        except ValueError:
-            self.error.emit("tile sizes and overlaps are whole numbers separated by commas, e.g. 64, 128")
+        except ValueError as exc:
+            self.error.emit(str(exc))
             return
         pixels = resize_longer_side(ins.image.pixels, self.size.value())
         self.results = []

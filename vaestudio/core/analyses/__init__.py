@@ -9,7 +9,7 @@ drift         ``drift.run_drift(vae, pixels)``     ``DriftResult``             `
 seams         ``seams.run_seams(vae, pixels)``     ``SeamsResult``             ``seams.plot_seams``,
                                                                                ``seams.seam_maps``
 spectrum      ``spectrum.run_spectrum(...)``       ``SpectrumResult``          ``spectrum.plot_spectrum``
-noise         ``robustness.run_noise(...)``        ``RobustnessResult``             ``robustness.plot_noise``
+noise         ``robustness.run_noise(...)``        ``RobustnessResult``        ``robustness.plot_noise``
 scale         ``scale.run_scale(vae, pixels)``     ``ScaleResult``             ``scale.plot_scale``
 ============  ===================================  ==========================  ===========================
 
@@ -25,7 +25,8 @@ dataclasses whose ``to_dict()`` gives the JSON fields of the issue (``rounds``, 
 documented extras; they also keep the arrays the window shows (the last drift picture, seam maps).
 
 **Accumulators** for dataset-wide numbers (``spectrum.SpectrumAccumulator``,
-``scale.LatentStatsAccumulator``) follow ``common.Accumulator``::
+``scale.LatentStatsAccumulator``) follow the summing-accumulator interface of
+``vaestudio.core.evaluate.accumulators``::
 
     acc = SpectrumAccumulator(ref)  # or LatentStatsAccumulator(ref) / .for_vae(vae): the classes are factories
     acc.update(originals, reconstructions, raw_latents)   # torch (N,3,H,W) in [0,1], same, (N,C,h,w)
@@ -33,8 +34,6 @@ documented extras; they also keep the arrays the window shows (the last drift pi
     acc.load_state(total)        # the reduced (or resumed) total
     numbers = acc.result()       # JSON-able dict (or acc.result(state) for a given state)
     fragment = acc.html()        # an HTML fragment (a table, the plot as an embedded PNG), None if empty
-
-This is also the summing-accumulator interface of ``vaestudio.core.evaluate.accumulators``.
 
 This package never imports Qt; plots are drawn with Pillow (``plotting``), not matplotlib.
 """
@@ -81,3 +80,23 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in (
              "would normalise them, and a warning when the configured factor is far off.", "scale", "run_scale",
              "plot_scale"),
 )}
+
+
+def parse_sizes(text: str) -> list[int]:
+    """Pixel sizes typed as "64, 128" (tile sizes, overlaps) as whole numbers >= 0.
+
+    Raises ValueError with a sentence to show when the text is not that.
+    """
+    try:
+        values = [int(v) for v in text.replace(";", ",").split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or any(v < 0 for v in values):
+        raise ValueError(f"expected whole numbers >= 0 separated by commas (e.g. 64, 128), got '{text}'")
+    return values
+
+
+def check_seam_settings(tiles: list[int], overlaps: list[int]) -> None:
+    """At least one overlap must be smaller than one tile, or there is nothing to measure."""
+    if not any(o < t for t in tiles for o in overlaps):
+        raise ValueError("every overlap is as large as every tile: an overlap must be smaller than the tile")
