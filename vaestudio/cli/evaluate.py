@@ -11,7 +11,7 @@ import json
 import sys
 import time
 
-from vaestudio.cli.common import EXIT_OK, EXIT_OTHER, EXIT_VAE, add_vae_options, err, report, usage
+from vaestudio.cli.common import EXIT_OK, EXIT_OTHER, EXIT_VAE, add_vae_options, err, report
 
 ORDER = 35
 #: How to fix an unusable output folder, in command-line terms (the window says it in its own).
@@ -109,14 +109,6 @@ def run(args) -> int:
     from vaestudio.core.evaluate.dist import env_rank
     from vaestudio.core.evaluate.store import StateError
 
-    if args.size != 0 and args.size < 8:
-        return usage("--size must be 0 (each image's own size) or at least 8")
-    if args.batch_size < 1:
-        return usage("--batch-size must be at least 1")
-    if args.workers < 0:
-        return usage("--workers must be 0 or more")
-    if args.limit is not None and args.limit < 1:
-        return usage("--limit must be at least 1")
     request = EvaluationRequest(
         data=args.data, vaes=args.vae, out=Path(args.out), size=args.size, limit=args.limit,
         batch_size=args.batch_size, workers=args.workers, device=args.device, dtype=args.dtype, family=args.family,

@@ -41,7 +41,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "evaluate": "run", "UsageError": "run",
+    "evaluate": "run", "UsageError": "types",
     "EvaluationRequest": "types", "Protocol": "types", "Started": "types", "VaeLoadFailed": "types", "Row": "types",
     "Progress": "types", "VaeSummary": "types", "Finished": "types", "VaeRef": "types", "Event": "types",
     "DEFAULT_METRICS": "types", "KNOWN_METRICS": "types", "ROW_FIELDS": "types", "parse_metrics": "types",
@@ -56,7 +56,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:  # pragma: no cover
     from vaestudio.core.evaluate.accumulators import Accumulator, AccumulatorFactory, SummingAccumulator  # noqa: F401
     from vaestudio.core.evaluate.data import DataListError, list_data, short_names  # noqa: F401
-    from vaestudio.core.evaluate.run import UsageError, evaluate  # noqa: F401
+    from vaestudio.core.evaluate.run import evaluate  # noqa: F401
     from vaestudio.core.evaluate.store import StateError  # noqa: F401
     from vaestudio.core.evaluate.types import (  # noqa: F401
         DEFAULT_METRICS,
@@ -69,6 +69,7 @@ if TYPE_CHECKING:  # pragma: no cover
         Protocol,
         Row,
         Started,
+        UsageError,
         VaeLoadFailed,
         VaeRef,
         VaeSummary,

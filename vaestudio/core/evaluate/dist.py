@@ -75,6 +75,12 @@ class Dist:
         tdist.all_reduce(x, op=tdist.ReduceOp.SUM)
         return x.cpu()
 
+    def sum_feature_stats(self, st) -> None:
+        """Replace the count and sums of a ``fid.FeatureStats`` by their totals over ranks."""
+        st.n = int(self.all_reduce_(torch.tensor([float(st.n)], dtype=torch.float64)).item())
+        st.sum = self.all_reduce_(st.sum)
+        st.outer = self.all_reduce_(st.outer)
+
     def agree(self, ok: bool) -> bool:
         """True when every rank says ok (so all ranks stop together on an error any of them saw)."""
         if not self.active:

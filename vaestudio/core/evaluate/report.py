@@ -9,6 +9,7 @@ import base64
 import html
 import io
 import math
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from string import Template
@@ -17,10 +18,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from vaestudio.core.analyses.plotting import PALETTE as RGB_PALETTE
+from vaestudio.core.errors import Cancelled
+from vaestudio.core.evaluate.data import ImageDataset, ImageItem, PreparedImage
 from vaestudio.core.evaluate.summary import Columns
+from vaestudio.core.evaluate.types import Protocol
 from vaestudio.core.files import write_atomic
 
-PALETTE = ["#3b5bdb", "#e8590c", "#2f9e44", "#c2255c", "#7048e8", "#0c8599", "#f08c00", "#5c940d"]
+#: the VAEs' colours of the window and the CLI's pictures
+PALETTE = ["#{:02x}{:02x}{:02x}".format(*c) for c in RGB_PALETTE]
 #: (metric, label, higher is better)
 CHART_METRICS = [("psnr", "PSNR (dB)", True), ("ssim", "SSIM", True), ("mae", "MAE", False),
                  ("lpips", "LPIPS", False), ("color_shift_r", "Colour shift R", None),
@@ -63,6 +69,36 @@ def thumbnails(original: torch.Tensor, reconstruction: torch.Tensor) -> dict[str
     a = original.permute(1, 2, 0).numpy()
     b = reconstruction.permute(1, 2, 0).numpy()
     return {"original": _png_uri(a), "reconstruction": _png_uri(b), "difference": _png_uri(colorize(difference_map(a, b)))}
+
+
+def example_thumbnails(picks: dict[str, list[tuple[str, float, str]]], items: list[ImageItem], protocol: Protocol,
+                       batch_size: int, roundtrip: Callable[[torch.Tensor, list[str]], tuple[torch.Tensor, torch.Tensor]],
+                       ) -> dict[str, list[dict[str, Any]]]:
+    """One VAE's picked images (``summary.pick_examples``) read again and run through ``roundtrip``
+    (a batch and its paths -> what the VAE saw and its reconstruction), for thumbnails: rows hold only
+    numbers. An image that fails is left out; a thumbnail is not worth failing the report."""
+    by_path = {it.path: it for it in items}
+    wanted = list(dict.fromkeys(image for entries in picks.values() for image, _, _ in entries))
+    ds = ImageDataset([by_path[p] for p in wanted if p in by_path], protocol.size, protocol.resize)
+    groups: dict[tuple[int, ...], list[PreparedImage]] = {}
+    for x in (ds[i] for i in range(len(ds))):
+        if isinstance(x, PreparedImage):
+            groups.setdefault(tuple(x.pixels.shape), []).append(x)
+    thumbs: dict[str, dict[str, str]] = {}
+    for group in groups.values():
+        for i in range(0, len(group), batch_size):
+            part = group[i : i + batch_size]
+            try:
+                seen, rec = roundtrip(torch.stack([g.pixels for g in part]), [g.item.path for g in part])
+            except Cancelled:
+                raise
+            except Exception:  # noqa: BLE001
+                continue
+            for j, g in enumerate(part):
+                thumbs[g.item.path] = thumbnails(seen[j], rec[j])
+    return {which: [{"image": image, "metric": metric, "value": value, "thumbs": thumbs[image]}
+                    for image, value, metric in entries if image in thumbs]
+            for which, entries in picks.items()}
 
 
 # -- charts -----------------------------------------------------------------------------------

@@ -39,11 +39,9 @@ from vaestudio.core.evaluate.store import (
     merge_rank_rows,
     tensor_state,
 )
-from vaestudio.core.evaluate.summary import collect, pick_examples, vae_stats
+from vaestudio.core.evaluate.summary import collect, pick_examples, unreadable_images, vae_stats
 from vaestudio.core.evaluate.types import (
-    RESIZE_MODES,
     UNREADABLE,
-    EvaluationError,
     EvaluationRequest,
     Event,
     Finished,
@@ -57,12 +55,6 @@ from vaestudio.core.evaluate.types import (
 )
 from vaestudio.core.files import write_atomic
 from vaestudio.core.tiling import ShouldStop
-
-
-class UsageError(VaeStudioError):
-    """The request itself is wrong (exit code 2)."""
-
-    exit_code = 2
 
 
 @dataclass
@@ -89,33 +81,13 @@ def _seed(seed: int, image: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(image.encode("utf-8"))) & 0x7FFF_FFFF
 
 
-def _check(request: EvaluationRequest) -> Protocol:
-    try:
-        protocol = request.protocol()
-    except EvaluationError as exc:
-        raise UsageError(str(exc)) from None
-    if request.size != 0 and request.size < 8:
-        raise UsageError("--size must be 0 (each image's own size) or at least 8")
-    if request.resize not in RESIZE_MODES:
-        raise UsageError(f"unknown resize mode '{request.resize}'")
-    if request.batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
-    if request.workers < 0:
-        raise UsageError("--workers must be 0 or more")
-    if request.limit is not None and request.limit < 1:
-        raise UsageError("--limit must be at least 1")
-    if not request.vaes:
-        raise UsageError("give at least one --vae")
-    return protocol
-
-
 def evaluate(request: EvaluationRequest, *, should_stop: ShouldStop | None = None) -> Iterator[Event]:
     """Evaluate every VAE of ``request`` on its images; yields ``Started``, then ``VaeLoadFailed``,
     ``Row`` and ``Progress`` events as they happen, and at the end one ``VaeSummary`` per VAE and
     ``Finished``. Raises ``Cancelled`` when ``should_stop()`` turns true (everything committed so far
     stays on disk: run again with ``resume=True``), ``VaeStudioError`` subclasses with one-line
     reasons for unusable requests (exit code 2) and folders."""
-    protocol = _check(request)
+    protocol = request.protocol()
     items = list_data(request.data, request.limit)
     if not items:
         raise DataListError("no image files found", ", ".join(map(str, request.data)))
@@ -455,10 +427,7 @@ class _Run:
                     continue
                 assert v is not None and v.fid is not None
                 for st in v.fid:
-                    n = dist.all_reduce_(torch.tensor([float(st.n)], dtype=torch.float64))
-                    st.n = int(n.item())
-                    st.sum = dist.all_reduce_(st.sum)
-                    st.outer = dist.all_reduce_(st.outer)
+                    dist.sum_feature_stats(st)
             gathered = dist.gather({v.ref.source: {k: {n: t.numpy() for n, t in d.items()}
                                                     for k, d in v.acc_totals.items()} for v in self.vaes})
             if dist.rank == 0 and gathered is not None:
@@ -490,12 +459,7 @@ class _Run:
         wanted = {v.ref.source for v in self.vaes}
         cols = collect(r for r in rows_iter if r.source in wanted)
         summaries = [self._summary(v, cols.get(v.ref.source)) for v in self.vaes]
-        unreadable: dict[str, str] = {}
-        for c in cols.values():
-            for f in c.failures:
-                if f["reason"].startswith(UNREADABLE):
-                    unreadable.setdefault(f["image"], f["reason"][len(UNREADABLE):])
-        unreadable_list = [{"image": k, "reason": unreadable[k]} for k in sorted(unreadable)]
+        unreadable_list = unreadable_images(cols)
         wall = time.perf_counter() - self.t_start
         summary = {
             "vaes": [s.to_dict() for s in summaries],
@@ -580,36 +544,19 @@ class _Run:
                           worst=pick_examples(cols).get("worst", []))
 
     def _examples(self, cols) -> dict[str, dict[str, list[dict[str, Any]]]]:
-        """The worst and best 8 images per VAE, run again for thumbnails (rows hold only numbers)."""
-        from vaestudio.core.evaluate.report import thumbnails
+        """The worst and best images per VAE with thumbnails, for the report."""
+        from vaestudio.core.evaluate.report import example_thumbnails
 
-        by_path = {it.path: it for it in self.items}
-        out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        out = {}
         for v in self.vaes:
             c = cols.get(v.ref.source)
-            picks = pick_examples(c) if c is not None and c.images else {}
-            wanted = list(dict.fromkeys(image for entries in picks.values() for image, _, _ in entries))
-            ds = ImageDataset([by_path[p] for p in wanted if p in by_path], self.protocol.size, self.protocol.resize)
-            loaded = [x for x in (ds[i] for i in range(len(ds))) if isinstance(x, PreparedImage)]
-            thumbs: dict[str, dict[str, str]] = {}
-            groups: dict[tuple[int, ...], list[PreparedImage]] = {}
-            for x in loaded:
-                groups.setdefault(tuple(x.pixels.shape), []).append(x)
-            for group in groups.values():
-                for i in range(0, len(group), self.req.batch_size):
-                    part = group[i : i + self.req.batch_size]
-                    try:
-                        seen, _ = _prepare(v.vae, torch.stack([g.pixels for g in part]))
-                        _raw, rec, _, _ = self._roundtrip(v.vae, seen, [g.item.path for g in part])
-                    except Cancelled:
-                        raise
-                    except Exception:  # noqa: BLE001 - a thumbnail is not worth failing the report
-                        continue
-                    for j, g in enumerate(part):
-                        thumbs[g.item.path] = thumbnails(seen[j], rec[j])
-            out[v.ref.name] = {which: [{"image": image, "metric": metric, "value": value, "thumbs": thumbs[image]}
-                                       for image, value, metric in entries if image in thumbs]
-                               for which, entries in picks.items()}
+
+            def roundtrip(x: torch.Tensor, paths: list[str], vae=v.vae) -> tuple[torch.Tensor, torch.Tensor]:
+                seen, _ = _prepare(vae, x)
+                return seen, self._roundtrip(vae, seen, paths)[1]
+
+            out[v.ref.name] = example_thumbnails(pick_examples(c) if c is not None and c.images else {}, self.items,
+                                                 self.protocol, self.req.batch_size, roundtrip)
         return out
 
     def _close_vaes(self) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vaestudio.core.evaluate.types import ROW_METRICS, Row
+from vaestudio.core.evaluate.types import ROW_METRICS, UNREADABLE, Row
 from vaestudio.core.metrics import json_float
 
 
@@ -44,6 +44,16 @@ def collect(rows: Iterable[Row]) -> dict[str, Columns]:
     for c in out.values():
         c.failures.sort(key=lambda f: f["image"])
     return out
+
+
+def unreadable_images(cols: dict[str, Columns]) -> list[dict[str, str]]:
+    """The images that could not be read (for any VAE), once each, sorted: [{"image", "reason"}]."""
+    found: dict[str, str] = {}
+    for c in cols.values():
+        for f in c.failures:
+            if f["reason"].startswith(UNREADABLE):
+                found.setdefault(f["image"], f["reason"][len(UNREADABLE):])
+    return [{"image": k, "reason": found[k]} for k in sorted(found)]
 
 
 def metric_stats(values: np.ndarray) -> dict[str, float | None]:

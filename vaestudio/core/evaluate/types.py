@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vaestudio.core.errors import VaeStudioError
+
 if TYPE_CHECKING:
     from vaestudio.core.autoencoder import Autoencoder
     from vaestudio.core.evaluate.accumulators import AccumulatorFactory
@@ -18,8 +20,8 @@ KNOWN_METRICS = ("psnr", "ssim", "mae", "color", "lpips", "fid")
 DEFAULT_METRICS = KNOWN_METRICS
 #: Per-image values summarised per VAE (mean, std, median, p5, p95).
 ROW_METRICS = ("psnr", "ssim", "mae", "color_shift_r", "color_shift_g", "color_shift_b", "lpips")
-#: Columns of rows.csv, in order. Timing columns (seconds, encode_s, decode_s) vary from run to run.
 UNREADABLE = "unreadable image: "  # prefix of Row.error when the image, not the VAE, failed
+#: Columns of rows.csv, in order. Timing columns (seconds, encode_s, decode_s) vary from run to run.
 ROW_FIELDS = ("image", "vae", "source", "width", "height", "psnr", "ssim", "mae", "mse", "color_shift_r",
               "color_shift_g", "color_shift_b", "lpips", "seconds", "encode_s", "decode_s", "error")
 RESIZE_MODES = ("shorter-crop", "longer", "none")
@@ -32,6 +34,12 @@ def default_workers() -> int:
 
 class EvaluationError(Exception):
     """Raised by ``parse_metrics`` and friends before anything runs (mapped to usage errors)."""
+
+
+class UsageError(VaeStudioError):
+    """The request itself is wrong (exit code 2)."""
+
+    exit_code = 2
 
 
 def parse_metrics(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -120,8 +128,22 @@ class EvaluationRequest:
     download_progress: Callable[[Any], None] | None = None
 
     def protocol(self) -> Protocol:
+        """The protocol this request asks for; ``UsageError`` (one line, exit code 2) when it is wrong."""
+        checks = ((self.size == 0 or self.size >= 8, "--size must be 0 (each image's own size) or at least 8"),
+                  (self.resize in RESIZE_MODES, f"unknown resize mode '{self.resize}'"),
+                  (self.batch_size >= 1, "--batch-size must be at least 1"),
+                  (self.workers >= 0, "--workers must be 0 or more"),
+                  (self.limit is None or self.limit >= 1, "--limit must be at least 1"),
+                  (bool(self.vaes), "give at least one --vae"))
+        try:
+            metrics = tuple(parse_metrics(self.metrics))
+        except EvaluationError as exc:
+            raise UsageError(str(exc)) from None
+        for ok, reason in checks:
+            if not ok:
+                raise UsageError(reason)
         resize = "none" if self.size == 0 else self.resize
-        return Protocol(self.size, resize, self.sample, self.seed, tuple(parse_metrics(self.metrics)), self.dtype)
+        return Protocol(self.size, resize, self.sample, self.seed, metrics, self.dtype)
 
 
 # -- what the generator yields ------------------------------------------------------------------
