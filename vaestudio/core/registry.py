@@ -65,11 +65,26 @@ class Architecture:
         return False
 
     # -- reading ----------------------------------------------------------------------------
+    def prepare_weights(self, wf: WeightFile, label: str, *, fmt: str, name: str, config: dict | None) -> PreparedVae:
+        """Convert, check and describe these weights (from a single file, ``config`` None, or from a
+        diffusers folder's weight files with its config.json). Architectures whose file and folder
+        differ only in where the weights come from override this; others override the two below."""
+        raise NotImplementedError
+
+    def _reads_weights(self) -> bool:
+        return type(self).prepare_weights is not Architecture.prepare_weights
+
     def prepare_file(self, path: Path, wf: WeightFile, label: str) -> PreparedVae:
-        raise VaeLoadError(f"{self.label} weights cannot be read from a single file", label)
+        if not self._reads_weights():
+            raise VaeLoadError(f"{self.label} weights cannot be read from a single file", label)
+        return self.prepare_weights(wf, label, fmt=wf.format, name=path.name, config=None)
 
     def prepare_folder(self, folder: Path, config: dict | None, label: str, fmt: str) -> PreparedVae:
-        raise VaeLoadError(f"{self.label} weights cannot be read from a folder", label)
+        if not self._reads_weights():
+            raise VaeLoadError(f"{self.label} weights cannot be read from a folder", label)
+        from vaestudio.core.sources import read_folder_weights
+
+        return self.prepare_weights(read_folder_weights(folder, label), label, fmt=fmt, name=str(folder), config=config)
 
     # -- building ---------------------------------------------------------------------------
     def build(self, prepared: PreparedVae, *, device: torch.device, dtype: str | None,

@@ -218,16 +218,7 @@ class AutoencoderKLArchitecture(Architecture):
     def claims(self, wf: WeightFile, path: Path | None) -> bool:
         return find_prefix(wf.tensors, _ANCHOR) is not None
 
-    def prepare_file(self, path: Path, wf: WeightFile, label: str) -> PreparedVae:
-        return self._prepare(wf, label, fmt=wf.format, name=path.name)
-
-    def prepare_folder(self, folder: Path, config: dict | None, label: str, fmt: str) -> PreparedVae:
-        from vaestudio.core.sources import read_folder_weights
-
-        wf = read_folder_weights(folder, label)
-        return self._prepare(wf, label, fmt=fmt, name=str(folder), config=config)
-
-    def _prepare(self, wf: WeightFile, label: str, *, fmt: str, name: str, config: dict | None = None) -> PreparedVae:
+    def prepare_weights(self, wf: WeightFile, label: str, *, fmt: str, name: str, config: dict | None) -> PreparedVae:
         extracted = extract_vae(wf.tensors, label)
         tensors = extracted.tensors
         try:

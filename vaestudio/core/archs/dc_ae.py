@@ -205,15 +205,7 @@ class DcAeArchitecture(Architecture):
         prefix = find_prefix(wf.tensors, _DIFFUSERS_ANCHOR)
         return prefix is not None and any(_DC_BLOCK.match(k[len(prefix):]) for k in wf.tensors if k.startswith(prefix))
 
-    def prepare_file(self, path: Path, wf: WeightFile, label: str) -> PreparedVae:
-        return self._prepare(wf, label, fmt=wf.format, name=path.name, config=None)
-
-    def prepare_folder(self, folder: Path, config: dict | None, label: str, fmt: str) -> PreparedVae:
-        from vaestudio.core.sources import read_folder_weights
-
-        return self._prepare(read_folder_weights(folder, label), label, fmt=fmt, name=str(folder), config=config)
-
-    def _prepare(self, wf: WeightFile, label: str, *, fmt: str, name: str, config: dict | None) -> PreparedVae:
+    def prepare_weights(self, wf: WeightFile, label: str, *, fmt: str, name: str, config: dict | None) -> PreparedVae:
         original = find_prefix(wf.tensors, _ORIGINAL_ANCHOR) is not None
         found = common.extract(wf, _ORIGINAL_ANCHOR if original else _DIFFUSERS_ANCHOR, ("encoder", "decoder"))
         if found is None:

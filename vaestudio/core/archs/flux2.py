@@ -130,15 +130,7 @@ class Flux2Architecture(Architecture):
                 return True
         return False
 
-    def prepare_file(self, path: Path, wf: WeightFile, label: str) -> PreparedVae:
-        return self._prepare(wf, label, fmt=wf.format, config=None)
-
-    def prepare_folder(self, folder: Path, config: dict | None, label: str, fmt: str) -> PreparedVae:
-        from vaestudio.core.sources import read_folder_weights
-
-        return self._prepare(read_folder_weights(folder, label), label, fmt=fmt, config=config)
-
-    def _prepare(self, wf: WeightFile, label: str, *, fmt: str, config: dict | None) -> PreparedVae:
+    def prepare_weights(self, wf: WeightFile, label: str, *, fmt: str, name: str, config: dict | None) -> PreparedVae:
         found = common.extract(wf, "encoder.conv_in.weight", _PARTS)
         if found is None:
             raise VaeLoadError("no FLUX.2 VAE encoder found (encoder.conv_in.weight is missing)", label)

@@ -104,15 +104,7 @@ class HunyuanImageArchitecture(Architecture):
         return prefix is not None and all(prefix + m in wf.tensors for m in _MARKS) and \
             wf.tensors[prefix + _MARKS[1]].ndim == 4
 
-    def prepare_file(self, path: Path, wf: WeightFile, label: str) -> PreparedVae:
-        return self._prepare(wf, label, fmt=wf.format, config=None)
-
-    def prepare_folder(self, folder: Path, config: dict | None, label: str, fmt: str) -> PreparedVae:
-        from vaestudio.core.sources import read_folder_weights
-
-        return self._prepare(read_folder_weights(folder, label), label, fmt=fmt, config=config)
-
-    def _prepare(self, wf: WeightFile, label: str, *, fmt: str, config: dict | None) -> PreparedVae:
+    def prepare_weights(self, wf: WeightFile, label: str, *, fmt: str, name: str, config: dict | None) -> PreparedVae:
         found = common.extract(wf, _ANCHOR, ("encoder", "decoder"))
         if found is None:
             raise VaeLoadError("no HunyuanImage VAE decoder found", label)

@@ -271,15 +271,7 @@ class WanArchitecture(Architecture):
     def claims(self, wf: WeightFile, path: Path | None) -> bool:
         return find_prefix(wf.tensors, _ORIGINAL_MARK) is not None or find_prefix(wf.tensors, _DIFFUSERS_MARK) is not None
 
-    def prepare_file(self, path: Path, wf: WeightFile, label: str) -> PreparedVae:
-        return self._prepare(wf, label, fmt=wf.format, name=path.name, config=None)
-
-    def prepare_folder(self, folder: Path, config: dict | None, label: str, fmt: str) -> PreparedVae:
-        from vaestudio.core.sources import read_folder_weights
-
-        return self._prepare(read_folder_weights(folder, label), label, fmt=fmt, name=str(folder), config=config)
-
-    def _prepare(self, wf: WeightFile, label: str, *, fmt: str, name: str, config: dict | None) -> PreparedVae:
+    def prepare_weights(self, wf: WeightFile, label: str, *, fmt: str, name: str, config: dict | None) -> PreparedVae:
         original = find_prefix(wf.tensors, _ORIGINAL_MARK) is not None
         found = common.extract(wf, _ORIGINAL_MARK if original else _DIFFUSERS_MARK, _PARTS)
         if found is None:
