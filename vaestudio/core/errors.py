@@ -66,3 +66,22 @@ class DatasetMissing(DataError):
 
 class CheckpointError(VaeStudioError):
     """A training checkpoint could not be written or read."""
+
+
+def one_line(exc: BaseException, *, limit: int = 200, with_type: bool = False) -> str:
+    """An exception as one line for a status bar, a table cell or ``error: <path>: <reason>``.
+
+    The first non-empty line of its message, cut to ``limit`` characters; the type's name when the
+    message is empty. ``with_type`` puts the type's name first (``ValueError: ...``) for errors that are
+    not our own, whose message alone may not say what kind of failure it was. Our own errors
+    (``VaeStudioError``) are already a sentence and never get the type's name.
+    """
+    text = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+    if len(text) > limit:
+        text = text[: limit - 3].rstrip() + "..."
+    name = type(exc).__name__
+    if not text:
+        return name
+    if with_type and not isinstance(exc, VaeStudioError):
+        return f"{name}: {text}"
+    return text
