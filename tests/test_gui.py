@@ -29,65 +29,65 @@ def drop(win, paths):
 
 
 def wait_result(qtbot, win, timeout=30000):
-    qtbot.waitUntil(lambda: win.inspector.result is not None, timeout=timeout)
+    qtbot.waitUntil(lambda: win.session.result is not None, timeout=timeout)
 
 
 def test_drop_vae_file_and_images(qtbot, win, tmp_path, ldm_file):
     a, b = photo(tmp_path, "a.png"), photo(tmp_path, "b.png", (33, 47), 1)
     assert win.windowTitle().startswith("vaestudio")
     drop(win, [ldm_file, a, b])
-    qtbot.waitUntil(lambda: win.inspector.vae is not None, timeout=30000)
+    qtbot.waitUntil(lambda: win.session.vae is not None, timeout=30000)
     wait_result(qtbot, win)
     ins = win.inspector
     assert ins.compare.reconstruction.data.shape == (40, 56, 3)
     assert ins.compare.difference.data is not None
     assert ins.latents.channel_count() == 4
     assert ins.nav_label.text().startswith("1 / 2")
-    assert ins.metrics.text("PSNR").endswith("dB") and ins.metrics.text("Latent shape") == "4 x 5 x 7"
+    assert ins.metrics.psnr.text().endswith("dB") and ins.metrics.latent_shape.text() == "4 x 5 x 7"
     assert "community_vae" in ins.vae_panel.info.text()
-    ins.result = None
-    ins.step(1)
+    win.session.set_result(None)
+    win.session.step(1)
     wait_result(qtbot, win)
     assert ins.compare.reconstruction.data.shape == (33, 47, 3)
 
 
 def test_noise_slider_updates_output_without_reencoding(qtbot, win, tmp_path, vae_dir):
-    win.inspector.load_vae(str(vae_dir))
-    qtbot.waitUntil(lambda: win.inspector.vae is not None, timeout=30000)
+    win.session.load_vae(str(vae_dir))
+    qtbot.waitUntil(lambda: win.session.vae is not None, timeout=30000)
     win.open_images([str(photo(tmp_path))])
     wait_result(qtbot, win)
     ins = win.inspector
-    clean = ins.result.decoded.copy()
-    enc = ins.encoded
+    clean = win.session.result.decoded.copy()
+    enc = win.session.encoded
     ins.noise.strength.setChecked(True)
     ins.noise.slider.setValue(600)
     qtbot.waitUntil(lambda: ins.noise.snr.text() != "SNR: -", timeout=5000)  # the instant preview
-    qtbot.waitUntil(lambda: ins.result.label.startswith("Noised"), timeout=30000)
-    assert not np.allclose(ins.result.decoded, clean)
-    assert ins.encoded is enc  # the encode was cached, not repeated
+    qtbot.waitUntil(lambda: win.session.result.label.startswith("Noised"), timeout=30000)
+    assert not np.allclose(win.session.result.decoded, clean)
+    assert win.session.encoded is enc  # the encode was cached, not repeated
     ins.noise.timestep.setChecked(True)
-    qtbot.waitUntil(lambda: "timestep" in ins.result.label, timeout=30000)
+    qtbot.waitUntil(lambda: "timestep" in win.session.result.label, timeout=30000)
     ins.noise.off.setChecked(True)
-    qtbot.waitUntil(lambda: ins.result.label == "Reconstruction", timeout=30000)
-    np.testing.assert_allclose(ins.result.decoded, clean)
+    qtbot.waitUntil(lambda: win.session.result.label == "Reconstruction", timeout=30000)
+    np.testing.assert_allclose(win.session.result.decoded, clean)
 
 
 def test_swap_vae_and_ab_compare(qtbot, win, tmp_path, vae_dir, ldm_file):
     ins = win.inspector
-    ins.load_vae(str(vae_dir))
-    qtbot.waitUntil(lambda: ins.vae is not None, timeout=30000)
+    win.session.load_vae(str(vae_dir))
+    qtbot.waitUntil(lambda: win.session.vae is not None, timeout=30000)
     win.open_images([str(photo(tmp_path))])
     wait_result(qtbot, win)
-    first = ins.vae
-    ins.result = None
+    first = win.session.vae
+    win.session.set_result(None)
     ins.vae_panel.recent.setCurrentIndex(-1)
-    ins.load_vae(str(ldm_file))  # swapping re-runs the current image
-    qtbot.waitUntil(lambda: ins.vae is not first and ins.result is not None, timeout=30000)
+    win.session.load_vae(str(ldm_file))  # swapping re-runs the current image
+    qtbot.waitUntil(lambda: win.session.vae is not first and win.session.result is not None, timeout=30000)
     assert "community_vae" in ins.vae_panel.info.text()
     assert ins.vae_panel.recent.count() == 2  # both remembered for one-click swapping
-    ins.load_vae(str(vae_dir), slot="b")
+    win.session.load_vae(str(vae_dir), slot="b")
     qtbot.waitUntil(lambda: ins.compare.reconstruction_b.isVisible(), timeout=30000)
-    assert ins.metrics.text("B: PSNR / SSIM").endswith(tuple("0123456789"))
+    assert ins.metrics.b.text().endswith(tuple("0123456789"))
     ins.clear_b()
     assert not ins.compare.reconstruction_b.isVisible()
     ins.vae_panel.family_changed.emit("sdxl")
@@ -123,15 +123,15 @@ def test_worker_cancel_and_latest_request_wins(qtbot, win):
 
 def test_cancel_button_stops_an_encode(qtbot, win, tmp_path, vae_dir):
     ins = win.inspector
-    ins.load_vae(str(vae_dir))
-    qtbot.waitUntil(lambda: ins.vae is not None, timeout=30000)
-    ins.prefs.tile = "on"
-    ins.vae.encode_tile, ins.vae.tile_overlap = 32, 16  # many tiles: a long job
+    win.session.load_vae(str(vae_dir))
+    qtbot.waitUntil(lambda: win.session.vae is not None, timeout=30000)
+    win.session.prefs.tile = "on"
+    win.session.vae.encode_tile, win.session.vae.tile_overlap = 32, 16  # many tiles: a long job
     win.open_images([str(photo(tmp_path, size=(256, 256)))])
     qtbot.waitUntil(lambda: "encode" in win.runner.running and ins.cancel_btn.isEnabled(), timeout=5000)
     ins.cancel_btn.click()
     qtbot.waitUntil(lambda: not win.runner.busy(), timeout=10000)
-    assert ins.result is None and not ins.cancel_btn.isEnabled()
+    assert win.session.result is None and not ins.cancel_btn.isEnabled()
 
 
 def test_closing_mid_job_leaves_no_thread(qtbot, tmp_path):
@@ -167,19 +167,19 @@ def test_corrupt_image_and_hostile_vae_show_errors_and_window_stays_usable(qtbot
     drop(win, [evil])
     qtbot.waitUntil(lambda: "refused" in win.last_error, timeout=10000)
     assert not (tmp_path / "PWNED").exists()
-    assert win.inspector.vae is None
+    assert win.session.vae is None
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     win.open_images([str(bad)])
     qtbot.waitUntil(lambda: "bad.png" in win.last_error, timeout=10000)
     # still usable: a real VAE and image work afterwards
-    win.inspector.load_vae(str(vae_dir))
+    win.session.load_vae(str(vae_dir))
     win.open_images([str(photo(tmp_path))])
     wait_result(qtbot, win)
 
 
 def test_exports_and_failed_export(qtbot, win, tmp_path, vae_dir):
-    win.inspector.load_vae(str(vae_dir))
+    win.session.load_vae(str(vae_dir))
     win.open_images([str(photo(tmp_path))])
     wait_result(qtbot, win)
     for what in ("recon", "diff", "strip", "heatmaps"):
@@ -223,12 +223,12 @@ def test_mnist_studio_train_pause_stop_save_and_inspect(qtbot, win, tmp_path):
     qtbot.waitUntil(ckpt.is_file, timeout=10000)
     tab.controls.inspect_btn.click()
     ins = win.inspector
-    qtbot.waitUntil(lambda: ins.vae is not None, timeout=10000)
-    assert ins.vae is not None and ins.vae.info.architecture == "mnist"
+    qtbot.waitUntil(lambda: win.session.vae is not None, timeout=10000)
+    assert win.session.vae is not None and win.session.vae.info.architecture == "mnist"
     Image.fromarray(255 - x[0]).save(tmp_path / "digit.png")
     win.open_images([str(tmp_path / "digit.png")])
     wait_result(qtbot, win)
-    assert ins.latents.channel_count() == 1 and ins.encoded.result.latent.shape == (2,)
+    assert ins.latents.channel_count() == 1 and win.session.encoded.latent.shape == (2,)
     tab.interpolate()
     qtbot.waitUntil(lambda: tab.plots.explore_img.image is not None, timeout=10000)
     tab.traverse()

@@ -32,7 +32,7 @@ def test_round_trip_equals_diffusers(tiny_model, vae_dir, size):
     pixels = rng.random((*size, 3), dtype=np.float32)
     vae = load_vae(vae_dir)
     enc = vae.encode(pixels)
-    out = vae.decode(enc.latent, enc.height, enc.width)
+    out = vae.decode(enc.latent, enc.height, enc.width).pixels
     assert out.shape == pixels.shape
     if min(size) > 8:  # tiny sizes use replicate padding, which the reference does not do
         z_ref, out_ref = diffusers_round_trip(tiny_model, pixels, 0.18215)
@@ -63,7 +63,7 @@ def test_shift_factor_is_applied_like_diffusers(tmp_path):
     enc = vae.encode(pixels)
     z_ref, out_ref = diffusers_round_trip(model, pixels, 1.5305, 0.0609)
     torch.testing.assert_close(enc.latent, z_ref, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(vae.decode(enc.latent, 24, 24), out_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(vae.decode(enc.latent, 24, 24).pixels, out_ref, rtol=1e-5, atol=1e-5)
 
 
 def test_tiles_report_progress_and_cover_the_image(vae_dir):
@@ -76,8 +76,9 @@ def test_tiles_report_progress_and_cover_the_image(vae_dir):
     assert enc.tiled
     assert calls[-1][0] == calls[-1][1] == len(calls) > 1
     dec_calls = []
-    out = vae.decode(enc.latent, enc.height, enc.width, tile="on", progress=lambda d, t: dec_calls.append((d, t)))
-    assert out.shape == pixels.shape and len(dec_calls) > 1 and np.isfinite(out).all()
+    dec = vae.decode(enc.latent, enc.height, enc.width, tile="on", progress=lambda d, t: dec_calls.append((d, t)))
+    assert dec.tiled
+    assert dec.pixels.shape == pixels.shape and len(dec_calls) > 1 and np.isfinite(dec.pixels).all()
 
 
 @pytest.mark.parametrize("up,down", [(1, 8), (8, 1)])
@@ -118,9 +119,10 @@ def test_out_of_memory_falls_back_to_tiles(vae_dir):
     vae.model.decode = decode_that_runs_out
     count("faults")
     enc = vae.encode(np.full((64, 64, 3), 0.5, np.float32))
-    out = vae.decode(enc.latent, 64, 64)
-    assert out.shape == (64, 64, 3)
-    assert any("out of memory" in n for n in vae.notes)
+    dec = vae.decode(enc.latent, 64, 64)
+    assert dec.pixels.shape == (64, 64, 3) and dec.tiled
+    assert any("out of memory" in n for n in dec.notes)
+    assert not enc.notes  # the encode ran untiled: the decode's retry is the decode's note only
     with pytest.raises(VaeStudioError, match="out of memory"):
         vae.decode(enc.latent, 64, 64, tile="off")
 
@@ -147,10 +149,11 @@ def test_nan_in_half_precision_retries_in_fp32(vae_dir):
     vae.model.decode = nan_in_half
     count("faults")
     enc = vae.encode(np.full((16, 16, 3), 0.5, np.float32))
-    out = vae.decode(enc.latent, 16, 16)
-    assert np.isfinite(out).all()
+    dec = vae.decode(enc.latent, 16, 16)
+    assert np.isfinite(dec.pixels).all()
     assert vae.dtype == torch.float32
-    assert any("retried in fp32" in n for n in vae.notes)
+    assert any("retried in fp32" in n for n in dec.notes)
+    assert not vae.decode(enc.latent, 16, 16).notes  # fp32 for good: the next call has nothing to say
 
 
 def test_a_pass_caught_by_another_jobs_switch_to_fp32_runs_again(vae_dir):
@@ -171,9 +174,9 @@ def test_a_pass_caught_by_another_jobs_switch_to_fp32_runs_again(vae_dir):
         return real_decode(z, *a, **k)
 
     vae.model.decode = switched_meanwhile
-    out = vae.decode(enc.latent, 16, 16)
+    dec = vae.decode(enc.latent, 16, 16)
     assert calls == [torch.bfloat16, torch.float32]
-    assert np.isfinite(out).all()
+    assert np.isfinite(dec.pixels).all()
 
 
 def test_tiling_a_real_vae_stays_close_to_untiled():
@@ -190,8 +193,8 @@ def test_tiling_a_real_vae_stays_close_to_untiled():
     vae = load_vae(weights)
     vae.encode_tile, vae.tile_overlap = 128, 64
     enc = vae.encode(img.pixels, tile="off")
-    untiled = vae.decode(enc.latent, 256, 256, tile="off")
-    tiled = vae.decode(enc.latent, 256, 256, tile="on")
+    untiled = vae.decode(enc.latent, 256, 256, tile="off").pixels
+    tiled = vae.decode(enc.latent, 256, 256, tile="on").pixels
     assert psnr(tiled, untiled) > 24.0
     assert psnr(tiled, img.pixels) > psnr(untiled, img.pixels) - 6.0
 
@@ -206,7 +209,7 @@ def test_real_photo_round_trip(vae_dir):
     vae = load_vae(vae_dir)
     enc = vae.encode(img.pixels)
     assert tuple(enc.latent.shape) == (4, 8, 12)
-    assert vae.decode(enc.latent, img.height, img.width).shape == img.pixels.shape
+    assert vae.decode(enc.latent, img.height, img.width).pixels.shape == img.pixels.shape
 
 
 def test_cancel_inside_one_untiled_pass(vae_dir):
@@ -253,3 +256,41 @@ def test_cancelling_one_job_never_stops_another_on_the_same_model(vae_dir):
         release.set()
         t.join(10)
     assert outcome == {"first": "cancelled", "second": (4, 8, 8)}
+
+
+def test_jobs_sharing_one_vae_get_their_own_notes(vae_dir):
+    """Two threads encode with one VAE at the same time: each call returns its own notes. The sampling
+    job's note ("sampling has no effect") must not reach the other job, nor be lost to it."""
+    import threading
+
+    vae = load_vae(vae_dir)
+    vae.has_logvar = False  # a deterministic encoder: sampling is noted, not done
+    real = vae._encode_tensor
+    both_inside = threading.Barrier(2, timeout=10)
+    sampler_done = threading.Event()
+
+    def encode_tensor(x):
+        out = real(x)
+        out = out[:, : out.shape[1] // 2]  # the mean only, as a deterministic encoder returns
+        both_inside.wait()  # both jobs are in the middle of a call on the same VAE
+        if threading.current_thread().name == "plain":
+            sampler_done.wait(10)  # the plain job finishes after the sampling job has noted its sample
+        return out
+
+    vae._encode_tensor = encode_tensor
+    pixels = np.full((16, 16, 3), 0.5, np.float32)
+    out: dict[str, list[str]] = {}
+
+    def job(name: str, sample: bool) -> None:
+        out[name] = vae.encode(pixels, sample=sample, tile="off").notes
+        if sample:
+            sampler_done.set()
+
+    threads = [threading.Thread(target=job, args=("sampler", True), name="sampler"),
+               threading.Thread(target=job, args=("plain", False), name="plain")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert out["plain"] == []
+    assert len(out["sampler"]) == 1 and "sampling has no effect" in out["sampler"][0]

@@ -19,14 +19,14 @@ from vaestudio.core.pipeline import Reconstruction
 
 
 def wait_result(qtbot, win, timeout=30000):
-    qtbot.waitUntil(lambda: win.inspector.result is not None, timeout=timeout)
+    qtbot.waitUntil(lambda: win.session.result is not None, timeout=timeout)
 
 
 def load(qtbot, win, source, slot="a"):
     ins = win.inspector
-    before = ins.vae if slot == "a" else ins.vae_b
-    ins.load_vae(str(source), slot=slot)
-    qtbot.waitUntil(lambda: (ins.vae if slot == "a" else ins.vae_b) not in (None, before), timeout=30000)
+    before = win.session.vae if slot == "a" else win.session.vae_b
+    win.session.load_vae(str(source), slot=slot)
+    qtbot.waitUntil(lambda: (win.session.vae if slot == "a" else win.session.vae_b) not in (None, before), timeout=30000)
 
 
 def test_cancelling_a_download_returns_the_vae_panel_to_rest(qtbot, win, tmp_path, vae_dir, monkeypatch):
@@ -43,12 +43,12 @@ def test_cancelling_a_download_returns_the_vae_panel_to_rest(qtbot, win, tmp_pat
         real = sources.download_from_hub
         monkeypatch.setattr(sources, "download_from_hub",
                             lambda *a, **k: real(*a, **dict(k, endpoint=url, cache_dir=tmp_path / "cache")))
-        win.inspector.load_vae("org/slow/vae")
+        win.session.load_vae("org/slow/vae")
         qtbot.waitUntil(lambda: panel.progress.isVisible() and panel.progress.value() > 0, timeout=20000)
         panel.cancel_btn.click()
         qtbot.waitUntil(lambda: not panel.progress.isVisible(), timeout=10000)
     assert not panel.cancel_btn.isVisible()
-    assert win.inspector.vae is None
+    assert win.session.vae is None
 
 
 def test_training_state_is_explicit_and_never_blocks(qtbot, win, tmp_path):
@@ -100,12 +100,12 @@ def test_views_follow_the_vae_after_leaving_the_mnist_vae(qtbot, win, tmp_path, 
     from vaestudio.core.mnist.model import make_model
 
     torch.manual_seed(0)
-    win.inspector.set_vae(MnistVae.from_trained(make_model("mlp", 32, 2)))
+    win.session.set_vae(MnistVae.from_trained(make_model("mlp", 32, 2)))
     win.open_images([str(photo(tmp_path, size=(60, 90)))])
     wait_result(qtbot, win)
     ins = win.inspector
     assert ins.compare.original.data.shape == (28, 28, 3)
-    ins.result = None
+    win.session.set_result(None)
     load(qtbot, win, vae_dir)
     wait_result(qtbot, win)
     assert ins.compare.original.data.shape == (60, 90, 3)  # the photo again, not the 28x28 digit
@@ -117,22 +117,22 @@ def test_views_follow_the_vae_after_leaving_the_mnist_vae(qtbot, win, tmp_path, 
 def test_esc_during_a_decode_shows_the_last_complete_result(qtbot, win, tmp_path, vae_dir):
     load(qtbot, win, vae_dir)
     ins = win.inspector
-    ins.prefs.tile = "on"
-    ins.vae.encode_tile, ins.vae.tile_overlap = 32, 16  # a slow, tiled decode
+    win.session.prefs.tile = "on"
+    win.session.vae.encode_tile, win.session.vae.tile_overlap = 32, 16  # a slow, tiled decode
     win.open_images([str(photo(tmp_path, size=(192, 192)))])
     wait_result(qtbot, win, 60000)
-    done: Reconstruction = ins.result
+    done: Reconstruction = win.session.result
     ins.noise.timestep.setChecked(True)
     ins.noise.slider.setValue(600)
     ins.noise.settled.emit()  # what the slider does once it rests
-    qtbot.waitUntil(lambda: ins.runner.is_running("decode"), timeout=5000)
+    qtbot.waitUntil(lambda: win.runner.is_running("decode"), timeout=5000)
     ins.cancel()
-    qtbot.waitUntil(lambda: not ins.runner.is_running("decode"), timeout=10000)
+    qtbot.waitUntil(lambda: not win.runner.is_running("decode"), timeout=10000)
     qtbot.wait(100)
-    assert ins.result is done
+    assert win.session.result is done
     assert ins.compare.reconstruction.title.text == done.label  # not "Preview ... decoding"
     assert np.array_equal(ins.compare.difference.data, done.diff_rgb)
-    assert ins.metrics.text("PSNR") == f"{done.metrics.psnr:.2f} dB"
+    assert ins.metrics.psnr.text() == f"{done.metrics.psnr:.2f} dB"
 
 
 def test_b_is_decoded_like_a_and_the_wipe_can_compare_them(qtbot, win, tmp_path, vae_dir, ldm_file):
@@ -143,10 +143,10 @@ def test_b_is_decoded_like_a_and_the_wipe_can_compare_them(qtbot, win, tmp_path,
     ins.noise.strength.setChecked(True)
     ins.noise.slider.setValue(500)
     ins.noise.settled.emit()
-    qtbot.waitUntil(lambda: ins.result.noise is not None, timeout=30000)
+    qtbot.waitUntil(lambda: win.session.result.noise is not None, timeout=30000)
     load(qtbot, win, ldm_file, slot="b")
-    qtbot.waitUntil(lambda: ins.result_b is not None, timeout=30000)
-    assert ins.result_b.noise is not None and ins.result_b.noise.value == ins.result.noise.value
+    qtbot.waitUntil(lambda: win.session.result_b is not None, timeout=30000)
+    assert win.session.result_b.noise is not None and win.session.result_b.noise.value == win.session.result.noise.value
     assert "Noised" in ins.compare.reconstruction_b.title.text
     assert ins.compare.wipe_mode.isVisibleTo(win) and ins.compare.wipe_mode.count() == 2
     ins.compare.wipe_mode.setCurrentIndex(1)
@@ -159,13 +159,13 @@ def test_b_is_decoded_like_a_and_the_wipe_can_compare_them(qtbot, win, tmp_path,
 def test_a_failed_open_keeps_the_current_image(qtbot, win, tmp_path):
     good = photo(tmp_path, "good.png")
     win.open_images([str(good)])
-    qtbot.waitUntil(lambda: win.inspector.image is not None, timeout=10000)
+    qtbot.waitUntil(lambda: win.session.image is not None, timeout=10000)
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\nnot an image")
     win.open_images([str(bad)])
     qtbot.waitUntil(lambda: "broken.png" in win.last_error, timeout=10000)
     assert win.inspector.nav_label.text() == "1 / 1: good.png"
-    assert win.inspector.image.name == "good"
+    assert win.session.image.name == "good"
 
 
 def test_slider_label_and_decoded_step_agree_after_a_vae_swap(qtbot, win, tmp_path, vae_dir):
@@ -181,14 +181,14 @@ def test_slider_label_and_decoded_step_agree_after_a_vae_swap(qtbot, win, tmp_pa
     flux = tmp_path / "flux_vae.safetensors"  # FLUX.1: flow matching, t in 0..1000
     save_file(ldm_state_dict(tiny_vae(latent_channels=16, quant=False)), str(flux))
     load(qtbot, win, flux)
-    qtbot.waitUntil(lambda: ins.result is not None and ins.result.noise is not None, timeout=30000)
-    step = ins.result.noise.value
+    qtbot.waitUntil(lambda: win.session.result is not None and win.session.result.noise is not None, timeout=30000)
+    step = win.session.result.noise.value
     assert step == round(0.547 * 1000)
     assert ins.noise.value_label.text() == f"t = {step:.0f} of 1000"
 
 
 def test_preferences_offer_only_devices_this_machine_has(qtbot, win):
-    from vaestudio.core.autoencoder import available_devices
+    from vaestudio.core.device import available_devices
     from vaestudio.ui.settings import Preferences, PreferencesDialog
 
     devices = available_devices()
@@ -207,8 +207,8 @@ def test_preferences_offer_only_devices_this_machine_has(qtbot, win):
 def test_device_errors_in_the_window_point_to_preferences(qtbot, win, vae_dir):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    win.prefs.device = "cuda"
-    win.inspector.load_vae(str(vae_dir))
+    win.session.prefs.device = "cuda"
+    win.session.load_vae(str(vae_dir))
     qtbot.waitUntil(lambda: "CUDA" in win.last_error, timeout=20000)
     assert "File > Preferences" in win.last_error
 
@@ -253,10 +253,10 @@ def test_closing_during_an_encode_does_not_ask(qtbot, tmp_path, vae_dir):
 
     w = make_window(tmp_path)
     w.show()
-    w.inspector.load_vae(str(vae_dir))
-    qtbot.waitUntil(lambda: w.inspector.vae is not None, timeout=20000)
-    w.inspector.prefs.tile = "on"
-    w.inspector.vae.encode_tile, w.inspector.vae.tile_overlap = 32, 16  # a long encode
+    w.session.load_vae(str(vae_dir))
+    qtbot.waitUntil(lambda: w.session.vae is not None, timeout=20000)
+    w.session.prefs.tile = "on"
+    w.session.vae.encode_tile, w.session.vae.tile_overlap = 32, 16  # a long encode
     w.open_images([str(photo(tmp_path, size=(256, 256)))])
     qtbot.waitUntil(lambda: "encode" in w.runner.running, timeout=10000)
     t0 = time.monotonic()
@@ -298,7 +298,7 @@ def test_vector_latent_statistics_say_something(qtbot, win, tmp_path):
     from vaestudio.core.archs.mnist import MnistVae
     from vaestudio.core.mnist.model import make_model
 
-    win.inspector.set_vae(MnistVae.from_trained(make_model("mlp", 32, 20)))
+    win.session.set_vae(MnistVae.from_trained(make_model("mlp", 32, 20)))
     win.open_images([str(photo(tmp_path))])
     wait_result(qtbot, win)
     stats = win.inspector.latents.stats
@@ -320,7 +320,7 @@ def test_layout_stays_put_and_controls_read_right(qtbot, win, tmp_path, vae_dir)
     ins.noise.strength.setChecked(True)
     ins.noise.slider.setValue(0)
     ins.noise.settled.emit()
-    qtbot.waitUntil(lambda: ins.result.noise is not None, timeout=30000)
+    qtbot.waitUntil(lambda: win.session.result.noise is not None, timeout=30000)
     assert ins.noise.snr.text() == "SNR: no noise"
     assert "clean latent" in ins.latents.caption.text()
     win._remember_dir("images", str(tmp_path / "x.png"))
@@ -377,7 +377,7 @@ def test_latent_view_with_128_channels(qtbot):
 
 
 def test_flux2_latents_default_to_the_vae_channels(qtbot):
-    from vaestudio.core.autoencoder import patchify
+    from vaestudio.core.tensors import patchify
     from vaestudio.ui.latents import LatentPanel
 
     panel = LatentPanel()

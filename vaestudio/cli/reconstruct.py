@@ -41,7 +41,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from vaestudio.core.autoencoder import dtype_name
+    from vaestudio.core.device import dtype_name
     from vaestudio.core.images import list_images, load_image, save_png
     from vaestudio.core.metrics import json_float
     from vaestudio.core.noise import NoiseSpec

@@ -42,7 +42,7 @@ def latent_preview(latent: torch.Tensor | np.ndarray, family: str) -> np.ndarray
     if arr.shape[1] == 1 and arr.shape[2] == 1:
         return None
     if fam is not None and fam.patch > 1 and arr.shape[0] % (fam.patch**2) == 0:
-        from vaestudio.core.autoencoder import unpatchify
+        from vaestudio.core.tensors import unpatchify
 
         arr = unpatchify(torch.from_numpy(np.ascontiguousarray(arr)), fam.patch).numpy()
     known = latent_rgb_factors(family)

@@ -1,23 +1,23 @@
 """One image through a VAE: encode, optional latent noise or channel ablation, decode, measure.
 
-``decode_latent`` is the one function that turns an encoded image (possibly noised, possibly with a
-channel scaled) into a ``Reconstruction``; ``reconstruct`` is encode + ``decode_latent``. The
-command line, the self-test, the evaluation and the window's workers all use these.
+``vae.encode(pixels)`` gives an ``Encoding`` (``vaestudio.core.vae``); ``decode_latent`` is the one
+function that turns it (possibly noised, possibly with a channel scaled) into a ``Reconstruction``:
+the decoded image measured against what the VAE saw. ``reconstruct`` is encode + ``decode_latent``.
+The command line, the self-test and the window's workers all use these.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
 
-from vaestudio.core.autoencoder import Autoencoder, EncodeResult
 from vaestudio.core.images import LoadedImage
 from vaestudio.core.metrics import Metrics, colorize, compute_metrics, difference_map
 from vaestudio.core.noise import NoiseResult, NoiseSpec, add_noise
 from vaestudio.core.tiling import Progress, ShouldStop
+from vaestudio.core.vae import Autoencoder, Encoding
 
 
 @dataclass(frozen=True)
@@ -34,25 +34,22 @@ class Ablation:
 
 
 @dataclass
-class Encoded:
-    """An image encoded by one VAE, with the pixels it saw (to compare its output with)."""
-
-    result: EncodeResult
-    original: np.ndarray  # (H, W, 3): the image, or e.g. the 28x28 digit an MNIST VAE makes of it
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
 class Reconstruction:
-    original: np.ndarray  # what the VAE was given, as (H, W, 3)
-    encoded: EncodeResult
+    """An encoding decoded (noised or ablated, or as it was) and measured against what the VAE saw."""
+
+    encoded: Encoding
     decoded: np.ndarray  # (H, W, 3) float in [0, 1]
     metrics: Metrics
     decode_s: float
     label: str  # what was decoded: "Reconstruction", "Noised: timestep 350", ...
     noise: NoiseResult | None = None
     ablation: Ablation | None = None
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # the encoding's, then the decoding's
+
+    @property
+    def original(self) -> np.ndarray:
+        """What the VAE was given, (H, W, 3): the image, or e.g. the 28x28 digit of an MNIST VAE."""
+        return self.encoded.original
 
     @property
     def encode_s(self) -> float:
@@ -69,19 +66,11 @@ class Reconstruction:
         return colorize(self.diff)
 
 
-def encode_image(vae: Autoencoder, pixels: np.ndarray, *, sample: bool = False, seed: int = 0, tile: str = "auto",
-                 progress: Progress | None = None, should_stop: ShouldStop | None = None) -> Encoded:
-    original, notes = vae.prepare_pixels(pixels)
-    enc = vae.encode(pixels, sample=sample, seed=seed, tile=tile, progress=progress, should_stop=should_stop)
-    return Encoded(enc, original, list(dict.fromkeys(notes + enc.notes)))
-
-
-def decode_latent(vae: Autoencoder, encoded: Encoded, *, noise: NoiseSpec | None = None,
+def decode_latent(vae: Autoencoder, encoded: Encoding, *, noise: NoiseSpec | None = None,
                   ablation: Ablation | None = None, tile: str = "auto", with_lpips: bool = False,
                   progress: Progress | None = None, should_stop: ShouldStop | None = None) -> Reconstruction:
     """Decode an encoded image, noised in model space and/or with one channel scaled, and measure it."""
-    enc = encoded.result
-    latent = enc.latent
+    latent = encoded.latent
     noised = None
     label = "Reconstruction"
     if noise is not None:
@@ -91,12 +80,10 @@ def decode_latent(vae: Autoencoder, encoded: Encoded, *, noise: NoiseSpec | None
     if ablation is not None:
         latent = ablate(vae, latent, ablation)
         label += f" ({ablation.describe()})"
-    t0 = time.perf_counter()
-    decoded = vae.decode(latent, enc.height, enc.width, tile=tile, progress=progress, should_stop=should_stop)
-    decode_s = time.perf_counter() - t0
-    metrics = compute_metrics(encoded.original, decoded, with_lpips=with_lpips)
-    notes = list(encoded.notes) + list(vae.notes)
-    return Reconstruction(encoded.original, enc, decoded, metrics, decode_s, label, noised, ablation, notes)
+    dec = vae.decode(latent, encoded.height, encoded.width, tile=tile, progress=progress, should_stop=should_stop)
+    metrics = compute_metrics(encoded.original, dec.pixels, with_lpips=with_lpips)
+    notes = list(dict.fromkeys(encoded.notes + dec.notes))
+    return Reconstruction(encoded, dec.pixels, metrics, dec.seconds, label, noised, ablation, notes)
 
 
 def ablate(vae: Autoencoder, latent, ablation: Ablation):
@@ -113,8 +100,8 @@ def reconstruct(vae: Autoencoder, image: LoadedImage, *, noise: NoiseSpec | None
                 sample: bool = False, tile: str = "auto", with_lpips: bool = False,
                 progress: Progress | None = None, should_stop: ShouldStop | None = None) -> Reconstruction:
     """Encode ``image``, optionally noise the latent, decode it, and compare with the original."""
-    encoded = encode_image(vae, image.pixels, sample=sample, seed=seed, tile=tile, progress=progress,
-                           should_stop=should_stop)
+    encoded = vae.encode(image.pixels, sample=sample, seed=seed, tile=tile, progress=progress,
+                         should_stop=should_stop)
     encoded.notes[:0] = image.notes
     return decode_latent(vae, encoded, noise=noise, tile=tile, with_lpips=with_lpips, progress=progress,
                          should_stop=should_stop)

@@ -25,7 +25,7 @@ from vaestudio.core.families import FAMILIES, Family, get_family
 if TYPE_CHECKING:
     import torch
 
-    from vaestudio.core.autoencoder import Autoencoder, VaeInfo
+    from vaestudio.core.vae import Autoencoder, VaeInfo
     from vaestudio.core.weights import WeightFile
 
 
@@ -82,7 +82,7 @@ class Architecture:
     def prepare_folder(self, folder: Path, config: dict | None, label: str, fmt: str) -> PreparedVae:
         if not self._reads_weights():
             raise VaeLoadError(f"{self.label} weights cannot be read from a folder", label)
-        from vaestudio.core.sources import read_folder_weights
+        from vaestudio.core.weights import read_folder_weights
 
         return self.prepare_weights(read_folder_weights(folder, label), label, fmt=fmt, name=str(folder), config=config)
 

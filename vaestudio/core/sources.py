@@ -3,8 +3,10 @@
 ``prepare_source`` reads and checks the weights and works out what they are (that is all
 ``inspect-vae`` needs); ``load_vae`` then builds the model. Which architecture a source holds is
 asked of the registry (``vaestudio.core.registry``): by the diffusers config's class name for a
-folder, by marker keys and shapes for a file. Models are created on the meta device and the
-weights assigned to them, so no time is spent on a random initialisation.
+folder, by marker keys and shapes for a file. How the model is built is the architecture's own
+affair (``Architecture.build``): the diffusers-backed ones create it on the meta device and assign
+the weights, so no time is spent on a random initialisation; the small native ones (TAESD, MNIST)
+are built normally and loaded strictly.
 """
 
 from __future__ import annotations
@@ -19,20 +21,14 @@ from pathlib import Path
 
 import torch
 
-from vaestudio.core.autoencoder import Autoencoder, pick_device
-from vaestudio.core.errors import Cancelled, DownloadError, VaeLoadError
+from vaestudio.core.device import pick_device
+from vaestudio.core.errors import Cancelled, DownloadError, VaeLoadError, one_line
 from vaestudio.core.filetypes import WEIGHT_SUFFIXES
 from vaestudio.core.registry import PreparedVae, architectures, for_config_class, get_architecture, recognise
-from vaestudio.core.weights import WeightFile, read_weight_file
+from vaestudio.core.vae import Autoencoder
+from vaestudio.core.weights import FOLDER_WEIGHT_NAMES, folder_weights_path, read_weight_file
 
 HUB_ID_RE = re.compile(r"^(?:hf://)?([A-Za-z0-9][\w.-]*/[\w.-]+)(?:/([\w./-]+))?$")
-FOLDER_WEIGHT_NAMES = (
-    "diffusion_pytorch_model.safetensors",
-    "diffusion_pytorch_model.fp16.safetensors",
-    "model.safetensors",
-    "diffusion_pytorch_model.bin",
-    "diffusion_pytorch_model.fp16.bin",
-)
 BOTH_HALVES = ("encoder", "decoder")
 
 
@@ -169,18 +165,6 @@ def _prepare_folder(folder: Path, label: str, fmt: str = "diffusers-folder") -> 
     return arch.prepare_folder(folder, config, label, fmt)
 
 
-def folder_weights_path(folder: Path, label: str) -> Path:
-    """The weights file of a diffusers model folder."""
-    weights = next((folder / n for n in FOLDER_WEIGHT_NAMES if (folder / n).is_file()), None)
-    if weights is None:
-        raise VaeLoadError("the folder has a config.json but no weights file (diffusion_pytorch_model.safetensors)", label)
-    return weights
-
-
-def read_folder_weights(folder: Path, label: str) -> WeightFile:
-    return read_weight_file(folder_weights_path(folder, label))
-
-
 # -- the Hugging Face hub ---------------------------------------------------------------------
 
 def _tqdm_adapter(filename: str, progress, should_stop):
@@ -273,8 +257,7 @@ def download_from_hub(repo_id: str, subfolder: str | None = None, *,
         raise VaeLoadError("the model repository has no VAE config.json (try naming the subfolder, e.g. org/name/vae)",
                            label) from None
     except (OSError, ValueError) as exc:
-        raise DownloadError(f"download failed ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})",
-                            label) from None
+        raise DownloadError(f"download failed ({one_line(exc, limit=160)})", label) from None
 
 
 def _offline_flag() -> bool:

@@ -231,3 +231,25 @@ def check_finite(tensors: dict[str, torch.Tensor], label: str) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:200]
+
+
+#: The weight files a diffusers model folder may hold, in the order they are looked for.
+FOLDER_WEIGHT_NAMES = (
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.fp16.safetensors",
+    "model.safetensors",
+    "diffusion_pytorch_model.bin",
+    "diffusion_pytorch_model.fp16.bin",
+)
+
+
+def folder_weights_path(folder: Path, label: str) -> Path:
+    """The weights file of a diffusers model folder."""
+    weights = next((folder / n for n in FOLDER_WEIGHT_NAMES if (folder / n).is_file()), None)
+    if weights is None:
+        raise VaeLoadError("the folder has a config.json but no weights file (diffusion_pytorch_model.safetensors)", label)
+    return weights
+
+
+def read_folder_weights(folder: Path, label: str) -> WeightFile:
+    return read_weight_file(folder_weights_path(folder, label))

@@ -24,7 +24,7 @@ class Preview:
 def warm_up(*, progress, should_stop) -> list[str]:
     """Import torch and the loaders while the user looks at the window; return the devices there are."""
     from vaestudio.core import sources  # noqa: F401 - the import is the point
-    from vaestudio.core.autoencoder import available_devices
+    from vaestudio.core.device import available_devices
 
     return available_devices()
 
@@ -62,10 +62,9 @@ def load_image_job(source, *, progress, should_stop):
 def encode_job(vae, pixels, tile, *, progress, should_stop):
     """Encode; also the latent-to-RGB picture of the clean latent."""
     from vaestudio.core.latents import latent_preview
-    from vaestudio.core.pipeline import encode_image
 
-    encoded = encode_image(vae, pixels, tile=tile, progress=progress, should_stop=should_stop)
-    return encoded, latent_preview(encoded.result.latent, vae.family.name)
+    encoded = vae.encode(pixels, tile=tile, progress=progress, should_stop=should_stop)
+    return encoded, latent_preview(encoded.latent, vae.family.name)
 
 
 def preview_job(vae, encoded, noise, tiny, *, progress, should_stop) -> Preview:
@@ -73,13 +72,13 @@ def preview_job(vae, encoded, noise, tiny, *, progress, should_stop) -> Preview:
     from vaestudio.core.latents import latent_preview
     from vaestudio.core.noise import add_noise
 
-    latent, snr_db = encoded.result.latent, None
+    latent, snr_db = encoded.latent, None
     if noise is not None:
         noised = add_noise(latent, vae.family, spec=noise)
         latent, snr_db = noised.latent, noised.snr_db
     h, w = encoded.original.shape[:2]
     if tiny is not None:
-        return Preview(tiny.decode(latent, h, w, should_stop=should_stop), True, snr_db)
+        return Preview(tiny.decode(latent, h, w, should_stop=should_stop).pixels, True, snr_db)
     rgb = latent_preview(latent, vae.family.name)
     return Preview(None if rgb is None else upscale(rgb, h, w), False, snr_db)
 
@@ -101,9 +100,9 @@ def decode_job(vae, encoded, noise, tile, ablation=None, *, progress, should_sto
 
 def compare_job(vae, pixels, cached, noise, tile, *, progress, should_stop):
     """The B side of an A/B comparison: encode (unless cached), then decode with the same noise as A."""
-    from vaestudio.core.pipeline import decode_latent, encode_image
+    from vaestudio.core.pipeline import decode_latent
 
-    encoded = cached or encode_image(vae, pixels, tile=tile, progress=progress, should_stop=should_stop)
+    encoded = cached or vae.encode(pixels, tile=tile, progress=progress, should_stop=should_stop)
     if noise is not None and noise.mode == "timestep" and noise.value > vae.family.max_timestep:
         from dataclasses import replace
 

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vaestudio.core.autoencoder import EncodeResult, VaeInfo
 from vaestudio.core.errors import VaeLoadError
 from vaestudio.core.families import FAMILIES, Family
 from vaestudio.core.registry import Architecture, PreparedVae
+from vaestudio.core.vae import Decoding, Encoding, VaeInfo
 from vaestudio.core.weights import WeightFile, check_finite
 
 
@@ -42,7 +42,6 @@ class MnistVae:
         self.device = device or torch.device("cpu")
         self.model.to(self.device)
         self.dtype = torch.float32
-        self.notes: list[str] = []
 
     @classmethod
     def from_trained(cls, model: torch.nn.Module, name: str = "MNIST VAE (training studio)") -> MnistVae:
@@ -72,7 +71,7 @@ class MnistVae:
         return np.repeat(grey[..., None], 3, axis=2), notes
 
     def encode(self, pixels: np.ndarray, *, sample: bool = False, seed: int = 0, tile: str = "auto",
-               progress=None, should_stop=None) -> EncodeResult:
+               progress=None, should_stop=None) -> Encoding:
         t0 = time.perf_counter()
         digit, notes = self.prepare_pixels(pixels)
         x = torch.from_numpy(digit[..., 0].reshape(1, 784)).to(self.device)
@@ -85,18 +84,19 @@ class MnistVae:
         if progress is not None:
             progress(1, 1)
         z = z[0].float().cpu()
-        return EncodeResult(z, z, 28, 28, time.perf_counter() - t0, False, notes)
+        return Encoding(digit, z, z, 28, 28, time.perf_counter() - t0, False, notes)
 
     def decode(self, latent: torch.Tensor, height: int | None = None, width: int | None = None, *,
-               tile: str = "auto", progress=None, should_stop=None) -> np.ndarray:
+               tile: str = "auto", progress=None, should_stop=None) -> Decoding:
+        t0 = time.perf_counter()
         with torch.inference_mode():
             out = self.model.decode(latent.float().reshape(1, -1).to(self.device)).reshape(28, 28).cpu().numpy()
         if progress is not None:
             progress(1, 1)
-        return np.repeat(out[..., None], 3, axis=2).astype(np.float32)
+        return Decoding(np.repeat(out[..., None], 3, axis=2).astype(np.float32), time.perf_counter() - t0, False)
 
     def encode_batch(self, x: torch.Tensor, *, sample: bool = False, seeds=None, tile: str = "auto", progress=None,
-                     should_stop=None) -> tuple[torch.Tensor, bool]:
+                     should_stop=None, notes: list[str] | None = None) -> tuple[torch.Tensor, bool]:
         """(N, 3, H, W) images in [0, 1] to (N, D) latent vectors."""
         zs = []
         for i, img in enumerate(x):
@@ -104,7 +104,8 @@ class MnistVae:
             zs.append(self.encode(img.permute(1, 2, 0).numpy(), sample=sample, seed=seed).raw)
         return torch.stack(zs), False
 
-    def decode_batch(self, latent: torch.Tensor, *, tile: str = "auto", progress=None, should_stop=None) -> torch.Tensor:
+    def decode_batch(self, latent: torch.Tensor, *, tile: str = "auto", progress=None, should_stop=None,
+                     notes: list[str] | None = None) -> torch.Tensor:
         """(N, D) latent vectors to (N, 3, 28, 28) digits."""
         with torch.inference_mode():
             out = self.model.decode(latent.float().to(self.device)).reshape(-1, 1, 28, 28).cpu()

@@ -27,12 +27,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vaestudio.core.autoencoder import TorchAutoencoder, VaeInfo, patchify, unpatchify
+from vaestudio.core.autoencoder import TorchAutoencoder
 from vaestudio.core.errors import VaeLoadError
 from vaestudio.core.families import FAMILIES, Family, guess_family
 from vaestudio.core.filetypes import WEIGHT_SUFFIXES
 from vaestudio.core.registry import Architecture, PreparedVae
-from vaestudio.core.weights import WeightFile, check_finite, read_weight_file
+from vaestudio.core.tensors import patchify, unpatchify
+from vaestudio.core.vae import VaeInfo
+from vaestudio.core.weights import WeightFile, check_finite, read_folder_weights, read_weight_file
 
 #: The published names, longest first (taesd is a prefix of taesdxl and taesd3).
 TINY_NAMES = ("taesdxl", "taesd3", "taesana", "taef1", "taef2", "taesd")
@@ -317,8 +319,6 @@ class TinyArchitecture(Architecture):
 
     def prepare_folder(self, folder: Path, config: dict | None, label: str, fmt: str) -> PreparedVae:
         if config is not None:  # an AutoencoderTiny diffusers folder
-            from vaestudio.core.sources import read_folder_weights
-
             wf = read_folder_weights(folder, label)
             split = split_halves(wf.tensors)
             if split is None or split[2] != "diffusers":

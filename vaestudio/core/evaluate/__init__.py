@@ -42,11 +42,11 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "evaluate": "run", "UsageError": "types",
-    "EvaluationRequest": "types", "Protocol": "types", "Started": "types", "VaeLoadFailed": "types", "Row": "types",
+    "EvaluationRequest": "types", "EvaluationProtocol": "types", "Started": "types", "VaeLoadFailed": "types", "Row": "types",
     "Progress": "types", "VaeSummary": "types", "Finished": "types", "VaeRef": "types", "Event": "types",
     "DEFAULT_METRICS": "types", "KNOWN_METRICS": "types", "ROW_FIELDS": "types", "parse_metrics": "types",
     "default_workers": "types",
-    "Accumulator": "accumulators", "SummingAccumulator": "accumulators", "AccumulatorFactory": "accumulators",
+    "Accumulator": "accumulators", "AccumulatorFactory": "types",
     "list_data": "data", "short_names": "data", "DataListError": "data",
     "StateError": "store",
 }
@@ -54,7 +54,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from vaestudio.core.evaluate.accumulators import Accumulator, AccumulatorFactory, SummingAccumulator  # noqa: F401
+    from vaestudio.core.evaluate.accumulators import Accumulator  # noqa: F401
     from vaestudio.core.evaluate.data import DataListError, list_data, short_names  # noqa: F401
     from vaestudio.core.evaluate.run import evaluate  # noqa: F401
     from vaestudio.core.evaluate.store import StateError  # noqa: F401
@@ -62,11 +62,12 @@ if TYPE_CHECKING:  # pragma: no cover
         DEFAULT_METRICS,
         KNOWN_METRICS,
         ROW_FIELDS,
+        AccumulatorFactory,
+        EvaluationProtocol,
         EvaluationRequest,
         Event,
         Finished,
         Progress,
-        Protocol,
         Row,
         Started,
         UsageError,

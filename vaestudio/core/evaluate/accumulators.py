@@ -32,12 +32,9 @@ Keep ``update`` cheap and in torch: it runs on the evaluation's thread between b
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
-
-if TYPE_CHECKING:
-    from vaestudio.core.evaluate.types import VaeRef
 
 
 @runtime_checkable
@@ -51,17 +48,7 @@ class Accumulator(Protocol):
     def html(self) -> str | None: ...
 
 
-@runtime_checkable
-class SummingAccumulator(Accumulator, Protocol):
-    def state(self) -> dict[str, torch.Tensor]: ...
-
-    def load_state(self, state: dict[str, torch.Tensor]) -> None: ...
-
-
-AccumulatorFactory = Callable[["VaeRef"], Accumulator]
-
-
-def default_accumulators() -> tuple[AccumulatorFactory, ...]:
+def default_accumulators() -> tuple[Callable[..., Accumulator], ...]:
     """The dataset-wide analyses every evaluation reports: the average spectrum (which frequencies
     the VAE keeps) and the latents' statistics (the scaling factor that would give unit variance)."""
     from vaestudio.core.analyses.scale import LatentStatsAccumulator

@@ -22,7 +22,7 @@ from vaestudio.core.analyses.plotting import PALETTE as RGB_PALETTE
 from vaestudio.core.errors import Cancelled
 from vaestudio.core.evaluate.data import ImageDataset, ImageItem, PreparedImage
 from vaestudio.core.evaluate.summary import Columns
-from vaestudio.core.evaluate.types import Protocol
+from vaestudio.core.evaluate.types import EvaluationProtocol
 from vaestudio.core.files import write_atomic
 
 #: the VAEs' colours of the window and the CLI's pictures
@@ -71,7 +71,7 @@ def thumbnails(original: torch.Tensor, reconstruction: torch.Tensor) -> dict[str
     return {"original": _png_uri(a), "reconstruction": _png_uri(b), "difference": _png_uri(colorize(difference_map(a, b)))}
 
 
-def example_thumbnails(picks: dict[str, list[tuple[str, float, str]]], items: list[ImageItem], protocol: Protocol,
+def example_thumbnails(picks: dict[str, list[tuple[str, float, str]]], items: list[ImageItem], protocol: EvaluationProtocol,
                        batch_size: int, roundtrip: Callable[[torch.Tensor, list[str]], tuple[torch.Tensor, torch.Tensor]],
                        ) -> dict[str, list[dict[str, Any]]]:
     """One VAE's picked images (``summary.pick_examples``) read again and run through ``roundtrip``

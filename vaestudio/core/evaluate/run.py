@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaestudio.core.autoencoder import Autoencoder, dtype_name, pad_to_multiple
+from vaestudio.core.device import dtype_name
 from vaestudio.core.errors import Cancelled, VaeStudioError
 from vaestudio.core.evaluate import fid as fidmod
 from vaestudio.core.evaluate.accumulators import Accumulator, add_states, sums
@@ -42,11 +42,11 @@ from vaestudio.core.evaluate.store import (
 from vaestudio.core.evaluate.summary import collect, pick_examples, unreadable_images, vae_stats
 from vaestudio.core.evaluate.types import (
     UNREADABLE,
+    EvaluationProtocol,
     EvaluationRequest,
     Event,
     Finished,
     Progress,
-    Protocol,
     Row,
     Started,
     VaeLoadFailed,
@@ -54,7 +54,9 @@ from vaestudio.core.evaluate.types import (
     VaeSummary,
 )
 from vaestudio.core.files import write_atomic
+from vaestudio.core.tensors import pad_to_multiple
 from vaestudio.core.tiling import ShouldStop
+from vaestudio.core.vae import Autoencoder
 
 
 @dataclass
@@ -99,7 +101,7 @@ def evaluate(request: EvaluationRequest, *, should_stop: ShouldStop | None = Non
 
 
 class _Run:
-    def __init__(self, request: EvaluationRequest, protocol: Protocol, items: list[ImageItem], dist: Dist,
+    def __init__(self, request: EvaluationRequest, protocol: EvaluationProtocol, items: list[ImageItem], dist: Dist,
                  should_stop: ShouldStop | None) -> None:
         self.req = request
         self.protocol = protocol

@@ -168,7 +168,7 @@ class RunStore:
             raise StateError("already holds an evaluation", self.out, kind="exists")
 
     def open(self, protocol: dict[str, Any], resume: bool) -> ResumeState:
-        """Create or reopen this rank's state. ``protocol`` is ``Protocol.comparable()``."""
+        """Create or reopen this rank's state. ``protocol`` is ``EvaluationProtocol.comparable()``."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         state = ResumeState(set(), 0, 0)
         if resume and self.protocol_path.exists():

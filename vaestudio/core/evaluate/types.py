@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from vaestudio.core.errors import VaeStudioError
 
 if TYPE_CHECKING:
-    from vaestudio.core.autoencoder import Autoencoder
-    from vaestudio.core.evaluate.accumulators import AccumulatorFactory
+    from vaestudio.core.evaluate.accumulators import Accumulator
+    from vaestudio.core.vae import Autoencoder
 
 #: Metric names accepted by ``--metrics`` (``color`` is the mean shift per RGB channel).
 KNOWN_METRICS = ("psnr", "ssim", "mae", "color", "lpips", "fid")
@@ -53,7 +53,7 @@ def parse_metrics(text: str | Sequence[str]) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class Protocol:
+class EvaluationProtocol:
     """What makes two evaluations comparable; written into summary.json and checked on --resume."""
 
     size: int  # 0: each image keeps its own size
@@ -127,7 +127,7 @@ class EvaluationRequest:
     #: called with download progress while a VAE source is fetched from the hub
     download_progress: Callable[[Any], None] | None = None
 
-    def protocol(self) -> Protocol:
+    def protocol(self) -> EvaluationProtocol:
         """The protocol this request asks for; ``UsageError`` (one line, exit code 2) when it is wrong."""
         checks = ((self.size == 0 or self.size >= 8, "--size must be 0 (each image's own size) or at least 8"),
                   (self.resize in RESIZE_MODES, f"unknown resize mode '{self.resize}'"),
@@ -143,7 +143,7 @@ class EvaluationRequest:
             if not ok:
                 raise UsageError(reason)
         resize = "none" if self.size == 0 else self.resize
-        return Protocol(self.size, resize, self.sample, self.seed, metrics, self.dtype)
+        return EvaluationProtocol(self.size, resize, self.sample, self.seed, metrics, self.dtype)
 
 
 # -- what the generator yields ------------------------------------------------------------------
@@ -160,6 +160,11 @@ class VaeRef:
     dtype: str = ""
 
 
+#: Called once per VAE with its ``VaeRef`` (or, where the factory has ``for_vae``, that is called with
+#: the loaded VAE); returns that VAE's ``Accumulator`` (see vaestudio.core.evaluate.accumulators).
+AccumulatorFactory = Callable[[VaeRef], "Accumulator"]
+
+
 @dataclass
 class Started:
     """First event: what will be done."""
@@ -168,7 +173,7 @@ class Started:
     pending_images: int  # images this process still has to read (resume skips the rest)
     resumed_rows: int  # rows already done by an earlier run (this process's share)
     vaes: list[VaeRef]
-    protocol: Protocol
+    protocol: EvaluationProtocol
     out: Path | None
     rank: int = 0
     world_size: int = 1
