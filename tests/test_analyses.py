@@ -21,14 +21,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaestudio.cli import main
-from vaestudio.core.analyses import drift, robustness, scale, seams, spectrum
+from vaestudio.core.analyses import ANALYSES, drift, robustness, scale, seam_maps, seams, spectrum
 from vaestudio.core.analyses.common import Step, drive
-from vaestudio.core.analyses.plotting import colour
-from vaestudio.core.autoencoder import TorchAutoencoder, VaeInfo
+from vaestudio.core.analyses.plotting import colour, draw
+from vaestudio.core.autoencoder import TorchAutoencoder
 from vaestudio.core.errors import Cancelled
 from vaestudio.core.evaluate.accumulators import add_states as _add_into
 from vaestudio.core.families import Family
 from vaestudio.core.images import load_image
+from vaestudio.core.vae import VaeInfo
 
 
 def add_states(*states):
@@ -219,7 +220,7 @@ def test_zero_padded_blur_shows_seams_that_overlap_hides(photo):
     assert blended.seam_score == pytest.approx(blended.untiled_score, rel=0.15)
     assert blended.max_difference < cut.max_difference / 2
     assert (vae.encode_tile, vae.tile_overlap) == (512, 64)  # restored
-    maps = seams.seam_maps(res)
+    maps = seam_maps.seam_maps(res)
     assert maps.dtype == np.uint8 and maps.ndim == 3 and (maps == [0, 220, 255]).all(axis=2).any()  # boundaries drawn
 
 
@@ -409,9 +410,9 @@ def test_plots_draw_one_colour_per_vae(photo, plotter):
            "spectrum": lambda v: spectrum.run_spectrum(v, photo),
            "noise": lambda v: robustness.run_noise(v, photo, steps=3, mode="strength", max_strength=0.1),
            "scale": lambda v: scale.run_scale(v, photo)}[plotter]
-    plot = {"drift": drift.plot_drift, "seams": seams.plot_seams, "spectrum": spectrum.plot_spectrum,
-            "noise": robustness.plot_noise, "scale": scale.plot_scale}[plotter]
-    img = plot([("identity", drive(run(a))), ("blur", drive(run(b)))])
+    results = [("identity", drive(run(a))), ("blur", drive(run(b)))]
+    kind = ANALYSES[plotter]
+    img = draw(kind, [(label, r.to_dict()) for label, r in results], kind.pictures(results, "photo"))
     assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 and img.shape[1] >= 800
     for i in (0, 1):
         assert (img == colour(i)).all(axis=2).sum() > 50, f"no pixels of VAE {i}'s colour"

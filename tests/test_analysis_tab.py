@@ -1,4 +1,6 @@
-"""The Analysis tab in the real window: each analysis runs on the inspector's image for the chosen VAEs."""
+"""The Analysis tab as a view of a bare Session (no Inspector, no main window): each analysis runs on
+the session's image for the chosen VAEs, and the table, plots and option pages come from the
+analysis's description."""
 
 from __future__ import annotations
 
@@ -9,45 +11,93 @@ from helpers.data import photo
 
 from vaestudio.core.analyses import ANALYSES
 
+SIZE = 64
+OPTIONS = {("drift", "rounds"): 2, ("noise", "steps"): 3, ("seams", "tiles"): "32", ("seams", "overlaps"): "0, 16"}
+
+
+def set_option(tab, key: str, name: str, value) -> None:
+    w = tab.pages[key].fields[name]
+    w.setText(value) if isinstance(value, str) else w.setValue(value)
+
 
 @pytest.fixture
-def ready(qtbot, win, tmp_path, vae_dir, ldm_file):
-    ins = win.inspector
-    ins.load_vae(str(vae_dir))
-    qtbot.waitUntil(lambda: ins.vae is not None, timeout=30000)
-    win.open_images([str(photo(tmp_path, size=(48, 64)))])
-    qtbot.waitUntil(lambda: ins.result is not None, timeout=30000)
-    win.tabs.setCurrentWidget(win.analysis)
-    tab = win.analysis
+def session(qtbot):
+    from vaestudio.ui.session import Session
+
+    s = Session()
+    s.errors = []
+    s.error.connect(s.errors.append)
+    yield s
+    s.runner.cancel_all()
+    qtbot.waitUntil(lambda: not s.runner.busy(), timeout=10000)
+
+
+@pytest.fixture
+def tab(qtbot, session):
+    from vaestudio.ui.analysis_tab import AnalysisTab
+
+    t = AnalysisTab(session)
+    qtbot.addWidget(t)
+    return t
+
+
+@pytest.fixture
+def ready(qtbot, session, tab, tmp_path, vae_dir, ldm_file):
+    session.load_vae(str(vae_dir))
+    qtbot.waitUntil(lambda: session.vae is not None, timeout=30000)
+    session.open_images([str(photo(tmp_path, size=(48, 64)))])
+    qtbot.waitUntil(lambda: session.image is not None, timeout=30000)
     tab.add_source(str(ldm_file))  # a second VAE from a file
-    tab.size.setValue(64)
-    tab.rounds.setValue(2)
-    tab.steps.setValue(3)
-    tab.tiles.setText("32")
-    tab.overlaps.setText("0, 16")
+    tab.size.setValue(SIZE)
+    for (key, name), value in OPTIONS.items():
+        set_option(tab, key, name, value)
     return tab
 
 
+#: Per analysis: (row, column header, the core result's value that cell shows) for VAE A.
+CELLS = {
+    "drift": (1, "PSNR (dB)", lambda r: r.rounds[1].psnr),
+    "seams": (1, "seam score", lambda r: r.settings[1].seam_score),
+    "spectrum": (3, "power ratio", lambda r: r.ratio[3]),
+    "noise": (2, "SSIM", lambda r: r.points[2].ssim),
+    "scale": (0, "std", lambda r: r.std),
+}
+
+
 @pytest.mark.parametrize("key", list(ANALYSES))
-def test_each_analysis_runs_for_two_vaes(qtbot, win, ready, key):
+def test_each_analysis_runs_for_two_vaes(qtbot, session, ready, key):
+    from vaestudio.core.analyses.common import drive
+    from vaestudio.core.images import resize_longer_side
+
     tab = ready
     tab.kind.setCurrentIndex(list(ANALYSES).index(key))
     assert [tab.vae_list.item(i).text() for i in range(tab.vae_list.count())] == \
-        [f"A: {tab.inspector.vae.info.source.split('/')[-1]}", "community_vae.safetensors"]
+        [f"A: {session.vae.info.source.split('/')[-1]}", "community_vae.safetensors"]
     tab.run_btn.click()
     assert not tab.run_btn.isEnabled() and tab.cancel_btn.isEnabled()
     qtbot.waitUntil(lambda: tab.run_btn.isEnabled(), timeout=120000)
-    assert len(tab.results) == 2, win.last_error
+    assert len(tab.results) == 2, session.errors
     assert tab.table.rowCount() >= 2
     assert isinstance(tab.plots.ci.getItem(1, 0), pg.PlotItem)  # a plot is drawn under the legend
     assert len(tab.legend.items) == 2  # one entry per VAE
     assert tab.status.text().startswith("Done: 2 VAEs")
+    # the table shows the core's numbers: the same analysis run here on VAE A gives the cell's value
+    kind = ANALYSES[key]
+    options = kind.validate({**kind.defaults(), **{n: v for (k, n), v in OPTIONS.items() if k == key},
+                             **({"tiles": [32], "overlaps": [0, 16]} if key == "seams" else {})}, str)
+    pixels = resize_longer_side(session.image.pixels, SIZE)
+    mine = drive(kind.function()(session.vae, pixels, tile=session.prefs.tile, **options))
+    row, header, value = CELLS[key]
+    headers = [tab.table.horizontalHeaderItem(c).text() for c in range(tab.table.columnCount())]
+    assert tab.table.item(row, 0).text() == tab.results[0][0]
+    assert float(tab.table.item(row, headers.index(header)).text()) == pytest.approx(value(mine), rel=2e-3)
+    assert kind.summary(mine.to_dict()) in tab.verdict.text()  # the CLI's summary line, for VAE A
 
 
-def test_an_analysis_can_be_cancelled(qtbot, win, ready):
+def test_an_analysis_can_be_cancelled(qtbot, ready):
     tab = ready
     tab.kind.setCurrentIndex(list(ANALYSES).index("drift"))
-    tab.rounds.setValue(50)
+    set_option(tab, "drift", "rounds", 50)
     tab.run_btn.click()
     qtbot.waitUntil(lambda: tab.progress.value() > 0, timeout=60000)
     tab.cancel_btn.click()
@@ -55,14 +105,42 @@ def test_an_analysis_can_be_cancelled(qtbot, win, ready):
     assert tab.status.text().startswith("Cancelled")
 
 
-def test_without_an_image_the_tab_says_what_to_do(qtbot, win):
-    win.tabs.setCurrentWidget(win.analysis)
-    assert "open an image" in win.analysis.image_label.text()
-    win.analysis.run_btn.click()
-    assert "open an image in the Inspector" in win.last_error
+def test_without_an_image_the_tab_says_what_to_do(qtbot, session, tab):
+    assert "open an image" in tab.image_label.text()
+    tab.run_btn.click()
+    assert "open an image in the Inspector" in session.errors[-1]
 
 
-def test_a_vae_that_cannot_do_an_analysis_is_reported_and_the_others_go_on(qtbot, win, ready, tmp_path):
+def test_the_tab_follows_the_session_and_lets_go_when_closed(qtbot, session, tab, tmp_path, vae_dir):
+    from vaestudio.core.sources import load_vae
+
+    session.open_images([str(photo(tmp_path, name="first.png"))])
+    qtbot.waitUntil(lambda: tab.image_label.text() == "first", timeout=30000)
+    vae = load_vae(str(vae_dir))
+    session.set_vae(vae)
+    assert [tab.vae_list.item(i).text() for i in range(tab.vae_list.count())] == [f"A: {vae_dir.name}"]
+    assert tab.chosen_vaes() == [(vae_dir.name, vae)]  # lent as it is, not a source to load again
+    tab.close()
+    session.set_vae(None)
+    session.open_images([str(photo(tmp_path, name="second.png"))])
+    qtbot.waitUntil(lambda: session.image is not None and session.image.name == "second", timeout=30000)
+    assert tab.image_label.text() == "first" and tab.vae_list.count() == 1  # no longer listening
+
+
+def test_option_pages_are_made_from_the_descriptions(qtbot, tab):
+    for key, kind in ANALYSES.items():
+        assert set(tab.pages[key].fields) == {o.name for o in kind.options}
+        assert tab.pages[key].values() == kind.defaults()  # every field starts at the CLI's default
+    set_option(tab, "noise", "max_strength", 2.5)
+    tab.pages["noise"].fields["mode"].setCurrentText("strength")
+    assert tab.pages["noise"].values()["max_strength"] == 2.5 and tab.pages["noise"].values()["mode"] == "strength"
+    bins = tab.pages["spectrum"].fields["bins"]
+    assert bins.text() == ANALYSES["spectrum"].options[0].auto  # None: chosen from the image
+    bins.setValue(16)
+    assert tab.pages["spectrum"].values() == {"bins": 16}
+
+
+def test_a_vae_that_cannot_do_an_analysis_is_reported_and_the_others_go_on(qtbot, ready, tmp_path):
     """The MNIST VAE has a vector latent: it cannot decode in tiles. The SD VAEs still get their seams."""
 
     from vaestudio.core.mnist.train import TrainConfig, Trainer
@@ -77,7 +155,6 @@ def test_a_vae_that_cannot_do_an_analysis_is_reported_and_the_others_go_on(qtbot
     assert len(tab.results) == 2 and len(tab.failures) == 1
     assert "mnist" in tab.failures[0] and "tiles" in tab.failures[0]
     assert "1 failed" in tab.status.text()
-
 
 
 def test_the_job_goes_on_past_any_error_and_closes_what_it_loaded(tmp_path, vae_dir, ldm_file, monkeypatch):
@@ -110,11 +187,11 @@ def test_the_job_goes_on_past_any_error_and_closes_what_it_loaded(tmp_path, vae_
     ("32", "-16", "Overlaps: expected whole numbers >= 0"),
     ("32", "32, 64", "an overlap must be smaller than the tile"),
 ])
-def test_seam_settings_are_checked_before_anything_runs(qtbot, win, ready, tiles, overlaps, said):
+def test_seam_settings_are_checked_before_anything_runs(qtbot, session, ready, tiles, overlaps, said):
     tab = ready
     tab.kind.setCurrentIndex(list(ANALYSES).index("seams"))
-    tab.tiles.setText(tiles)
-    tab.overlaps.setText(overlaps)
+    set_option(tab, "seams", "tiles", tiles)
+    set_option(tab, "seams", "overlaps", overlaps)
     tab.run_btn.click()
-    assert said in win.last_error
-    assert tab.run_btn.isEnabled() and not tab.runner.is_running("analysis")
+    assert said in session.errors[-1]
+    assert tab.run_btn.isEnabled() and not session.runner.is_running("analysis")

@@ -1,9 +1,11 @@
 """The Analysis tab: round-trip drift, tile seams, spectrum, noise robustness, scaling factor.
 
-The inspector's current image is analysed by one or more VAEs (the loaded A and B, recent VAEs or
-files). Each analysis is a core generator (``vaestudio.core.analyses``) run in one worker job that
-streams its steps and each VAE's result; the plots are drawn here with pyqtgraph from the result's
-numbers, one colour per VAE.
+A view of the window's ``Session``: the session's current image is analysed by one or more VAEs (its
+A and B, recent VAEs or files). Everything about an analysis comes from its description
+(``vaestudio.core.analyses.describe``): the option page, the table, the summary lines, the plots
+(the description's ``Figure``, drawn here with pyqtgraph, as ``plotting.draw_figure`` draws it for
+the CLI's PNG) and the pictures. Each analysis is a core generator run in one worker job that streams
+its steps and each VAE's result.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -32,10 +35,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from vaestudio.core.analyses import ANALYSES
 from vaestudio.core.analyses.plotting import colour as palette_colour
 from vaestudio.ui.plotting import IntegerAxis
+from vaestudio.ui.session import Session, wire
 from vaestudio.ui.vae_checklist import VaeChecklist
-from vaestudio.ui.workers import JobRunner
+
+GREY = (160, 160, 160)
+DASHES = {0: Qt.PenStyle.SolidLine, 2: Qt.PenStyle.DotLine}  # other dash lengths: dashed
 
 
 @dataclass
@@ -61,14 +68,13 @@ class AnalysisFailed:
 def analysis_job(name: str, vaes: list, pixels: np.ndarray, options: dict, prefs, *, progress, should_stop):
     """Run one analysis for each VAE (a loaded VAE or a source to load); stream steps and results.
     A VAE that fails (cannot load, cannot do this analysis) is reported and the others go on."""
-    from vaestudio.core.analyses import ANALYSES
     from vaestudio.core.analyses.common import Step
-    from vaestudio.core.errors import Cancelled, VaeStudioError
+    from vaestudio.core.errors import Cancelled, VaeStudioError, one_line
     from vaestudio.core.sources import load_vae
 
-    run, _plot = ANALYSES[name].functions()
+    run = ANALYSES[name].function()
     for i, (label, vae) in enumerate(vaes):
-        owned = isinstance(vae, str)  # loaded here, so closed here; the inspector's VAEs are only lent
+        owned = isinstance(vae, str)  # loaded here, so closed here; the session's VAEs are only lent
         loaded = None
         try:
             loaded = load_vae(vae, device=prefs.device, dtype=prefs.dtype, should_stop=should_stop) if owned else vae
@@ -81,23 +87,69 @@ def analysis_job(name: str, vaes: list, pixels: np.ndarray, options: dict, prefs
         except Cancelled:
             raise
         except Exception as exc:  # noqa: BLE001 - one VAE failing (even out of memory) never stops the others
-            yield AnalysisFailed(label, str(exc) if isinstance(exc, (VaeStudioError, ValueError))
-                                 else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            yield AnalysisFailed(label, one_line(exc, with_type=not isinstance(exc, (VaeStudioError, ValueError))))
         finally:
             if owned and loaded is not None:
                 loaded.close()
 
 
-class AnalysisTab(QWidget):
-    message = Signal(str)
-    error = Signal(str)
+class OptionPage(QWidget):
+    """The option page of one analysis, made from its description's options."""
 
-    def __init__(self, runner: JobRunner, prefs, inspector) -> None:
+    def __init__(self, kind) -> None:
         super().__init__()
-        self.runner, self.prefs, self.inspector = runner, prefs, inspector
-        from vaestudio.core.analyses import ANALYSES
+        self.kind = kind
+        self.fields: dict[str, QWidget] = {}
+        form = QFormLayout(self)
+        form.setContentsMargins(0, 0, 0, 0)
+        for o in kind.options:
+            w = self._widget(o)
+            w.setToolTip(o.help)
+            self.fields[o.name] = w
+            form.addRow(f"{o.label} ({o.unit})" if o.unit else o.label, w)
+        if not kind.options:
+            form.addRow(QLabel("no options"))
 
-        self.analyses = ANALYSES
+    @staticmethod
+    def _widget(o) -> QWidget:
+        if o.kind == "choice":
+            w = QComboBox()
+            w.addItems(list(o.choices))
+            w.setCurrentText(o.default)
+        elif o.kind == "sizes":
+            w = QLineEdit(", ".join(str(v) for v in o.default))
+        else:
+            w = QSpinBox() if o.kind == "int" else QDoubleSpinBox()
+            low = o.minimum if o.minimum is not None else (0.01 if o.positive else -(2**31))
+            if o.auto:  # the lowest entry stands for "chosen from the image"
+                low -= 1
+                w.setSpecialValueText(o.auto)
+            w.setRange(low, o.maximum if o.maximum is not None else 2**31 - 1)
+            w.setValue(o.default if o.default is not None else low)
+        return w
+
+    def values(self) -> dict:
+        """The options as typed, checked as the CLI checks them; ValueError names the field."""
+        out = {}
+        for o in self.kind.options:
+            w = self.fields[o.name]
+            if isinstance(w, QComboBox):
+                out[o.name] = w.currentText()
+            elif isinstance(w, QLineEdit):
+                try:
+                    out[o.name] = o.parse(w.text())
+                except ValueError as exc:
+                    raise ValueError(f"{o.label}: {exc}") from None
+            else:
+                special = o.auto and w.value() == w.minimum()
+                out[o.name] = None if special else w.value()
+        return self.kind.validate(out, lambda o: o.label)
+
+
+class AnalysisTab(QWidget):
+    def __init__(self, session: Session) -> None:
+        super().__init__()
+        self.session = session
         self.kind = QComboBox()
         for key, kind in ANALYSES.items():
             self.kind.addItem(kind.title, key)
@@ -112,28 +164,11 @@ class AnalysisTab(QWidget):
         self.size.setSuffix(" px")
         self.size.setToolTip("The image is resized so its longer side has this many pixels (analyses decode many "
                              "times: small keeps them quick)")
-        self.vae_list = VaeChecklist(inspector, "Tick the VAEs to analyse; each gets its own curve")
+        self.vae_list = VaeChecklist(session, "Tick the VAEs to analyse; each gets its own curve")
         self.add_btn = QPushButton("Add VAE file...")
-        self.rounds = QSpinBox()
-        self.rounds.setRange(1, 100)
-        self.rounds.setValue(10)
-        self.tiles = QLineEdit("64, 128")
-        self.overlaps = QLineEdit("0, 16, 32")
-        self.steps = QSpinBox()
-        self.steps.setRange(2, 50)
-        self.steps.setValue(10)
-        self.noise_mode = QComboBox()
-        self.noise_mode.addItems(["timestep", "strength"])
+        self.pages = {key: OptionPage(kind) for key, kind in ANALYSES.items()}
         self.options = QStackedWidget()
-        for rows in ((("Rounds", self.rounds),), (("Tile sizes (px)", self.tiles), ("Overlaps (px)", self.overlaps)),
-                     (), (("Points", self.steps), ("Noise as", self.noise_mode)), ()):
-            page = QWidget()
-            form = QFormLayout(page)
-            form.setContentsMargins(0, 0, 0, 0)
-            for label, w in rows:
-                form.addRow(label, w)
-            if not rows:
-                form.addRow(QLabel("no options"))
+        for page in self.pages.values():
             self.options.addWidget(page)
         self.run_btn = QPushButton("Run")
         self.cancel_btn = QPushButton("Cancel")
@@ -171,9 +206,9 @@ class AnalysisTab(QWidget):
         self.picture_vb.addItem(self.picture_item)
         self.table = QTableWidget(0, 0)
         self.table.verticalHeader().hide()
-        self.verdict = QLabel("")
+        self.verdict = QLabel("")  # each VAE's summary line (the CLI's), notes and warnings
         self.verdict.setWordWrap(True)
-        self.verdict.hide()
+        self.verdict.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         table_box = QWidget()
         tl = QVBoxLayout(table_box)
         tl.setContentsMargins(0, 0, 0, 0)
@@ -193,105 +228,95 @@ class AnalysisTab(QWidget):
         lay.addWidget(left)
         lay.addWidget(right, 1)
         self.results: list[tuple[str, object]] = []
-        self._key = "drift"  # the analysis whose results are shown
+        self.failures: list[str] = []
+        self.image_name = ""  # the image the results are of
+        self._key = self.kind.currentData()  # the analysis whose results are shown
         self.legend: pg.LegendItem | None = None
-        self._named: set[str] = set()
+        self._connected = False
         self.kind.currentIndexChanged.connect(self._kind_changed)
         self.run_btn.clicked.connect(self.run)
-        self.cancel_btn.clicked.connect(lambda: self.runner.cancel("analysis"))
+        self.cancel_btn.clicked.connect(lambda: self.session.runner.cancel("analysis"))
         self.add_btn.clicked.connect(lambda: self.vae_list.pick_file("Add a VAE to the analysis"))
         self._kind_changed()
+        self._connect_session(True)
+        self._image_changed()
+
+    # -- the session ------------------------------------------------------------------------------
+    def _connect_session(self, connect: bool) -> None:
+        if connect == self._connected:
+            return
+        self._connected = connect
+        wire([(self.session.image_changed, self._image_changed)], connect)
+        if not connect:
+            self.vae_list.connect_session(False)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        self._connect_session(False)
+        super().closeEvent(event)
+
+    def _image_changed(self) -> None:
+        image = self.session.image
+        self.image_label.setText(image.name if image is not None else "none: open an image in the Inspector first")
 
     # -- choices ----------------------------------------------------------------------------------
     def _kind_changed(self) -> None:
         key = self.kind.currentData()
-        self.about.setText(self.analyses[key].question)
-        self.options.setCurrentIndex(list(self.analyses).index(key))
-
-    def refresh(self, recent: list[str] | None = None) -> None:
-        """The image and the VAEs on offer follow the inspector (called when the tab is shown)."""
-        ins = self.inspector
-        self.image_label.setText(ins.image.name if ins.image is not None else
-                                 "none: open an image in the Inspector first")
-        self.vae_list.refresh(recent)
+        self.about.setText(ANALYSES[key].question)
+        self.options.setCurrentWidget(self.pages[key])
 
     def add_source(self, path: str) -> None:
         self.vae_list.add_file(path)
 
     def chosen_vaes(self) -> list[tuple[str, object]]:
-        """(label, VAE) to analyse: the inspector's loaded VAEs as they are, others as sources to load."""
+        """(label, VAE) to analyse: the session's loaded VAEs as they are, others as sources to load."""
         loaded = self.vae_list.loaded()
         return [(label, loaded.get(source, source)) for label, source in self.vae_list.chosen()]
-
-
-    def options_for(self, key: str) -> dict:
-        if key == "drift":
-            return {"rounds": self.rounds.value()}
-        if key == "seams":
-            from vaestudio.core.analyses import check_seam_settings, parse_sizes
-
-            try:
-                tiles = parse_sizes(self.tiles.text())
-            except ValueError as exc:
-                raise ValueError(f"Tile sizes: {exc}") from None
-            try:
-                overlaps = parse_sizes(self.overlaps.text())
-            except ValueError as exc:
-                raise ValueError(f"Overlaps: {exc}") from None
-            check_seam_settings(tiles, overlaps)
-            return {"tiles": tiles, "overlaps": overlaps}
-        if key == "noise":
-            return {"steps": self.steps.value(), "mode": self.noise_mode.currentText()}
-        return {}
 
     # -- running ------------------------------------------------------------------------------------
     def run(self) -> None:
         from vaestudio.core.images import resize_longer_side
 
-        ins = self.inspector
-        if ins.image is None:
-            self.error.emit("open an image in the Inspector first; the analysis uses it")
+        s = self.session
+        if s.image is None:
+            s.error.emit("open an image in the Inspector first; the analysis uses it")
             return
         vaes = self.chosen_vaes()
         if not vaes:
-            self.error.emit("tick at least one VAE (load one in the Inspector, or Add VAE file...)")
+            s.error.emit("tick at least one VAE (load one in the Inspector, or Add VAE file...)")
             return
         key = self.kind.currentData()
         try:
-            options = self.options_for(key)
+            options = self.pages[key].values()
         except ValueError as exc:
-            self.error.emit(str(exc))
+            s.error.emit(str(exc))
             return
-        pixels = resize_longer_side(ins.image.pixels, self.size.value())
-        self.results = []
-        self.failures: list[str] = []
-        self._key = key
+        pixels = resize_longer_side(s.image.pixels, self.size.value())
+        self.results, self.failures, self._key, self.image_name = [], [], key, s.image.name
         self.plots.clear()
         self.table.setRowCount(0)
-        self.verdict.hide()
+        self.verdict.setText("")
         self.picture_item.clear()
         self.picture_label.setText("")
         self.progress.setRange(0, 0)
-        self.status.setText(f"{self.analyses[key].title} of {ins.image.name} ({pixels.shape[1]}x{pixels.shape[0]}) ...")
+        self.status.setText(f"{ANALYSES[key].title} of {s.image.name} ({pixels.shape[1]}x{pixels.shape[0]}) ...")
         self.run_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
-        self.runner.start("analysis", analysis_job, key, vaes, pixels, options, self.prefs,
-                          on_yield=self._on_item, on_result=self._finished, on_error=self._failed,
-                          on_cancel=lambda: self._finished(None, "Cancelled"))
+        s.runner.start("analysis", analysis_job, key, vaes, pixels, options, s.prefs,
+                       on_yield=self._on_item, on_result=self._finished, on_error=self._failed,
+                       on_cancel=lambda: self._finished(None, "Cancelled"))
 
     def _on_item(self, item) -> None:
         if isinstance(item, AnalysisStep):
-            s = item.step
-            total = item.vaes * max(1, s.total)
-            self.progress.setRange(0, total)
-            self.progress.setValue(item.vae * s.total + s.done)
-            self.status.setText(f"{item.label}: {s.what} ({s.done + 1} of {s.total})")
+            st = item.step
+            self.progress.setRange(0, item.vaes * max(1, st.total))
+            self.progress.setValue(item.vae * st.total + st.done)
+            self.status.setText(f"{item.label}: {st.what} ({st.done + 1} of {st.total})")
         elif isinstance(item, AnalysisResult):
             self.results.append((item.label, item.result))
             self.show_results()
         elif isinstance(item, AnalysisFailed):
             self.failures.append(f"{item.label}: {item.reason}")
-            self.error.emit(f"{item.label}: {item.reason}")
+            self.session.error.emit(f"{item.label}: {item.reason}")
 
     def _finished(self, _result=None, text: str = "Done") -> None:
         self.run_btn.setEnabled(True)
@@ -300,155 +325,99 @@ class AnalysisTab(QWidget):
         self.progress.setValue(1 if text == "Done" else 0)
         failed = f", {len(self.failures)} failed" if self.failures else ""
         self.status.setText(f"{text}: {len(self.results)} VAE{'s' if len(self.results) != 1 else ''} analysed{failed}")
-        self.message.emit(self.status.text())
-        warnings = [f"{label}: {r.warning}" for label, r in self.results if getattr(r, "warning", None)]
+        self.session.message.emit(self.status.text())
+        kind = ANALYSES[self._key]
+        warnings = [f"{label}: {w}" for label, r in self.results if (w := kind.warning(r.to_dict()))]
         if warnings:
-            self.message.emit(warnings[0])
+            self.session.error.emit(warnings[0])
 
     def _failed(self, msg: str) -> None:
-        self.error.emit(msg)
+        self.session.error.emit(msg)
         self._finished(None, "Stopped by an error")
 
-    # -- showing ---------------------------------------------------------------------------------------
+    # -- showing: everything from the description -----------------------------------------------------
     def show_results(self) -> None:
-        key = self._key
-        self.plots.clear()
-        # one legend above the plots, so it never covers a curve
-        self.legend = pg.LegendItem(colCount=4)
-        self.plots.addItem(self.legend, row=0, col=0)
-        self._named: set[str] = set()
-        getattr(self, f"_show_{key}")()
+        kind = ANALYSES[self._key]
+        numbers = [(label, r.to_dict()) for label, r in self.results]
+        self._draw(kind.figure(numbers), [label for label, _ in numbers])
+        self._fill_table(kind, numbers)
+        lines = []
+        for (label, r), (_, d) in zip(self.results, numbers, strict=True):
+            warning = kind.warning(d)
+            lines.append(f"<b>{label}</b>: {kind.summary(d)}")
+            lines += [f"<span style='color:#be1e1e'>warning: {warning}</span>"] if warning else []
+            lines += [f"<span style='color:gray'>note: {n}</span>" for n in r.notes]
+        self.verdict.setText("<br>".join(lines))
+        self._show_pictures(kind.pictures(self.results, self.image_name))
 
-    def _plot(self, row: int, title: str, xlabel: str, ylabel: str, *, logy: bool = False, col: int = 0,
-              integer_x: bool = False):
-        axes = {"bottom": IntegerAxis("bottom")} if integer_x else None
-        p = self.plots.addPlot(row=row + 1, col=col, title=title, axisItems=axes)
-        p.setLabel("bottom", xlabel)
-        p.setLabel("left", ylabel)
+    def _draw(self, fig, labels: list[str]) -> None:
+        self.plots.clear()
+        cols = max(1, fig.columns)
+        # one legend above the plots, one entry per VAE, so it never covers a curve
+        self.legend = pg.LegendItem(colCount=4)
+        self.plots.addItem(self.legend, row=0, col=0, colspan=cols)
+        for i, label in enumerate(labels):
+            self.legend.addItem(pg.PlotDataItem(pen=pg.mkPen(palette_colour(i), width=2)), label)
+        for k, chart in enumerate(fig.charts):
+            row, col = 1 + 2 * (k // cols), k % cols
+            self._chart(chart, row, col)
+            if chart.note:
+                colour = "#be1e1e" if chart.warn else "#6e6e6e"
+                self.plots.addLabel(chart.note, row=row + 1, col=col, color=colour, size="9pt")
+
+    def _chart(self, chart, row: int, col: int) -> None:
+        axes = {"bottom": IntegerAxis("bottom")} if chart.integer_x and chart.xticks is None else None
+        p = self.plots.addPlot(row=row, col=col, title=chart.title, axisItems=axes)
+        p.setLabel("bottom", chart.xlabel)
+        p.setLabel("left", chart.ylabel)
         for side in ("bottom", "left"):
             p.getAxis(side).enableAutoSIPrefix(False)
         p.showGrid(x=True, y=True, alpha=0.2)
-        if logy:
+        if chart.logy:
             p.setLogMode(y=True)
-        return p
+        if chart.xticks is not None:
+            p.getAxis("bottom").setTicks([[(float(t), lab) for t, lab in chart.xticks]])
+        if chart.xlim is not None:
+            p.setXRange(*chart.xlim, padding=0)
+        for h in chart.hlines:
+            pos = math.log10(h) if chart.logy else h  # a log axis is placed in log10 units
+            p.addItem(pg.InfiniteLine(pos=pos, angle=0, pen=pg.mkPen(GREY, style=Qt.PenStyle.DashLine)))
+        for s in chart.series:
+            col_ = (20, 20, 20) if s.vae is None else palette_colour(s.vae)
+            y = np.array([np.nan if v is None or not math.isfinite(v) else v for v in s.y], dtype=float)
+            x = np.asarray(list(s.x), dtype=float)
+            if s.style == "bars":
+                p.addItem(pg.BarGraphItem(x=x, height=np.nan_to_num(y), width=0.6, brush=col_, pen=None))
+            elif s.style == "dots":
+                p.plot(x, y, pen=None, symbol="o", symbolSize=7, symbolBrush=col_, symbolPen=None)
+            else:
+                pen = pg.mkPen(col_, width=s.width, style=DASHES.get(s.dash, Qt.PenStyle.DashLine))
+                p.plot(x, y, pen=pen, symbol="o" if s.markers else None, symbolSize=6, symbolBrush=col_,
+                       symbolPen=None, connect="finite")
 
-    def _curve(self, plot, i: int, x, y, name: str, symbol: str | None = "o") -> None:
-        colour = palette_colour(i)
-        y = np.array([np.nan if (v is None or not math.isfinite(v)) else v for v in y], dtype=float)
-        item = plot.plot(list(x), y, pen=pg.mkPen(colour, width=2), symbol=symbol, symbolSize=6, symbolBrush=colour,
-                         symbolPen=None, connect="finite")
-        if name not in self._named:
-            self._named.add(name)
-            self.legend.addItem(item, name)
-
-    def _picture(self, rgb: np.ndarray, caption: str) -> None:
-        self.picture_item.setImage(rgb, levels=(0, 1) if rgb.dtype != np.uint8 else (0, 255), autoLevels=False)
-        self.picture_vb.autoRange(padding=0)
-        self.picture_label.setText(caption)
-
-    def _fill_table(self, headers: list[str], rows: list[list]) -> None:
-        self.table.setColumnCount(len(headers))
-        self.table.setHorizontalHeaderLabels(headers)
+    def _fill_table(self, kind, numbers) -> None:
+        rows = kind.table(numbers)
+        columns = kind.columns
+        self.table.setColumnCount(1 + len(columns))
+        self.table.setHorizontalHeaderLabels(["VAE", *(c.header for c in columns)])
         self.table.setRowCount(len(rows))
         for r, row in enumerate(rows):
-            for c, v in enumerate(row):
-                if isinstance(v, str):
-                    text = v
-                elif v is None or (isinstance(v, float) and math.isnan(v)):
-                    text = "-"
-                else:
-                    text = f"{v:.4g}"  # inf shows as inf
-                self.table.setItem(r, c, QTableWidgetItem(text))
+            self.table.setItem(r, 0, QTableWidgetItem(row["vae"]))
+            for c, column in enumerate(columns, start=1):
+                self.table.setItem(r, c, QTableWidgetItem(column.text(row.get(column.key))))
         self.table.resizeColumnsToContents()
 
-    def _show_drift(self) -> None:
-        p1 = self._plot(0, "PSNR against the original after each round", "round", "PSNR (dB)", integer_x=True)
-        p2 = self._plot(1, "colour shift after each round: size of the mean RGB change", "round",
-                        "|shift| (0..1 scale)", integer_x=True)
-        rows = []
-        for i, (label, r) in enumerate(self.results):
-            ks = [x.round for x in r.rounds]
-            self._curve(p1, i, ks, [x.psnr for x in r.rounds], label)
-            self._curve(p2, i, ks, [float(np.linalg.norm(x.color_shift)) for x in r.rounds], label)
-            last = r.rounds[-1]
-            rows.append([label, last.round, last.psnr, last.ssim, *last.color_shift])
-        label, r = self.results[0]
+    def _show_pictures(self, pictures) -> None:
+        if not pictures:
+            self.picture_item.clear()
+            self.picture_label.setText("")
+            return
         from vaestudio.core.pictures import comparison_strip
 
-        self._picture(comparison_strip(r.original, r.last, gap=4),
-                      f"{label}: original | after {len(r.rounds)} rounds")
-        self._fill_table(["VAE", "rounds", "PSNR", "SSIM", "shift R", "shift G", "shift B"], rows)
+        def as_float(rgb: np.ndarray) -> np.ndarray:
+            return rgb.astype(np.float32) / 255 if rgb.dtype == np.uint8 else rgb
 
-    def _show_seams(self) -> None:
-        p = self._plot(0, "seam score by tile size / overlap (1 = no seams)", "tile / overlap", "seam score")
-        # the settings differ between VAEs (tiles are rounded to each VAE's factor): one axis for all
-        settings = sorted({(s.tile, s.overlap) for _label, r in self.results for s in r.settings})
-        where = {ts: i for i, ts in enumerate(settings)}
-        p.getAxis("bottom").setTicks([[(i, f"{t}/{o}") for i, (t, o) in enumerate(settings)]])
-        line = pg.InfiniteLine(pos=1.0, angle=0, pen=pg.mkPen((160, 160, 160), style=Qt.PenStyle.DashLine))
-        p.addItem(line)
-        rows = []
-        for i, (label, r) in enumerate(self.results):
-            self._curve(p, i, [where[(s.tile, s.overlap)] for s in r.settings], [s.seam_score for s in r.settings],
-                        label)
-            for s in r.settings:
-                rows.append([label, s.tile, s.overlap, s.seam_score, s.untiled_score, s.max_difference])
-        from vaestudio.core.analyses.seams import seam_maps
-
-        label, r = self.results[0]
-        self._picture(seam_maps(r, f"{label}: |tiled - untiled| with the tile boundaries"), "")
-        self._fill_table(["VAE", "tile", "overlap", "seam score", "untiled (control)", "max difference"], rows)
-
-    def _show_spectrum(self) -> None:
-        p = self._plot(0, "reconstruction / original power per spatial frequency", "cycles per pixel",
-                       "power ratio", logy=True)
-        p.addItem(pg.InfiniteLine(pos=0.0, angle=0, pen=pg.mkPen((160, 160, 160), style=Qt.PenStyle.DashLine)))
-        rows = []
-        for i, (label, r) in enumerate(self.results):
-            self._curve(p, i, r.frequencies, r.ratio, label, symbol=None)
-            f = np.asarray(r.frequencies)
-            ratio = np.asarray(r.ratio, dtype=float)
-            high = ratio[f >= 0.25]
-            rows.append([label, float(np.nanmean(ratio[f < 0.1])) if (f < 0.1).any() else None,
-                         float(np.nanmean(high)) if high.size else None])
-        label, r = self.results[0]
-        if r.reconstruction is not None:
-            self._picture(r.reconstruction, f"{label}: reconstruction")
-        self._fill_table(["VAE", "mean ratio below 0.1 c/px", "mean ratio above 0.25 c/px"], rows)
-
-    def _show_noise(self) -> None:
-        mode = self.results[0][1].mode
-        xl = "timestep" if mode == "timestep" else "noise strength"
-        p1 = self._plot(0, "PSNR against the clean reconstruction", xl, "PSNR (dB)")
-        p2 = self._plot(1, "SSIM against the clean reconstruction", xl, "SSIM")
-        rows = []
-        for i, (label, r) in enumerate(self.results):
-            ts = [pt.t for pt in r.points]
-            self._curve(p1, i, ts, [pt.psnr for pt in r.points], label)
-            self._curve(p2, i, ts, [pt.ssim for pt in r.points], label)
-            for pt in r.points:
-                rows.append([label, pt.t, pt.psnr, pt.ssim, pt.snr_db])
-        label, r = self.results[0]
-        self._picture(r.clean, f"{label}: clean reconstruction")
-        self._fill_table(["VAE", "t", "PSNR", "SSIM", "SNR (dB)"], rows)
-
-    def _show_scale(self) -> None:
-        p = self._plot(0, "standard deviation of each channel in model space (1 is the aim)", "channel", "std")
-        p.addItem(pg.InfiniteLine(pos=1.0, angle=0, pen=pg.mkPen((160, 160, 160), style=Qt.PenStyle.DashLine)))
-        rows = []
-        warnings = []
-        for i, (label, r) in enumerate(self.results):
-            self._curve(p, i, range(len(r.model_channel_std)), r.model_channel_std, label)
-            rows.append([label, r.std, r.mean, r.suggested_scaling_factor, r.suggested_shift,
-                         r.configured_scaling_factor, r.configured_shift, r.model_std, "far off" if r.far else "ok"])
-            if r.warning:
-                warnings.append(f"{label}: {r.warning}")
-        self.picture_item.clear()
-        self.picture_label.setText("")
-        self.verdict.setText("<br>".join(warnings) if warnings else "The configured scaling factors are near the "
-                                                                    "measured ones.")
-        self.verdict.show()
-        self._fill_table(["VAE", "raw std", "raw mean", "suggested factor", "suggested shift", "configured factor",
-                          "configured shift", "model-space std", "verdict"], rows)
-        if warnings:
-            self.error.emit(warnings[0])
+        strip = comparison_strip(*(as_float(p.rgb) for p in pictures), gap=4)
+        self.picture_item.setImage(np.clip(strip, 0, 1), levels=(0, 1), autoLevels=False)
+        self.picture_vb.autoRange(padding=0)
+        self.picture_label.setText(" | ".join(p.caption for p in pictures))

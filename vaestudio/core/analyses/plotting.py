@@ -1,7 +1,8 @@
 """A tiny plotting helper on Pillow: line charts with axes, ticks, labels and a legend.
 
-The desktop bundle leaves matplotlib out, and the window draws its own pyqtgraph plots; this is
-only for the PNGs the command line writes. ``Canvas`` holds the picture, ``Axes`` one chart in it.
+The desktop bundle leaves matplotlib out. ``draw_figure`` draws an analysis's ``describe.Figure``
+for the PNGs the command line writes (and the evaluation report embeds); the window draws the same
+record with pyqtgraph. ``Canvas`` holds the picture, ``Axes`` one chart in it.
 """
 
 from __future__ import annotations
@@ -177,6 +178,13 @@ class Axes:
             py = min(max(self.py(y), self.top), self.bottom)
             self.canvas.draw.rectangle((a, min(base, py), max(a + 1, b), max(base, py)), fill=color)
 
+    def dots(self, xs: Sequence[float], ys: Sequence[float], color: tuple[int, int, int], r: int = 4) -> None:
+        """Markers alone at the finite points inside the box."""
+        for x, y in zip(xs, ys, strict=True):
+            if self._inside(x, y) and self.ylim[0] <= y <= self.ylim[1]:
+                px, py = self.px(x), self.py(y)
+                self.canvas.draw.ellipse((px - r, py - r, px + r, py + r), fill=color)
+
     def note(self, text: str, color: tuple[int, int, int] = GREY) -> None:
         self.canvas.draw.text((self.right - 6, self.top + 6), text, fill=color, font=font(12), anchor="ra")
 
@@ -256,3 +264,72 @@ class Canvas:
     def array(self) -> np.ndarray:
         """The picture as an (H, W, 3) uint8 array."""
         return np.asarray(self.image, dtype=np.uint8).copy()
+
+
+def draw(analysis, results, pictures: Sequence = ()) -> np.ndarray:
+    """An analysis's figure (``describe.Analysis.figure``) of (label, numbers) pairs, with ``pictures``
+    (``describe.Picture``) under it, as an (H, W, 3) uint8 picture: the PNG the CLI writes."""
+    return draw_figure(analysis.figure(results), [label for label, _ in results], pictures)
+
+
+def draw_figure(fig, labels: Sequence[str], pictures: Sequence = (), *, width: int = 1040,
+                chart_height: int = 330) -> np.ndarray:
+    """Draw a ``describe.Figure``: its charts in a grid, a legend of the VAEs, the pictures in a row."""
+    cols = max(1, fig.columns)
+    grid_rows = max(1, math.ceil(len(fig.charts) / cols))
+    legend_h = 20 * max(1, len(labels)) + 12
+    pic_h = 200 if pictures else 0
+    head = 30
+    height = head + grid_rows * chart_height + legend_h + (pic_h + 30 if pictures else 0)
+    c = Canvas(width, height)
+    c.text((width / 2, 6), fig.title, size=15, anchor="mt")
+    cw = width // cols
+    for k, chart in enumerate(fig.charts):
+        x0, y0 = (k % cols) * cw, head + (k // cols) * chart_height
+        _draw_chart(c, chart, (x0, y0, x0 + cw, y0 + chart_height - 20))
+        if chart.note:
+            c.text((x0 + 70, y0 + chart_height - 20), chart.note, size=12, color=WARN if chart.warn else GREY)
+    y = head + grid_rows * chart_height + 4
+    c.legend([(label, colour(i)) for i, label in enumerate(labels)], (70, y))
+    if pictures:
+        y += legend_h
+        n = len(pictures)
+        box_w = min(300, (width - 80) // n - 10)
+        x = 70
+        for p in pictures:
+            w, h = c.paste(p.rgb, (x, y), fit=(box_w, pic_h))
+            c.text((x, y + h + 4), p.caption[-40:], size=11)
+            x += max(w, box_w) + 10
+    return c.array()
+
+
+def _draw_chart(c: Canvas, chart, box: tuple[int, int, int, int]) -> None:
+    xs = [v for s in chart.series for v in s.x]
+    ys = [np.nan if v is None else v for s in chart.series for v in s.y]
+    xlim = chart.xlim or limits(xs, pad=0.02)
+    ticks = chart.xticks
+    ax = c.axes(box, xlim=xlim, ylim=limits(ys, log=chart.logy, include=chart.include), ylog=chart.logy,
+                title=chart.title, xlabel=chart.xlabel, ylabel=chart.ylabel,
+                xticks=[t for t, _ in ticks] if ticks is not None else None,
+                xticklabels=[lab for _, lab in ticks] if ticks is not None else None)
+    for h in chart.hlines:
+        ax.hline(h)
+    for s in chart.series:
+        col = BLACK if s.vae is None else colour(s.vae)
+        y = [np.nan if v is None else v for v in s.y]
+        if s.style == "bars":
+            ax.bars(list(s.x), y, 0.6, col)
+        elif s.style == "dots":
+            ax.dots(list(s.x), y, col)
+        else:
+            ax.line(list(s.x), y, col, width=s.width, dash=s.dash, markers=s.markers)
+
+
+def png_base64(rgb: np.ndarray) -> str:
+    """A picture as base64 PNG, for a data: URI in an HTML report."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")

@@ -12,19 +12,17 @@ every VAE of the same latent shape, gets the same noise.
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from vaestudio.core.analyses.about_noise import DEFAULT_STEPS
 from vaestudio.core.analyses.common import Step, Steps
-from vaestudio.core.analyses.plotting import Canvas, colour, limits
-from vaestudio.core.autoencoder import Autoencoder
 from vaestudio.core.metrics import json_float, psnr, ssim
 from vaestudio.core.noise import add_noise, noise_like
 from vaestudio.core.tiling import Progress, ShouldStop
-
-DEFAULT_STEPS = 10
+from vaestudio.core.vae import Autoencoder
 
 
 @dataclass
@@ -87,7 +85,7 @@ def run_noise(vae: Autoencoder, pixels: np.ndarray, *, steps: int = DEFAULT_STEP
     enc = vae.encode(pixels, tile=tile, should_stop=should_stop)
     st.finish()
     yield st.start("clean decode")
-    clean = vae.decode(enc.latent, enc.height, enc.width, tile=tile, should_stop=should_stop)
+    clean = vae.decode(enc.latent, enc.height, enc.width, tile=tile, should_stop=should_stop).pixels
     st.finish()
     eps = noise_like(enc.latent.float(), seed)
     points = []
@@ -95,32 +93,9 @@ def run_noise(vae: Autoencoder, pixels: np.ndarray, *, steps: int = DEFAULT_STEP
         yield st.start(f"decode with noise: {mode} {a:g}")
         kw = {"timestep": a} if mode == "timestep" else {"strength": a}
         noised = add_noise(enc.latent, fam, eps=eps, seed=seed, **kw)
-        out = vae.decode(noised.latent, enc.height, enc.width, tile=tile, should_stop=should_stop)
+        out = vae.decode(noised.latent, enc.height, enc.width, tile=tile, should_stop=should_stop).pixels
         points.append(NoisePoint(a, psnr(clean, out), ssim(clean, out), noised.snr_db))
         st.finish()
     result = RobustnessResult(mode, points, clean, fam.schedule, notes)
     yield result
     return result
-
-
-def plot_noise(results: Sequence[tuple[str, RobustnessResult]], *, width: int = 1040, height: int = 480) -> np.ndarray:
-    """PSNR and SSIM against the noise amount, one colour per VAE."""
-    c = Canvas(width, height)
-    legend_h = 20 * len(results) + 12
-    hw = width // 2
-    ts = [p.t for _, r in results for p in r.points]
-    xlim = limits(ts, pad=0.02)
-    mode = results[0][1].mode if results else "timestep"
-    xlabel = "timestep (noise over the family's schedule)" if mode == "timestep" else "noise strength"
-    ps = [p.psnr for _, r in results for p in r.points]
-    ax = c.axes((0, 0, hw, height - legend_h), xlim=xlim, ylim=limits(ps), title="PSNR against the clean reconstruction",
-                xlabel=xlabel, ylabel="PSNR (dB)")
-    for i, (_, r) in enumerate(results):
-        ax.line([p.t for p in r.points], [p.psnr for p in r.points], colour(i), markers=True)
-    ss = [p.ssim for _, r in results for p in r.points]
-    ax = c.axes((hw, 0, width, height - legend_h), xlim=xlim, ylim=limits(ss, include=[1.0]),
-                title="SSIM against the clean reconstruction", xlabel=xlabel, ylabel="SSIM")
-    for i, (_, r) in enumerate(results):
-        ax.line([p.t for p in r.points], [p.ssim for p in r.points], colour(i), markers=True)
-    c.legend([(label, colour(i)) for i, (label, _) in enumerate(results)], (70, height - legend_h + 6))
-    return c.array()

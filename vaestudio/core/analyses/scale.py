@@ -20,24 +20,21 @@ one image cannot tell them apart; the dataset average (``LatentStatsAccumulator`
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
+from vaestudio.core.analyses.about_scale import ANALYSIS, FAR_FACTOR
 from vaestudio.core.analyses.common import Step, Steps
-from vaestudio.core.analyses.plotting import BLACK, GREY, WARN, Canvas, colour, limits
+from vaestudio.core.analyses.plotting import draw, png_base64
 from vaestudio.core.analyses.spectrum import sig
-from vaestudio.core.autoencoder import Autoencoder, patchify
+from vaestudio.core.tensors import patchify
 from vaestudio.core.tiling import Progress, ShouldStop
-
-#: The configured factor is "far" from the measured one beyond this ratio (model-space std outside [1/F, F]).
-FAR_FACTOR = 1.5
+from vaestudio.core.vae import Autoencoder
 
 
 @dataclass
@@ -126,10 +123,11 @@ class LatentStatsAccumulator:
 
     def __init__(self, ref: object | None = None, *, to_model: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  scaling_factor: float | None = None, shift_factor: float | None = None,
-                 family: str | None = None) -> None:
+                 family: str | None = None, label: str = "") -> None:
         from vaestudio.core.families import FAMILIES
 
         self.family = family if family is not None else str(getattr(ref, "family", "") or "")
+        self.label = str(getattr(ref, "name", "") or label or self.family or "latents")
         fam = FAMILIES.get(self.family)
         self.scaling_factor = float(scaling_factor if scaling_factor is not None else fam.scaling_factor if fam else 1.0)
         self.shift_factor = float(shift_factor if shift_factor is not None else fam.shift_factor if fam else 0.0)
@@ -147,8 +145,10 @@ class LatentStatsAccumulator:
     @classmethod
     def for_vae(cls, vae: Autoencoder) -> LatentStatsAccumulator:
         """Measure against this VAE's own model space and configured scaling and shift."""
+        from vaestudio.core.evaluate.data import short_names
+
         return cls(to_model=vae.to_model, scaling_factor=vae.info.scaling_factor, shift_factor=vae.info.shift_factor,
-                   family=vae.info.family)
+                   family=vae.info.family, label=short_names([vae.info.source])[0])
 
     def _add(self, space: str, z: torch.Tensor) -> None:
         z = z.detach().cpu().to(torch.float64)
@@ -189,15 +189,7 @@ class LatentStatsAccumulator:
             return None
         r = ScaleResult.from_dict(result)
         warn = f'<p class="warning"><b>Warning:</b> {html.escape(r.warning)}</p>' if r.warning else ""
-        rows = "".join(
-            f"<tr><td>{i}</td><td>{m:.4g}</td><td>{s:.4g}</td><td>{mm:.4g}</td><td>{ms:.4g}</td></tr>"
-            for i, (m, s, mm, ms) in enumerate(zip(r.channel_mean, r.channel_std, r.model_channel_mean,
-                                                   r.model_channel_std, strict=False)))
-        buf = io.BytesIO()
-        from PIL import Image
-
-        Image.fromarray(plot_scale([("dataset", r)])).save(buf, format="PNG")
-        img = base64.b64encode(buf.getvalue()).decode("ascii")
+        img = png_base64(draw(ANALYSIS, [(self.label, result)]))
         return (
             '<section class="analysis scale"><h3>Scaling factor</h3>'
             f"<p>Latents measured over the dataset ({r.values} values per channel): raw mean {r.mean:.4g}, "
@@ -206,9 +198,20 @@ class LatentStatsAccumulator:
             f"suggested (zero mean, unit variance) {r.suggested_scaling_factor:.6g}, shift "
             f"{r.suggested_shift:.6g}.</p>{warn}"
             f'<img alt="latent statistics" src="data:image/png;base64,{img}">'
-            "<table><tr><th>channel</th><th>raw mean</th><th>raw std</th><th>model mean</th>"
-            f"<th>model std</th></tr>{rows}</table></section>"
+            + _channel_table("Raw channels (what the encoder outputs)", r.channel_mean, r.channel_std)
+            + _channel_table("Model-space channels (what the diffusion model sees)", r.model_channel_mean,
+                             r.model_channel_std)
+            + "</section>"
         )
+
+
+def _channel_table(caption: str, means: list[float], stds: list[float]) -> str:
+    """One table per space: a model-space channel is not the raw channel of the same index where the
+    model space is patchified (FLUX.2: 32 raw channels, 128 in model space)."""
+    rows = "".join(f"<tr><td>{i}</td><td>{m:.4g}</td><td>{s:.4g}</td></tr>"
+                   for i, (m, s) in enumerate(zip(means, stds, strict=True)))
+    return (f"<table><caption>{html.escape(caption)}: {len(means)}</caption>"
+            f"<tr><th>channel</th><th>mean</th><th>std</th></tr>{rows}</table>")
 
 
 def run_scale(vae: Autoencoder, pixels: np.ndarray, *, tile: str = "auto", progress: Progress | None = None,
@@ -229,34 +232,3 @@ def run_scale(vae: Autoencoder, pixels: np.ndarray, *, tile: str = "auto", progr
     result.notes = notes
     yield result
     return result
-
-
-def plot_scale(results: Sequence[tuple[str, ScaleResult]], *, width: int = 1040, row: int = 300) -> np.ndarray:
-    """Per VAE: each model-space channel's standard deviation (bars) and mean (dots), with 0 and 1 marked."""
-    height = max(1, len(results)) * (row + 20) + 10
-    c = Canvas(width, height)
-    for i, (label, r) in enumerate(results):
-        y0 = i * (row + 20)
-        n = len(r.model_channel_std)
-        vals = [*r.model_channel_std, *r.model_channel_mean]
-        ratio = r.configured_scaling_factor * r.std if math.isfinite(r.std) else math.nan
-        title = (f"{label[-40:]}: configured factor {r.configured_scaling_factor:.5g} (shift {r.configured_shift:.4g}), "
-                 f"measured {r.suggested_scaling_factor:.5g} (shift {r.suggested_shift:.4g})")
-        ax = c.axes((0, y0 + 4, width, y0 + row - 24), xlim=(-0.6, n - 0.4), ylim=limits(vals, include=[0.0, 1.1]),
-                    title=title, xlabel="model-space channel", ylabel="value",
-                    xticks=[k for k in range(n) if n <= 32 or k % max(1, n // 16) == 0])
-        ax.hline(0.0)
-        ax.hline(1.0, color=BLACK)
-        ax.bars(list(range(n)), r.model_channel_std, 0.6, colour(i))
-        for k, m in enumerate(r.model_channel_mean):
-            if math.isfinite(m):
-                px, py = ax.px(k), ax.py(m)
-                if ax.top <= py <= ax.bottom:
-                    c.draw.ellipse((px - 4, py - 4, px + 4, py + 4), fill=BLACK)
-        c.text((70, y0 + row - 20), f"bars: standard deviation (want 1), dots: mean (want 0); overall std "
-               f"{r.model_std:.3g}, mean {r.model_mean:.3g}", size=12, color=GREY)
-        line = (f"WARNING: the configured factor is {ratio:.2f}x the measured one (beyond {FAR_FACTOR}x): "
-                f"is the family ({r.family}) right?" if r.far else
-                f"configured / measured factor: {ratio:.2f}x (within {FAR_FACTOR}x)")
-        c.text((70, y0 + row - 4), line, size=12, color=WARN if r.far else GREY)
-    return c.array()

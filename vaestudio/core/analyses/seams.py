@@ -28,17 +28,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vaestudio.core.analyses.about_seams import DEFAULT_OVERLAPS, DEFAULT_TILES
 from vaestudio.core.analyses.common import Step, Steps
-from vaestudio.core.analyses.plotting import GREY, Canvas, colour, limits
-from vaestudio.core.autoencoder import Autoencoder
 from vaestudio.core.errors import VaeStudioError
-from vaestudio.core.metrics import colorize, json_float
+from vaestudio.core.metrics import json_float
 from vaestudio.core.tiling import Progress, ShouldStop, tile_starts
+from vaestudio.core.vae import Autoencoder
 
 #: Half-width of the band along each tile boundary, in pixels (at least one latent pixel).
 SEAM_BAND = 8
-DEFAULT_TILES = (64, 128)
-DEFAULT_OVERLAPS = (0, 16, 32)
 #: Errors below this (a 4000th of an 8-bit level) count as none: tile blending alone rounds at ~1e-7.
 _TINY = 1e-6
 
@@ -156,7 +154,7 @@ def run_seams(vae: Autoencoder, pixels: np.ndarray, *, tiles: Sequence[int] = DE
     hl, wl = enc.raw.shape[-2:]
     steps.finish()
     yield steps.start("untiled decode")
-    untiled = vae.decode(enc.latent, h, w, tile="off", should_stop=should_stop)
+    untiled = vae.decode(enc.latent, h, w, tile="off", should_stop=should_stop).pixels
     steps.finish()
     err_untiled = np.abs(untiled.astype(np.float32) - original.astype(np.float32)).mean(axis=2)
     band = max(SEAM_BAND, f)
@@ -171,7 +169,7 @@ def run_seams(vae: Autoencoder, pixels: np.ndarray, *, tiles: Sequence[int] = DE
                                         np.zeros((h, w), np.float32)))
             steps.finish()
             continue
-        tiled = vae.decode(enc.latent, h, w, tile="on", tile_size=t, tile_overlap=o, should_stop=should_stop)
+        tiled = vae.decode(enc.latent, h, w, tile="on", tile_size=t, tile_overlap=o, should_stop=should_stop).pixels
         err = np.abs(tiled.astype(np.float32) - original.astype(np.float32)).mean(axis=2)
         mask = band_mask(h, w, rows, cols, band)
         score, b, other = seam_score(err, mask)
@@ -182,63 +180,3 @@ def run_seams(vae: Autoencoder, pixels: np.ndarray, *, tiles: Sequence[int] = DE
     result = SeamsResult(settings, original, untiled, band, notes)
     yield result
     return result
-
-
-def plot_seams(results: Sequence[tuple[str, SeamsResult]], *, width: int = 900, height: int = 520) -> np.ndarray:
-    """Seam score for each tile size / overlap, one colour per VAE (dashed: the untiled control)."""
-    c = Canvas(width, height)
-    keys: list[tuple[int, int]] = []
-    for _, r in results:
-        for s in r.settings:
-            if (s.tile, s.overlap) not in keys:
-                keys.append((s.tile, s.overlap))
-    keys.sort()
-    vals = [v for _, r in results for s in r.settings for v in (s.seam_score, s.untiled_score)]
-    legend_h = 20 * len(results) + 30
-    ax = c.axes((0, 0, width, height - legend_h), xlim=(-0.5, len(keys) - 0.5), ylim=limits(vals, include=[1.0]),
-                title="Tile seams: error along tile boundaries / error elsewhere (1 = no seams)",
-                xlabel="tile / overlap (pixels)", ylabel="seam score", xticks=list(range(len(keys))),
-                xticklabels=[f"{t}/{o}" for t, o in keys])
-    ax.hline(1.0)
-    for i, (_, r) in enumerate(results):
-        by = {(s.tile, s.overlap): s for s in r.settings}
-        xs = list(range(len(keys)))
-        ax.line(xs, [by[k].seam_score if k in by else math.nan for k in keys], colour(i), markers=True)
-        ax.line(xs, [by[k].untiled_score if k in by else math.nan for k in keys], colour(i), width=1, dash=5)
-    if results:
-        band = results[0][1].band
-        c.text((width - 10, height - legend_h + 4), f"bands: {2 * band} px along each boundary; dashed: untiled decode",
-               size=12, color=GREY, anchor="ra")
-    c.legend([(label, colour(i)) for i, (label, _) in enumerate(results)], (70, height - legend_h + 4))
-    return c.array()
-
-
-def seam_maps(result: SeamsResult, title: str = "", *, cell: int = 240) -> np.ndarray:
-    """The difference maps |tiled - untiled| (one per tile size x overlap) with the boundaries drawn."""
-    tiles = sorted({s.tile for s in result.settings})
-    overlaps = sorted({s.overlap for s in result.settings})
-    vmax = max([float(np.percentile(s.difference, 99.5)) for s in result.settings] + [1e-6])
-    h, w = result.untiled.shape[:2]
-    scale = min(cell / w, cell / h)
-    cw, ch = max(1, round(w * scale)), max(1, round(h * scale))
-    pad, head = 12, 44
-    width = max(len(overlaps) * (cw + pad) + pad, 420)
-    height = head + len(tiles) * (ch + 34) + 10
-    c = Canvas(width, height)
-    c.text((pad, 6), title or "Tiled minus untiled decode", size=14)
-    c.text((pad, 24), f"|tiled - untiled|, black 0 to yellow {vmax:.3g}; cyan: tile boundaries", size=12, color=GREY)
-    by = {(s.tile, s.overlap): s for s in result.settings}
-    for i, t in enumerate(tiles):
-        for j, o in enumerate(overlaps):
-            s = by.get((t, o))
-            x0, y0 = pad + j * (cw + pad), head + i * (ch + 34)
-            if s is None:
-                continue
-            c.paste(colorize(s.difference, vmax), (x0, y0), fit=(cw, ch))
-            for r in s.rows:
-                c.draw.line((x0, y0 + r * scale, x0 + cw - 1, y0 + r * scale), fill=(0, 220, 255), width=1)
-            for q in s.cols:
-                c.draw.line((x0 + q * scale, y0, x0 + q * scale, y0 + ch - 1), fill=(0, 220, 255), width=1)
-            score = "n/a" if not math.isfinite(s.seam_score) else f"{s.seam_score:.3f}"
-            c.text((x0, y0 + ch + 4), f"tile {t}, overlap {o}: score {score}", size=12)
-    return c.array()

@@ -20,19 +20,18 @@ processes.
 
 from __future__ import annotations
 
-import base64
-import io
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from vaestudio.core.analyses.about_spectrum import ANALYSIS
 from vaestudio.core.analyses.common import Step, Steps, as_tensor
-from vaestudio.core.analyses.plotting import BLACK, GREY, Canvas, colour, limits
-from vaestudio.core.autoencoder import Autoencoder
+from vaestudio.core.analyses.plotting import draw, png_base64
 from vaestudio.core.tiling import Progress, ShouldStop
+from vaestudio.core.vae import Autoencoder
 
 #: Rings for dataset averages (images of different sizes share them).
 DATASET_BINS = 64
@@ -81,10 +80,27 @@ def bin_centres(bins: int) -> np.ndarray:
     return (np.arange(bins) + 1) * 0.5 / bins
 
 
+#: Below this power (an amplitude of a millionth, in 0..1 units) a frequency holds nothing to keep or lose:
+#: the ratio there is undefined (a flat image has no power at all, and any reconstruction noise gave 1e23).
+NO_POWER = 1e-12
+
+
 def power_ratio(recon: np.ndarray, original: np.ndarray) -> np.ndarray:
-    """recon / original per ring; exactly 1 where both are equal (also where both are 0)."""
-    eps = 1e-10 * float(np.mean(original)) + 1e-30 if original.size else 1e-30
-    return (recon + eps) / (original + eps)
+    """recon / original per ring; NaN (undefined) where the original has no power (below ``NO_POWER``)."""
+    recon, original = np.asarray(recon, dtype=np.float64), np.asarray(original, dtype=np.float64)
+    out = np.full(original.shape, np.nan)
+    ok = original >= NO_POWER
+    out[ok] = recon[ok] / original[ok]
+    return out
+
+
+def undefined_note(ratio: np.ndarray) -> list[str]:
+    """The note for ratios left undefined (blank), if any."""
+    n = int(np.isnan(ratio).sum())
+    if not n:
+        return []
+    return [f"the original has no power at {n} of {len(ratio)} frequencies (a flat image?): the power ratio "
+            "there is undefined and left blank"]
 
 
 @dataclass
@@ -120,7 +136,8 @@ def spectrum_of(original: np.ndarray, reconstruction: np.ndarray, bins: int | No
     p, counts = radial_power(torch.cat([as_tensor(original), as_tensor(reconstruction)]), bins)
     keep = (counts > 0).numpy()
     po, pr = p[0].numpy()[keep], p[1].numpy()[keep]
-    return SpectrumResult(bin_centres(bins)[keep], po, pr, power_ratio(pr, po), reconstruction)
+    ratio = power_ratio(pr, po)
+    return SpectrumResult(bin_centres(bins)[keep], po, pr, ratio, reconstruction, notes=undefined_note(ratio))
 
 
 def run_spectrum(vae: Autoencoder, pixels: np.ndarray, *, bins: int | None = None, tile: str = "auto",
@@ -137,10 +154,10 @@ def run_spectrum(vae: Autoencoder, pixels: np.ndarray, *, bins: int | None = Non
     enc = vae.encode(pixels, tile=tile, should_stop=should_stop)
     steps.finish()
     yield steps.start("decode")
-    recon = vae.decode(enc.latent, enc.height, enc.width, tile=tile, should_stop=should_stop)
+    recon = vae.decode(enc.latent, enc.height, enc.width, tile=tile, should_stop=should_stop).pixels
     steps.finish()
     result = spectrum_of(original, recon, bins)
-    result.notes = notes
+    result.notes = notes + result.notes
     yield result
     return result
 
@@ -151,7 +168,8 @@ class SpectrumAccumulator:
     name = "spectrum"
 
     def __init__(self, ref: object | None = None, *, bins: int = DATASET_BINS) -> None:
-        """``ref`` (an evaluation ``VaeRef``) is accepted and unused, so the class is an accumulator factory."""
+        """``ref`` (an evaluation ``VaeRef``) names the VAE in the plot, so the class is an accumulator factory."""
+        self.label = str(getattr(ref, "name", "") or "reconstruction")
         self.bins = bins
         self.original = torch.zeros(bins, dtype=torch.float64)
         self.reconstruction = torch.zeros(bins, dtype=torch.float64)
@@ -200,49 +218,12 @@ class SpectrumAccumulator:
         if len(res.frequencies):
             for f in (0.05, 0.1, 0.2, 0.3, 0.4, 0.49):
                 i = int(np.argmin(np.abs(res.frequencies - f)))
-                rows.append(f"<tr><td>{res.frequencies[i]:.3f}</td><td>{res.ratio[i]:.3f}</td></tr>")
+                ratio = "" if math.isnan(res.ratio[i]) else f"{res.ratio[i]:.3f}"  # undefined: blank
+                rows.append(f"<tr><td>{res.frequencies[i]:.3f}</td><td>{ratio}</td></tr>")
         return (
             '<section class="analysis spectrum"><h3>Spectrum</h3>'
             f"<p>Radially averaged power spectrum of the reconstructions against the originals, averaged over "
             f"{res.images} images. Ratio 1: the frequency is kept; below 1: lost (blur); above 1: added.</p>"
-            f'<img alt="spectrum" src="data:image/png;base64,{_png_base64(plot_spectrum([("dataset", res)]))}">'
+            f'<img alt="spectrum" src="data:image/png;base64,{png_base64(draw(ANALYSIS, [(self.label, result)]))}">'
             "<table><tr><th>cycles/pixel</th><th>power ratio</th></tr>" + "".join(rows) + "</table></section>"
         )
-
-
-def _png_base64(rgb: np.ndarray) -> str:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def plot_spectrum(results: Sequence[tuple[str, SpectrumResult]], *, width: int = 1040,
-                  height: int = 520) -> np.ndarray:
-    """Power spectra (original in black, one colour per VAE) and their ratio against frequency."""
-    c = Canvas(width, height)
-    legend_h = 20 * (len(results) + 1) + 12
-    hw = width // 2
-    xlim = (0.0, 0.5)
-    pw = [v for _, r in results for v in (*r.original_power, *r.reconstruction_power)]
-    ax = c.axes((0, 0, hw, height - legend_h), xlim=xlim, ylim=limits(pw, log=True), ylog=True,
-                title="Radially averaged power spectrum", xlabel="spatial frequency (cycles/pixel)",
-                ylabel="power")
-    if results:
-        r0 = results[0][1]
-        ax.line(r0.frequencies, r0.original_power, BLACK, width=2)
-    for i, (_, r) in enumerate(results):
-        ax.line(r.frequencies, r.reconstruction_power, colour(i), width=2)
-    ratios = [v for _, r in results for v in r.ratio]
-    ax = c.axes((hw, 0, width, height - legend_h), xlim=xlim, ylim=limits(ratios, log=True, include=[1.0]),
-                ylog=True, title="Reconstruction / original (1 = kept)", xlabel="spatial frequency (cycles/pixel)",
-                ylabel="power ratio")
-    ax.hline(1.0)
-    for i, (_, r) in enumerate(results):
-        ax.line(r.frequencies, r.ratio, colour(i), width=2)
-    entries = [("original", BLACK)] + [(label, colour(i)) for i, (label, _) in enumerate(results)]
-    c.legend(entries, (70, height - legend_h + 6))
-    c.text((width - 10, height - legend_h + 6), "0.5 cycles/pixel = detail alternating every pixel", size=12,
-           color=GREY, anchor="ra")
-    return c.array()
