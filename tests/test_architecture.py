@@ -1,12 +1,17 @@
-"""Layering contracts: the core never imports Qt; importing vaestudio stays cheap."""
+"""The shape of the package: the layering contracts hold (import-linter, pyproject.toml), no import
+circles, no module over 400 lines; importing vaestudio, the CLI parser and the window stays free of torch."""
 
 from __future__ import annotations
 
-import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
-import vaestudio.core
+import vaestudio
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = Path(vaestudio.__file__).parent
+MAX_LINES = 400
 
 
 def _modules_after(code: str) -> set[str]:
@@ -15,12 +20,60 @@ def _modules_after(code: str) -> set[str]:
     return set(out.stdout.split())
 
 
-def test_core_never_imports_qt():
-    names = [m.name for m in pkgutil.walk_packages(vaestudio.core.__path__, "vaestudio.core.")]
-    assert len(names) > 10
-    loaded = _modules_after("\n".join(f"import {n}" for n in names))
-    qt = {m for m in loaded if m.split(".")[0] in {"PySide6", "shiboken6", "pyqtgraph", "superqt", "PyQt5", "PyQt6"}}
-    assert not qt, f"vaestudio.core pulled in Qt: {sorted(qt)[:5]}"
+def test_import_contracts_hold():
+    """The core never imports the window, the CLI or Qt; the window never imports the CLI; architecture
+    modules never import each other: the contracts in pyproject.toml, checked by import-linter."""
+    lint = Path(sys.executable).with_name("lint-imports")
+    out = subprocess.run([str(lint), "--no-cache", "--config", str(ROOT / "pyproject.toml")], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "Contracts: 3 kept, 0 broken." in out.stdout
+
+
+def test_no_import_circles():
+    """No two modules import each other, even through others, counting imports inside functions and
+    under TYPE_CHECKING (what import-linter's graph holds)."""
+    import grimp
+
+    graph = grimp.build_graph("vaestudio", cache_dir=None)
+    edges = {m: graph.find_modules_directly_imported_by(m) for m in graph.modules}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles: list[list[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                circles.append(sorted(comp))
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
+    for m in sorted(edges):
+        if m not in index:
+            visit(m)
+    assert len(edges) > 50
+    assert not circles, circles
+
+
+def test_no_module_over_400_lines():
+    sizes = {p.relative_to(PACKAGE.parent).as_posix(): len(p.read_text(encoding="utf-8").splitlines())
+             for p in PACKAGE.rglob("*.py")}
+    assert len(sizes) > 50
+    assert not {p: n for p, n in sizes.items() if n > MAX_LINES}
 
 
 def test_importing_vaestudio_and_cli_imports_no_torch():
