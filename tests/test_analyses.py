@@ -550,3 +550,139 @@ def test_cli_human_output_and_scale_warning(tmp_path, rgb_image, vae_dir, capsys
     assert f"warning: {rgb_image}: {vae_dir}: latents have standard deviation" in captured.err
     assert "the configured scaling factor 0.18215 is" in captured.err
 
+
+
+# -- each analysis described once --------------------------------------------------------------------
+
+def test_the_front_ends_never_name_an_analysis():
+    """The CLI and the window are made from the descriptions: no analysis name appears in their code."""
+    from pathlib import Path
+
+    import vaestudio
+
+    root = Path(vaestudio.__file__).parent
+    for front in (root / "cli" / "analyze.py", root / "ui" / "analysis_tab.py"):
+        code = "\n".join(line for line in front.read_text("utf-8").splitlines() if not line.lstrip().startswith("#"))
+        code = code.split('"""', 2)[-1]  # past the module docstring, which lists them for the reader
+        for name in ANALYSES:
+            assert f'"{name}"' not in code and f"'{name}'" not in code, f"{front.name} names {name}"
+
+
+def test_cli_arguments_are_the_described_options_with_their_defaults():
+    from vaestudio.cli import build_parser
+
+    parser = build_parser()
+    for name, kind in ANALYSES.items():
+        args = parser.parse_args(["analyze", name, "x.png", "--vae", "v"])
+        assert {o.name: getattr(args, o.name) for o in kind.options} == kind.defaults()
+    # the contract of the README, unchanged
+    assert ANALYSES["drift"].defaults() == {"rounds": 10}
+    assert ANALYSES["seams"].defaults() == {"tiles": [64, 128], "overlaps": [0, 16, 32]}
+    assert ANALYSES["spectrum"].defaults() == {"bins": None}
+    assert ANALYSES["noise"].defaults() == {"steps": 10, "mode": "timestep", "max_strength": 1.0, "seed": 0}
+    args = parser.parse_args(["analyze", "noise", "x.png", "--vae", "v", "--mode", "strength", "--max-strength",
+                              "1.5", "--steps", "4", "--seed", "3"])
+    assert (args.mode, args.max_strength, args.steps, args.seed) == ("strength", 1.5, 4, 3)
+    args = parser.parse_args(["analyze", "seams", "x.png", "--vae", "v", "--tiles", "256,512", "--overlaps", "32,64"])
+    assert (args.tiles, args.overlaps) == ([256, 512], [32, 64])
+
+
+def test_validation_names_the_field_as_each_front_end_calls_it():
+    drift_, noise, seams_ = ANALYSES["drift"], ANALYSES["noise"], ANALYSES["seams"]
+    with pytest.raises(ValueError, match="^--rounds must be at least 1$"):
+        drift_.validate({"rounds": 0}, lambda o: o.flag)
+    with pytest.raises(ValueError, match="^Points must be at least 2$"):
+        noise.validate({**noise.defaults(), "steps": 1}, lambda o: o.label)
+    with pytest.raises(ValueError, match="^--max-strength must be a finite number > 0$"):
+        noise.validate({**noise.defaults(), "max_strength": math.inf}, lambda o: o.flag)
+    with pytest.raises(ValueError, match="an overlap must be smaller than the tile"):
+        seams_.validate({"tiles": [32], "overlaps": [32, 64]}, lambda o: o.flag)
+    assert seams_.validate({"tiles": [32], "overlaps": [0, 32]}, lambda o: o.flag) == {"tiles": [32], "overlaps": [0, 32]}
+
+
+def test_csv_columns_are_the_described_columns(tmp_path, rgb_image, vae_dir, capsys):
+    """The CSV header is the description's (the same as before issue 16, the README's contract)."""
+    header = {
+        "drift": "vae,round,psnr,ssim,color_shift_r,color_shift_g,color_shift_b",
+        "seams": "vae,tile,overlap,seam_score,untiled_score,band_error,other_error,max_difference,band_width",
+        "spectrum": "vae,frequency,original_power,reconstruction_power,ratio",
+        "noise": "vae,mode,t,psnr,ssim,snr_db",
+        "scale": "vae,space,channel,mean,std,suggested_scaling_factor,suggested_shift,configured_scaling_factor,"
+                 "configured_shift",
+    }
+    for name, kind in ANALYSES.items():
+        assert ",".join(kind.fields) == header[name]
+
+
+# -- a flat image: the spectrum's ratios are undefined ------------------------------------------------
+
+def test_power_ratio_is_undefined_where_the_original_has_no_power():
+    ratio = spectrum.power_ratio(np.array([2.0, 1e-7, 0.0, 3e-13]), np.array([1.0, 0.0, 0.0, 1e-20]))
+    assert ratio[0] == 2.0 and np.isnan(ratio[1:]).all()  # was 1e23 for the second
+    res = spectrum.spectrum_of(np.full((32, 32, 3), 0.5, np.float32), np.full((32, 32, 3), 0.5, np.float32) +
+                               np.random.default_rng(0).normal(0, 1e-3, (32, 32, 3)).astype(np.float32))
+    assert np.isnan(res.ratio).all() and all(v is None for v in res.to_dict()["ratio"])
+    assert res.notes and "undefined" in res.notes[0]
+
+
+def test_cli_spectrum_of_a_flat_image_leaves_the_ratio_blank_with_a_note(tmp_path, vae_dir, capsys):
+    from PIL import Image
+
+    flat = tmp_path / "flat.png"
+    Image.new("RGB", (1, 1), (120, 130, 140)).save(flat)
+    out = tmp_path / "out"
+    assert main(["analyze", "spectrum", str(flat), "--vae", str(vae_dir), "--out", str(out), "--size", "32",
+                 "--json"]) == 0
+    captured = capsys.readouterr()
+    rec = json.loads(captured.out)
+    assert rec["ratio"] and all(v is None for v in rec["ratio"])
+    rows = list(csv.DictReader(open(out / "flat_spectrum.csv", encoding="utf-8")))
+    assert rows and all(r["ratio"] == "" for r in rows)
+    assert f"note: {flat}: the original has no power at" in captured.err
+    assert main(["analyze", "spectrum", str(flat), "--vae", str(vae_dir), "--out", str(out), "--size", "32"]) == 0
+    line = capsys.readouterr().out
+    assert "power ratio at cycles/pixel 0.09: n/a" in line and "e+" not in line
+
+
+# -- the evaluation report's fragments ---------------------------------------------------------------
+
+def _embedded_png(fragment: str) -> np.ndarray:
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    data = re.search(r'src="data:image/png;base64,([^"]+)"', fragment).group(1)
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
+
+
+def test_the_report_plots_name_the_vae(photo):
+    """The dataset spectrum's legend names the VAE (it said "dataset")."""
+    from types import SimpleNamespace
+
+    ref = SimpleNamespace(name="my-vae", source="x/my-vae.safetensors", family="sd1")
+    imgs = torch.from_numpy(photo).permute(2, 0, 1)[None]
+    acc = spectrum.SpectrumAccumulator(ref, bins=16)
+    acc.update(imgs, imgs * 0.9, None)
+    shown = _embedded_png(acc.html())
+    np.testing.assert_array_equal(shown, draw(ANALYSES["spectrum"], [("my-vae", acc.result())]))
+    assert not np.array_equal(shown, draw(ANALYSES["spectrum"], [("dataset", acc.result())]))
+    stats = scale.LatentStatsAccumulator(ref)
+    stats.update(None, None, torch.randn(2, 4, 3, 3))
+    np.testing.assert_array_equal(_embedded_png(stats.html()), draw(ANALYSES["scale"], [("my-vae", stats.result())]))
+
+
+def test_report_scaling_tables_keep_raw_and_model_channels_apart():
+    """FLUX.2's model space is patchified: 32 raw channels become 128. Each space gets its own table
+    (raw channel i and model channel i are different channels)."""
+    import re
+    from types import SimpleNamespace
+
+    acc = scale.LatentStatsAccumulator(SimpleNamespace(name="flux2", source="x", family="flux2"))
+    acc.update(None, None, torch.randn(2, 32, 4, 4))
+    fragment = acc.html()
+    tables = re.findall(r"<table>.*?</table>", fragment)
+    assert len(tables) == 2
+    assert "Raw channels" in tables[0] and tables[0].count("<tr>") == 1 + 32
+    assert "Model-space channels" in tables[1] and tables[1].count("<tr>") == 1 + 128
