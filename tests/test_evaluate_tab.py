@@ -20,8 +20,8 @@ def images(tmp_path, n=6):
 def test_evaluate_streams_rows_summarises_and_opens_the_worst_in_the_inspector(qtbot, win, tmp_path, vae_dir,
                                                                                ldm_file):
     ins = win.inspector
-    ins.load_vae(str(vae_dir))
-    qtbot.waitUntil(lambda: ins.vae is not None, timeout=30000)
+    win.session.load_vae(str(vae_dir))
+    qtbot.waitUntil(lambda: win.session.vae is not None, timeout=30000)
     win.tabs.setCurrentWidget(win.evaluate)
     tab = win.evaluate
     tab.add_data(str(images(tmp_path)))
@@ -46,14 +46,13 @@ def test_evaluate_streams_rows_summarises_and_opens_the_worst_in_the_inspector(q
     item = tab.worst.item(0)
     image, source = item.data(Qt.ItemDataRole.UserRole)
     tab.worst.itemDoubleClicked.emit(item)
-    qtbot.waitUntil(lambda: ins.image is not None and ins.image.name == image.split("/")[-1][:-4], timeout=20000)
+    qtbot.waitUntil(lambda: win.session.image is not None and win.session.image.name == image.split("/")[-1][:-4], timeout=20000)
     assert win.tabs.currentWidget() is ins
 
 
 def test_evaluate_cancel_keeps_the_work_and_resume_finishes_it(qtbot, win, tmp_path, vae_dir):
-    ins = win.inspector
-    ins.load_vae(str(vae_dir))
-    qtbot.waitUntil(lambda: ins.vae is not None, timeout=30000)
+    win.session.load_vae(str(vae_dir))
+    qtbot.waitUntil(lambda: win.session.vae is not None, timeout=30000)
     win.tabs.setCurrentWidget(win.evaluate)
     tab = win.evaluate
     tab.add_data(str(images(tmp_path, 12)))
@@ -86,9 +85,8 @@ def test_evaluate_says_what_is_missing(qtbot, win):
 
 
 def test_a_second_start_gets_a_folder_of_its_own(qtbot, win, tmp_path, vae_dir):
-    ins = win.inspector
-    ins.load_vae(str(vae_dir))
-    qtbot.waitUntil(lambda: ins.vae is not None, timeout=30000)
+    win.session.load_vae(str(vae_dir))
+    qtbot.waitUntil(lambda: win.session.vae is not None, timeout=30000)
     win.tabs.setCurrentWidget(win.evaluate)
     tab = win.evaluate
     tab.add_data(str(images(tmp_path, 2)))
@@ -111,7 +109,7 @@ def test_a_second_start_gets_a_folder_of_its_own(qtbot, win, tmp_path, vae_dir):
 def test_every_kind_of_unusable_folder_has_a_hint_in_the_window_and_the_cli():
     from vaestudio.cli.evaluate import STATE_HINTS as CLI_HINTS
     from vaestudio.core.evaluate import StateError
-    from vaestudio.ui.evaluate_tab import STATE_HINTS as TAB_HINTS
+    from vaestudio.ui.evaluate_job import STATE_HINTS as TAB_HINTS
 
     assert set(TAB_HINTS) == set(CLI_HINTS) == set(StateError.kinds)
     assert not any("--" in h for h in TAB_HINTS.values())  # the window speaks of its controls, not flags

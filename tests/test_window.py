@@ -23,7 +23,6 @@ def wait_result(qtbot, win, timeout=30000):
 
 
 def load(qtbot, win, source, slot="a"):
-    ins = win.inspector
     before = win.session.vae if slot == "a" else win.session.vae_b
     win.session.load_vae(str(source), slot=slot)
     qtbot.waitUntil(lambda: (win.session.vae if slot == "a" else win.session.vae_b) not in (None, before), timeout=30000)

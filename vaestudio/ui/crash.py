@@ -42,9 +42,11 @@ def install_handlers(show) -> None:
     install_handlers.relay = relay  # keep it alive
 
     def report(exc_type, exc, tb, where: str) -> None:
+        from vaestudio.core.errors import one_line
+
         text = "".join(traceback.format_exception(exc_type, exc, tb))
         log.error("uncaught exception in %s:\n%s", where, text)
-        relay.crashed.emit(f"Unexpected error in {where}: {exc_type.__name__}: {exc}\n"
+        relay.crashed.emit(f"Unexpected error in {where}: {one_line(exc, with_type=True)}\n"
                            f"The details are in {log_path()}")
 
     sys.excepthook = lambda t, e, tb: report(t, e, tb, "the window")

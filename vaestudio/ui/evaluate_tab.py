@@ -39,66 +39,32 @@ from PySide6.QtWidgets import (
 
 from vaestudio.core.analyses.plotting import colour
 from vaestudio.core.filetypes import IMAGE_SUFFIXES, file_filter
+from vaestudio.ui.evaluate_job import default_out_dir, evaluate_job
+from vaestudio.ui.session import Session, wire
 from vaestudio.ui.vae_checklist import VaeChecklist
-from vaestudio.ui.workers import JobRunner
 
 SUMMARY_COLUMNS = (("VAE", "vae"), ("images", "images"), ("failed", "failed"), ("PSNR", "psnr_mean"),
                    ("PSNR (dataset)", "psnr_dataset"), ("SSIM", "ssim_mean"), ("LPIPS", "lpips_mean"),
                    ("rFID", "rfid"))
 
 
-def evaluate_job(settings: dict, *, progress, should_stop):
-    """The evaluation generator, in a worker (its events go to the window as they come)."""
-    from vaestudio.core.evaluate import EvaluationRequest, evaluate
-    from vaestudio.core.evaluate.accumulators import default_accumulators
-    from vaestudio.core.evaluate.store import StateError
-
-    request = EvaluationRequest(**settings, mp_context="spawn", accumulators=default_accumulators())
-    try:
-        yield from evaluate(request, should_stop=should_stop)
-    except StateError as exc:  # say how to fix it with the window's controls
-        exc.reason += STATE_HINTS.get(exc.kind, "")
-        raise
-
-
-#: How to fix an unusable output folder, with this tab's controls.
-STATE_HINTS = {
-    "exists": ": press Resume to continue it, or choose another Output folder",
-    "no-state": ": choose another Output folder",
-    "columns": ": choose another Output folder",
-    "protocol": " (use the same settings, or choose another Output folder)",
-    "processes": "; or choose another Output folder",
-}
-
-
-def default_out_dir() -> Path:
-    """A new folder for the next run under the user's documents (never one that exists)."""
-    from platformdirs import user_documents_dir
-
-    base = Path(user_documents_dir()) / "vaestudio" / "evaluations" / time.strftime("run-%Y%m%d-%H%M%S")
-    out, k = base, 2
-    while out.exists():
-        out, k = base.with_name(f"{base.name}-{k}"), k + 1
-    return out
-
-
 class EvaluateTab(QWidget):
-    message = Signal(str)
-    error = Signal(str)
     open_in_inspector = Signal(str, str)  # image path, VAE source
 
-    def __init__(self, runner: JobRunner, prefs, inspector) -> None:
+    def __init__(self, session: Session) -> None:
         super().__init__()
-        self.runner, self.prefs, self.inspector = runner, prefs, inspector
+        self.session = session
         self.data_list = QListWidget()
         self.data_list.setToolTip("Folders (searched recursively), image files, or .txt files listing paths")
         self.add_folder_btn = QPushButton("Add folder...")
         self.add_files_btn = QPushButton("Add files...")
         self.remove_btn = QPushButton("Remove")
-        self.vae_list = VaeChecklist(inspector, "Tick the VAEs to evaluate; each is scored on the same images")
+        self.vae_list = VaeChecklist(session, "Tick the VAEs to evaluate; each is scored on the same images")
         self.add_vae_btn = QPushButton("Add VAE file...")
-        self.out = QLineEdit(str(default_out_dir()))
-        self._default_out = self.out.text()  # a fresh folder is proposed after each run unless the user chose one
+        self.out = QLineEdit()
+        self.out_proposed = False  # a folder of ours (a fresh one after each run), not one the user chose
+        self.out.textChanged.connect(self._out_changed)
+        self._propose_out()
         self.out.setToolTip("rows.csv, summary.json and report.html are written here; Resume continues a run here")
         self.out_btn = QPushButton("Browse...")
         self.size = QSpinBox()
@@ -204,9 +170,37 @@ class EvaluateTab(QWidget):
         self.out_btn.clicked.connect(self._pick_out)
         self.start_btn.clicked.connect(lambda: self.start(resume=False))
         self.resume_btn.clicked.connect(lambda: self.start(resume=True))
-        self.cancel_btn.clicked.connect(lambda: self.runner.cancel("evaluate"))
+        self.cancel_btn.clicked.connect(lambda: self.session.runner.cancel("evaluate"))
         self.report_btn.clicked.connect(self.open_report)
         self.worst.itemDoubleClicked.connect(self._inspect)
+        self._guessed_data: str | None = None  # the inspected image's folder, offered until the user adds data
+        self._connect_session(True)
+        self._image_changed()
+
+    def _connect_session(self, connect: bool) -> None:
+        self.vae_list.connect_session(connect)
+        wire([(self.session.image_changed, self._image_changed)], connect)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        self._connect_session(False)
+        super().closeEvent(event)
+
+    def _image_changed(self) -> None:
+        """The folder of the image being inspected is a first guess at the data, until the user chooses."""
+        src = self.session.source()
+        if self.session.image is None or not isinstance(src, str):
+            return
+        if self.data_paths() in ([], [self._guessed_data]):
+            self.data_list.clear()
+            self._guessed_data = str(Path(src).parent)
+            self.add_data(self._guessed_data)
+
+    def _propose_out(self) -> None:
+        self.out.setText(str(default_out_dir()))
+        self.out_proposed = True  # after setText: its textChanged marks every other change as the user's
+
+    def _out_changed(self, _text: str) -> None:
+        self.out_proposed = False
 
     # -- choices ------------------------------------------------------------------------------------
     def add_data(self, path: str) -> None:
@@ -239,33 +233,27 @@ class EvaluateTab(QWidget):
     def add_vae(self, source: str) -> None:
         self.vae_list.add_file(source)
 
-    def refresh(self, recent: list[str] | None = None) -> None:
-        """VAEs on offer follow the inspector; the folder of the image being inspected is a first guess."""
-        self.vae_list.refresh(recent)
-        ins = self.inspector
-        if ins.image is not None and self.data_list.count() == 0 and isinstance(ins.images[ins.index], str):
-            self.add_data(str(Path(ins.images[ins.index]).parent))
-
     def settings(self, resume: bool) -> dict:
         """The request's fields, read from the controls on the UI thread (the worker builds it)."""
         data = self.data_paths()
         vaes = [source for _label, source in self.vae_list.chosen()]
-        preloaded = {s: v for s, v in self.vae_list.loaded().items() if s in vaes}
+        preloaded = {s: v for s, v in self.session.lent_vaes().items() if s in vaes}
+        prefs = self.session.prefs
         return dict(
             data=data, vaes=vaes, out=Path(self.out.text()).expanduser(), size=self.size.value(),
-            limit=self.limit.value() or None, batch_size=self.batch.value(), device=self.prefs.device,
-            dtype=self.prefs.dtype, tile=self.prefs.tile,
+            limit=self.limit.value() or None, batch_size=self.batch.value(), device=prefs.device,
+            dtype=prefs.dtype, tile=prefs.tile,
             metrics=[m for m, b in self.metric_boxes.items() if b.isChecked()] or ["psnr"], resume=resume,
             preloaded=preloaded)
 
     # -- running ------------------------------------------------------------------------------------
     def start(self, resume: bool = False) -> None:
         if self.data_list.count() == 0:
-            self.error.emit("add a folder or image files to evaluate on")
+            self.session.error.emit("add a folder or image files to evaluate on")
             return
         req = self.settings(resume)
         if not req["vaes"]:
-            self.error.emit("tick at least one VAE (load one in the Inspector, or Add VAE file...)")
+            self.session.error.emit("tick at least one VAE (load one in the Inspector, or Add VAE file...)")
             return
         self.rows, self.outputs = {}, {}
         self.hist.clear()
@@ -277,7 +265,7 @@ class EvaluateTab(QWidget):
         self.progress.setRange(0, 0)
         self.status.setText("Resuming ..." if resume else "Starting ...")
         self._set_running(True)
-        self.runner.start("evaluate", evaluate_job, req, on_yield=self._on_event, on_result=lambda _r: None,
+        self.session.runner.start("evaluate", evaluate_job, req, on_yield=self._on_event, on_result=lambda _r: None,
                           on_error=self._failed, on_cancel=self._cancelled)
 
     def _set_running(self, running: bool) -> None:
@@ -293,7 +281,7 @@ class EvaluateTab(QWidget):
             self.status.setText(f"{ev.images} images x {len(ev.vaes)} VAEs{done}")
             self.progress.setRange(0, max(1, ev.pending_images))
         elif isinstance(ev, VaeLoadFailed):
-            self.error.emit(f"{ev.source}: {ev.reason}")
+            self.session.error.emit(f"{ev.source}: {ev.reason}")
         elif isinstance(ev, Row):
             self.rows.setdefault(ev.vae, []).append(ev)
             if time.monotonic() - self._last_draw > 0.3:
@@ -351,9 +339,8 @@ class EvaluateTab(QWidget):
     def _finished(self, ev) -> None:
         self._draw_histogram()
         folder = ev.outputs["summary"].parent if "summary" in ev.outputs else Path(self.out.text())
-        if self.out.text() == self._default_out:  # the next Start gets a folder of its own
-            self._default_out = str(default_out_dir())
-            self.out.setText(self._default_out)
+        if self.out_proposed:  # the next Start gets a folder of its own
+            self._propose_out()
         self._set_running(False)
         self.outputs = dict(ev.outputs)
         self.report_btn.setEnabled("report" in self.outputs)
@@ -362,13 +349,13 @@ class EvaluateTab(QWidget):
         skipped = f"; {len(ev.unreadable)} unreadable images skipped" if ev.unreadable else ""
         self.status.setText(f"Done: {sum(len(v) for v in self.rows.values())} rows this run{skipped}. "
                             f"Results in {folder}")
-        self.message.emit(self.status.text())
+        self.session.message.emit(self.status.text())
 
     def _failed(self, msg: str) -> None:
         self._set_running(False)
         self.progress.setRange(0, 1)
         self.status.setText(f"Stopped: {msg}")
-        self.error.emit(msg)
+        self.session.error.emit(msg)
 
     def _cancelled(self) -> None:
         self._set_running(False)

@@ -16,9 +16,9 @@ from vaestudio.ui import jobs
 from vaestudio.ui.analysis_tab import AnalysisTab
 from vaestudio.ui.evaluate_tab import EvaluateTab
 from vaestudio.ui.inspector import InspectorTab
+from vaestudio.ui.session import Session
 from vaestudio.ui.settings import PreferencesDialog, Store
 from vaestudio.ui.training import TrainingTab
-from vaestudio.ui.workers import JobRunner
 
 log = logging.getLogger("vaestudio")
 EXPORT_NAMES = {"recon": "{}_recon.png", "diff": "{}_diff.png", "strip": "{}_strip.png",
@@ -43,38 +43,35 @@ class MainWindow(QMainWindow):
             self.setWindowIcon(QIcon(str(icon_path())))
         self.setAcceptDrops(True)
         self.store = store or Store()
-        self.prefs = self.store.prefs()
-        self.devices: list[str] = ["auto", "cpu"]  # filled in by the warm-up worker
-        self.runner = JobRunner(self)
-        self.inspector = InspectorTab(self.runner, self.prefs)
-        self.training = TrainingTab(self.runner)
+        self.session = Session(prefs=self.store.prefs(), parent=self)  # what every tab shows
+        self.session.set_recent_vaes(self.store.recent("vaes"))
+        self.runner = self.session.runner
+        self.inspector = InspectorTab(self.session)
+        self.training = TrainingTab(self.session)
         self.training.last_dir = self.store.get("dirs/checkpoints", "") or ""
-        self.analysis = AnalysisTab(self.runner, self.prefs, self.inspector)
-        self.evaluate = EvaluateTab(self.runner, self.prefs, self.inspector)
+        self.analysis = AnalysisTab(self.session)
+        self.evaluate = EvaluateTab(self.session)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.inspector, "Inspector")
         self.tabs.addTab(self.analysis, "Analysis")
         self.tabs.addTab(self.evaluate, "Evaluate")
         self.tabs.addTab(self.training, "MNIST studio")
         self.setCentralWidget(self.tabs)
-        self.tabs.currentChanged.connect(self._tab_shown)
         self.busy_label = QLabel("")
         self.statusBar().addPermanentWidget(self.busy_label)
         self.runner.busy_changed.connect(lambda b: self.busy_label.setText("working ..." if b else ""))
-        for tab in (self.inspector, self.training, self.analysis, self.evaluate):
-            tab.message.connect(lambda m: self.statusBar().showMessage(m, 8000))
-            tab.error.connect(self.show_error)
-        self.training.open_in_inspector.connect(self.use_trained_vae)
+        self.session.message.connect(lambda m: self.statusBar().showMessage(m, 8000))  # every tab's
+        self.session.error.connect(self.show_error)
+        self.training.open_in_inspector.connect(lambda: self.tabs.setCurrentWidget(self.inspector))
         self.evaluate.open_in_inspector.connect(self.inspect_image_with)
-        self.inspector.vae_loaded.connect(self._remember_vae)
+        self.session.vae_loaded.connect(lambda s: self.session.set_recent_vaes(self.store.push_recent("vaes", s)))
         panel = self.inspector.vae_panel
         panel.load_file.connect(self.pick_vae_file)
         panel.load_folder.connect(self.pick_vae_folder)
-        panel.load_hub.connect(lambda s: self.inspector.load_vae(s))
-        panel.load_recent.connect(lambda s: self.inspector.load_vae(s))
+        panel.load_hub.connect(lambda s: self.session.load_vae(s))
+        panel.load_recent.connect(lambda s: self.session.load_vae(s))
         panel.use_mnist.connect(self.use_mnist_vae)
         panel.compare_b.connect(self.pick_vae_b)
-        panel.set_recent(self.store.recent("vaes"))
         self.last_error = ""
         self._error_boxes: list[QMessageBox] = []
         self._close_approved = False
@@ -85,24 +82,16 @@ class MainWindow(QMainWindow):
         else:
             self.resize(1500, 940)
 
-    def _tab_shown(self, _index: int) -> None:
-        if self.tabs.currentWidget() in (self.analysis, self.evaluate):
-            self.tabs.currentWidget().refresh(self.store.recent("vaes"))
-
     def inspect_image_with(self, image: str, source: str) -> None:
         """From the evaluation's worst images: that image in the inspector, with that VAE."""
         self.tabs.setCurrentWidget(self.inspector)
-        if self.inspector.vae is None or self.inspector.vae.info.source != source:
-            self.inspector.load_vae(source)
+        if self.session.vae is None or self.session.vae.info.source != source:
+            self.session.load_vae(source)
         self.open_images([image])
 
     def warm_up(self) -> None:
         """Import torch and the loaders in a worker while the user looks at the window."""
-        def ready(devices) -> None:
-            self.devices = devices
-            self.training.controls.set_devices(devices)
-
-        self.runner.start("warmup", jobs.warm_up, on_result=ready, on_error=lambda m: log.warning("warm-up: %s", m))
+        self.runner.start("warmup", jobs.warm_up, on_result=self.session.set_devices, on_error=lambda m: log.warning("warm-up: %s", m))
 
     # -- menus --------------------------------------------------------------------------------
     def _action(self, menu, text: str, slot, shortcut=None, tip: str = "") -> QAction:
@@ -137,8 +126,8 @@ class MainWindow(QMainWindow):
         v = bar.addMenu("&View")
         self._action(v, "&Fit", self.inspector.compare.fit, "Ctrl+0")
         self._action(v, "&1:1", self.inspector.compare.one_to_one, "Ctrl+1")
-        self._action(v, "&Next image", lambda: self.inspector.step(1), "Right")
-        self._action(v, "&Previous image", lambda: self.inspector.step(-1), "Left")
+        self._action(v, "&Next image", lambda: self.session.step(1), "Right")
+        self._action(v, "&Previous image", lambda: self.session.step(-1), "Left")
         self._action(v, "&Cancel job", self.inspector.cancel, "Esc")
         h = bar.addMenu("&Help")
         self._action(h, "&About vaestudio", self.about)
@@ -171,7 +160,7 @@ class MainWindow(QMainWindow):
             self.store.push_recent("images", p)
         self._fill_recent_images()
         self.tabs.setCurrentWidget(self.inspector)
-        self.inspector.show_images(paths)
+        self.session.open_images(paths)
 
     def paste_image(self) -> None:
         img = QGuiApplication.clipboard().image()
@@ -186,49 +175,36 @@ class MainWindow(QMainWindow):
         buf = QBuffer()
         buf.open(QIODevice.OpenModeFlag.WriteOnly)
         img.save(buf, "PNG")
-        self.inspector.show_images([bytes(buf.data())])
+        self.session.open_images([bytes(buf.data())])
 
     def pick_vae_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load VAE", self._dir("vaes"), WEIGHT_FILTER)
         if path:
             self._remember_dir("vaes", path)
-            self.inspector.load_vae(path)
+            self.session.load_vae(path)
 
     def pick_vae_folder(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Load a VAE folder (diffusers, or tiny autoencoder pairs)",
                                                 self._dir("vaes"))
         if path:
             self.store.set("dirs/vaes", str(Path(path).parent))
-            self.inspector.load_vae(path)
+            self.session.load_vae(path)
 
     def pick_vae_b(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "VAE B for A/B comparison", self._dir("vaes"), WEIGHT_FILTER)
         if path:
             self._remember_dir("vaes", path)
-            self.inspector.load_vae(path, slot="b")
+            self.session.load_vae(path, slot="b")
 
     def use_mnist_vae(self) -> None:
         if self.training.has_model():
-            self.use_trained_vae()
+            self.training.send_to_inspector()
             return
         path, _ = QFileDialog.getOpenFileName(self, "MNIST VAE checkpoint", self._dir("checkpoints"),
                                               "MNIST checkpoints (*.safetensors)")
         if path:
             self._remember_dir("checkpoints", path)
-            self.inspector.load_vae(path)
-
-    def use_trained_vae(self) -> None:
-        def ready(vae) -> None:
-            if vae is None:
-                self.show_error("train a model for an epoch first (or load a checkpoint in the MNIST studio)")
-                return
-            self.tabs.setCurrentWidget(self.inspector)
-            self.inspector.set_vae(vae)
-
-        self.training.request_inspector_vae(ready)
-
-    def _remember_vae(self, source: str) -> None:
-        self.inspector.vae_panel.set_recent(self.store.push_recent("vaes", source))
+            self.session.load_vae(path)
 
     # -- drag and drop ------------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt API
@@ -242,23 +218,23 @@ class MainWindow(QMainWindow):
         images = [p for p in paths if p not in weights and not Path(p).is_dir()]
         folders = [p for p in paths if Path(p).is_dir()]
         if weights or folders:  # a dropped weight file or model folder becomes the VAE
-            self.inspector.load_vae((weights or folders)[0])
+            self.session.load_vae((weights or folders)[0])
         if images:
             self.open_images(images)
         elif md.hasImage() and not paths:
             buf = QBuffer()
             buf.open(QIODevice.OpenModeFlag.WriteOnly)
             QImage(md.imageData()).save(buf, "PNG")
-            self.inspector.show_images([bytes(buf.data())])
+            self.session.open_images([bytes(buf.data())])
         event.acceptProposedAction()
 
     # -- export -------------------------------------------------------------------------------
     def export(self, what: str) -> None:
-        ins = self.inspector
-        if ins.result is None or ins.image is None:
+        s = self.session
+        if s.result is None or s.image is None:
             self.show_error("nothing to save yet: open an image and load a VAE")
             return
-        start = str(Path(self._dir("export")) / EXPORT_NAMES[what].format(ins.image.name))
+        start = str(Path(self._dir("export")) / EXPORT_NAMES[what].format(s.image.name))
         flt = "safetensors (*.safetensors)" if what == "latents" else "PNG (*.png)"
         path, _ = QFileDialog.getSaveFileName(self, "Save", start, flt)
         if path:
@@ -266,48 +242,26 @@ class MainWindow(QMainWindow):
 
     def save_export(self, what: str, path: str) -> None:
         """Compose and write one export in a worker; failures are reported, nothing half-written."""
-        ins = self.inspector
-        if ins.result is None:
+        data = self.inspector.export_data(what)
+        if data is None:
             self.show_error("nothing to save yet: open an image and load a VAE")
             return
         self._remember_dir("export", path)
-        res = ins.result
-        if what == "latents":
-            enc = res.encoded
-            data = {"latent": enc.latent, "raw": enc.raw,
-                    "metadata": {"source_image": ins.image.name, "vae": ins.vae.info.source,
-                                 "architecture": ins.vae.info.architecture, "family": ins.vae.family.name,
-                                 "latent": "model space", "raw": "encoder output"}}
-        elif what == "recon":
-            data = {"image": res.decoded}
-        elif what == "diff":
-            data = {"image": res.diff_rgb}
-        elif what == "strip":
-            data = {"images": [res.original, res.decoded, res.diff_rgb]}
-        else:
-            lat = ins.latents
-            data = {"latent": lat.arr, "shared": lat.shared.isChecked(),
-                    "order": None if lat.mosaic is None else lat.mosaic.order}
         self.runner.start(f"export:{path}", jobs.export_job, what, data, path,
                           on_result=lambda p: self.statusBar().showMessage(f"Saved {p}", 8000),
                           on_error=self.show_error)
 
     def copy_image(self) -> None:
-        if self.inspector.result is not None:
-            QGuiApplication.clipboard().setImage(to_qimage(self.inspector.result.decoded))
+        if self.session.result is not None:
+            QGuiApplication.clipboard().setImage(to_qimage(self.session.result.decoded))
             self.statusBar().showMessage("Reconstruction copied to the clipboard", 5000)
 
     # -- misc ---------------------------------------------------------------------------------
     def edit_prefs(self) -> None:
-        dlg = PreferencesDialog(self.prefs, self, devices=self.devices)
+        dlg = PreferencesDialog(self.session.prefs, self, devices=self.session.devices)
         if dlg.exec():
-            new = dlg.value()
-            preview_changed = new.preview_decoder != self.prefs.preview_decoder
-            for k in ("device", "dtype", "tile", "preview_decoder"):
-                setattr(self.prefs, k, getattr(new, k))
-            self.store.set_prefs(self.prefs)
-            if preview_changed:
-                self.inspector.load_preview_decoder()
+            self.session.set_prefs(dlg.value())
+            self.store.set_prefs(self.session.prefs)
             self.statusBar().showMessage("Preferences saved; device and precision apply to the next VAE you load",
                                          8000)
 
@@ -364,4 +318,6 @@ class MainWindow(QMainWindow):
         self.runner.wait_all(3000)
         for box in list(self._error_boxes):
             box.close()
+        for i in range(self.tabs.count()):
+            self.tabs.widget(i).close()  # each view lets go of the session
         super().closeEvent(event)

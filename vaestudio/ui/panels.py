@@ -1,4 +1,4 @@
-"""Side panels: the VAE, the noise controls, the metrics."""
+"""Side panels: the VAE and the noise controls (the metrics are in metrics_panel.py)."""
 
 from __future__ import annotations
 
@@ -248,26 +248,3 @@ class NoisePanel(QGroupBox):
         import random
 
         self.seed.setValue(random.randrange(2**31 - 1))
-
-
-class MetricsPanel(QGroupBox):
-    def __init__(self) -> None:
-        super().__init__("Metrics")
-        self.form = QFormLayout(self)
-        self.labels: dict[str, QLabel] = {}
-        self.form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        for key in ("PSNR", "SSIM", "MAE", "Colour shift", "Encode", "Decode", "Tiled", "Latent shape",
-                    "Compression", "B: PSNR / SSIM"):
-            lab = QLabel("-")
-            lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-            lab.setWordWrap(True)
-            self.labels[key] = lab
-            self.form.addRow(key, lab)
-        self.labels["Colour shift"].setToolTip("Mean of reconstruction minus original, for R, G and B")
-
-    def set_values(self, values: dict[str, str]) -> None:
-        for k, lab in self.labels.items():
-            lab.setText(values.get(k, "-"))
-
-    def text(self, key: str) -> str:
-        return self.labels[key].text()

@@ -1,4 +1,4 @@
-"""A checklist of VAEs for the Analysis and Evaluate tabs: the inspector's A and B, recent VAEs, files."""
+"""A checklist of VAEs for the Analysis and Evaluate tabs: the session's A and B, recent VAEs, files."""
 
 from __future__ import annotations
 
@@ -8,35 +8,46 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog, QListWidget, QListWidgetItem
 
 from vaestudio.core.filetypes import WEIGHT_FILTER
+from vaestudio.ui.session import Session, wire
 
 
 class VaeChecklist(QListWidget):
-    """Each item holds a VAE source; the inspector's loaded A and B come first and start ticked."""
+    """Each item holds a VAE source; the session's loaded A and B come first and start ticked.
 
-    def __init__(self, inspector, tooltip: str) -> None:
+    It follows the session (VAE A and B, the recent VAEs) by itself; the tab that holds it calls
+    ``connect_session(False)`` from its own ``_connect_session(False)``.
+    """
+
+    def __init__(self, session: Session, tooltip: str) -> None:
         super().__init__()
-        self.inspector = inspector
+        self.session = session
         self.setToolTip(tooltip)
-        self.recent: list[str] = []
         self.files: list[str] = []  # added here with add_file
+        self.connect_session(True)
+        self.refresh()
+
+    def connect_session(self, connect: bool) -> None:
+        s = self.session
+        wire([(s.vae_changed, self._vae_changed), (s.recent_vaes_changed, self.refresh)], connect)
+
+    def _vae_changed(self, _slot: str) -> None:
+        self.refresh()
 
     def loaded(self) -> dict[str, object]:
-        """The inspector's loaded VAEs by source (they are lent, never reloaded)."""
-        ins = self.inspector
-        return {v.info.source: v for v in (ins.vae, ins.vae_b) if v is not None}
+        """The session's loaded VAEs by source (they are lent, never reloaded)."""
+        return self.session.lent_vaes()
 
-    def refresh(self, recent: list[str] | None = None) -> None:
-        if recent is not None:
-            self.recent = list(recent)
+    def refresh(self) -> None:
         states = {self.item(i).data(Qt.ItemDataRole.UserRole): self.item(i).checkState() for i in range(self.count())}
         self.clear()
         seen: set[str] = set()
-        for tag, source in zip(("A", "B"), [v.info.source if v is not None else None
-                                            for v in (self.inspector.vae, self.inspector.vae_b)], strict=True):
+        s = self.session
+        for tag, vae in (("A", s.vae), ("B", s.vae_b)):
+            source = vae.info.source if vae is not None else None
             if source is not None and source not in seen:
                 seen.add(source)
                 self._add(f"{tag}: {Path(source).name or source}", source, states.get(source, Qt.CheckState.Checked))
-        for source in self.recent + self.files:
+        for source in s.recent_vaes + self.files:
             if source not in seen:
                 seen.add(source)
                 default = Qt.CheckState.Checked if source in self.files else Qt.CheckState.Unchecked

@@ -116,7 +116,7 @@ class Worker(QThread):
         return self._paused.is_set() and not self.isInterruptionRequested()
 
     def run(self) -> None:  # noqa: D102 - runs in the worker thread
-        from vaestudio.core.errors import Cancelled, VaeStudioError
+        from vaestudio.core.errors import Cancelled, VaeStudioError, one_line
 
         kwargs = dict(self.kwargs)
         if "should_pause" in inspect.signature(self.fn).parameters:
@@ -134,7 +134,7 @@ class Worker(QThread):
             self.failed.emit("out of memory; try a smaller image or tiling")
         except Exception as exc:  # noqa: BLE001 - shown in the window, logged with its traceback
             log.error("worker %s failed:\n%s", self.label, traceback.format_exc())
-            self.failed.emit(f"{type(exc).__name__}: {exc}")
+            self.failed.emit(one_line(exc, with_type=True))
         else:
             if self.isInterruptionRequested() and not self.graceful:
                 self.cancelled.emit()

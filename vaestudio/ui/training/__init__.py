@@ -15,9 +15,10 @@ from pathlib import Path
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QMessageBox, QWidget
 
+from vaestudio.core.errors import one_line
+from vaestudio.ui.session import Session, wire
 from vaestudio.ui.training.controls import RunState, TrainingControls
 from vaestudio.ui.training.plots import TrainingPlots
-from vaestudio.ui.workers import JobRunner
 
 
 def _session_job(*, should_pause, **kwargs):
@@ -49,13 +50,12 @@ def _explore_job(what, spec, weights, arg, *, progress, should_stop):
 
 
 class TrainingTab(QWidget):
-    message = Signal(str)
-    error = Signal(str)
-    open_in_inspector = Signal()
+    open_in_inspector = Signal()  # the trained VAE is the session's VAE A now: show the inspector
 
-    def __init__(self, runner: JobRunner) -> None:
+    def __init__(self, session: Session) -> None:
         super().__init__()
-        self.runner = runner
+        self.session = session
+        self.runner = session.runner
         self.controls = TrainingControls()
         self.controls.setFixedWidth(400)
         self.plots = TrainingPlots()
@@ -84,11 +84,23 @@ class TrainingTab(QWidget):
         c.new_btn.clicked.connect(self.new_run)
         c.save_btn.clicked.connect(self.pick_save)
         c.load_btn.clicked.connect(self.pick_load)
-        c.inspect_btn.clicked.connect(self.open_in_inspector)
+        c.inspect_btn.clicked.connect(self.send_to_inspector)
         c.interp_btn.clicked.connect(self.interpolate)
         c.trav_btn.clicked.connect(self.traverse)
         c.browse_data.connect(lambda: c.pick_data_folder(c.data_dir.text() or self.last_dir))
         c.epochs.valueChanged.connect(lambda _v: self._set_state(self.state))
+        self._connect_session(True)
+        self._devices_changed()
+
+    def _connect_session(self, connect: bool) -> None:
+        wire([(self.session.devices_changed, self._devices_changed)], connect)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        self._connect_session(False)
+        super().closeEvent(event)
+
+    def _devices_changed(self) -> None:
+        self.controls.set_devices(self.session.devices)
 
     # -- state ------------------------------------------------------------------------------------
     def _epochs_done(self) -> int:
@@ -134,7 +146,7 @@ class TrainingTab(QWidget):
         self.trainer = None
         self.resume_path = None
         self._set_state(RunState.LOADING)
-        self.message.emit("Loading data ...")
+        self.session.message.emit("Loading data ...")
         self.runner.start("train", _session_job, config=config, dataset=c.dataset.currentText(),
                           data_dir=c.data_dir.text().strip() or None, download=c.download.currentIndex() == 1,
                           device=c.device.currentText(), trainer=trainer if resume is None else None,
@@ -149,13 +161,13 @@ class TrainingTab(QWidget):
         paused = self.state != RunState.PAUSED
         w.set_paused(paused)
         self._set_state(RunState.PAUSED if paused else RunState.RUNNING)
-        self.message.emit("Paused" if paused else "Resumed")
+        self.session.message.emit("Paused" if paused else "Resumed")
 
     def stop(self) -> None:
         """Ask the run to stop at the next batch; never blocks the window."""
         if self.runner.is_running("train"):
             self.runner.stop("train")
-            self.message.emit("Stopping ...")
+            self.session.message.emit("Stopping ...")
 
     def new_run(self) -> None:
         if self.unsaved() and QMessageBox.question(
@@ -191,7 +203,7 @@ class TrainingTab(QWidget):
                 self.plots.set_history(rec.history)
             self.t_start = time.monotonic()
             if rec.description:
-                self.message.emit(rec.description)
+                self.session.message.emit(rec.description)
             self._set_state(RunState.RUNNING)
         elif isinstance(rec, Steps):
             self.plots.add_steps(rec.records)
@@ -208,13 +220,13 @@ class TrainingTab(QWidget):
             self.plots.add_epoch(rec.record, rec.pictures)
             self.weights = rec.weights
             r = rec.record
-            self.message.emit(f"epoch {r.epoch}: train {r.train_loss:.2f}, held-out {r.heldout_loss:.2f} nats "
+            self.session.message.emit(f"epoch {r.epoch}: train {r.train_loss:.2f}, held-out {r.heldout_loss:.2f} nats "
                               f"(reconstruction {r.recon:.2f}, KL {r.kl:.2f}) in {r.seconds:.2f} s")
         elif isinstance(rec, StopRecord):
             if rec.reason == "diverged":
-                self.error.emit(rec.message)
+                self.session.error.emit(rec.message)
             else:
-                self.message.emit(rec.message)
+                self.session.message.emit(rec.message)
             self._stop_reason = rec.reason
 
     def _on_ended(self, trainer=None) -> None:
@@ -227,22 +239,22 @@ class TrainingTab(QWidget):
         self._set_state(RunState.FINISHED if reason == "finished" else RunState.STOPPED)
 
     def _on_failed(self, msg: str) -> None:
-        self.error.emit(msg)
+        self.session.error.emit(msg)
         self._on_ended(None)
 
     # -- checkpoints and the inspector --------------------------------------------------------------
     def save_checkpoint(self, path: str, on_saved=None) -> None:
         """Write a checkpoint; while training runs, the worker writes it between two batches."""
         if not self.has_model():
-            self.error.emit("nothing to save: train or load a model first")
+            self.session.error.emit("nothing to save: train or load a model first")
             return
 
         def saved(result) -> None:
             if isinstance(result, Exception):
-                self.error.emit(str(result))
+                self.session.error.emit(one_line(result))
                 return
             self.saved_step = max(self.saved_step, self._step_of_save)
-            self.message.emit(f"Checkpoint saved to {path}")
+            self.session.message.emit(f"Checkpoint saved to {path}")
             if on_saved is not None:
                 on_saved()
 
@@ -253,15 +265,15 @@ class TrainingTab(QWidget):
             w.call_soon(lambda: _try(lambda: live.save(path)), saved)
             return
         if self.trainer is None:
-            self.error.emit("nothing to save yet")
+            self.session.error.emit("nothing to save yet")
             return
         self._step_of_save = self.step
-        self.runner.start("save", _save_job, self.trainer, path, on_result=saved, on_error=self.error.emit)
+        self.runner.start("save", _save_job, self.trainer, path, on_result=saved, on_error=self.session.error.emit)
 
     def load_checkpoint(self, path: str) -> None:
         """Load a checkpoint: Start continues training it; Open in inspector uses it."""
         if self.state in (RunState.LOADING, RunState.RUNNING, RunState.PAUSED):
-            self.error.emit("stop training before loading a checkpoint")
+            self.session.error.emit("stop training before loading a checkpoint")
             return
 
         def loaded(result) -> None:
@@ -282,9 +294,9 @@ class TrainingTab(QWidget):
             self.plots.set_history(history)
             self.controls.trav_dim.setMaximum(config.latent_dim - 1)
             self._set_state(RunState.STOPPED)
-            self.message.emit(f"Loaded {path} ({len(history)} epochs trained); Continue trains it further")
+            self.session.message.emit(f"Loaded {path} ({len(history)} epochs trained); Continue trains it further")
 
-        self.runner.start("load", _read_checkpoint_job, path, on_result=loaded, on_error=self.error.emit)
+        self.runner.start("load", _read_checkpoint_job, path, on_result=loaded, on_error=self.session.error.emit)
 
     def pick_save(self) -> None:
         start = str(Path(self.last_dir or ".") / "mnist-vae.safetensors")
@@ -298,6 +310,17 @@ class TrainingTab(QWidget):
         if path:
             self.last_dir = str(Path(path).parent)
             self.load_checkpoint(path)
+
+    def send_to_inspector(self) -> None:
+        """The trained model becomes the session's VAE A (a copy; training may go on)."""
+        def ready(vae) -> None:
+            if vae is None:
+                self.session.error.emit("train a model for an epoch first (or load a checkpoint in the MNIST studio)")
+                return
+            self.session.set_vae(vae)
+            self.open_in_inspector.emit()
+
+        self.request_inspector_vae(ready)
 
     def request_inspector_vae(self, on_ready) -> None:
         """The trained weights as an inspector VAE (a copy, taken by the worker if training runs)."""
@@ -327,23 +350,23 @@ class TrainingTab(QWidget):
     # -- latent exploration ---------------------------------------------------------------------------
     def _explore(self, what: str, arg, caption: str) -> None:
         if self.weights is None or self.spec is None:
-            self.error.emit("train a model for an epoch first (or load a checkpoint)")
+            self.session.error.emit("train a model for an epoch first (or load a checkpoint)")
             return
         self.runner.start("explore", _explore_job, what, self.spec, self.weights, arg,
-                          on_result=lambda strip: self.plots.show_strip(strip, caption), on_error=self.error.emit)
+                          on_result=lambda strip: self.plots.show_strip(strip, caption), on_error=self.session.error.emit)
 
     def interpolate(self) -> None:
         a, b = self.controls.interp_a.value(), self.controls.interp_b.value()
         missing = [d for d in (a, b) if d not in self.class_digits]
         if missing:
-            self.error.emit(f"no held-out example of digit {missing[0]} (train or continue a run first)")
+            self.session.error.emit(f"no held-out example of digit {missing[0]} (train or continue a run first)")
             return
         self._explore("interpolate", (self.class_digits[a], self.class_digits[b]),
                       f"interpolation from a held-out {a} to a held-out {b}")
 
     def traverse(self) -> None:
         if self.spec is None:
-            self.error.emit("train a model first")
+            self.session.error.emit("train a model first")
             return
         dim = self.controls.trav_dim.value() % self.spec[2]
         self._explore("traverse", dim, f"latent dimension {dim} from -3 to +3 (the others 0)")
