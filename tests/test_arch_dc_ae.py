@@ -132,7 +132,7 @@ def test_encode_and_decode_equal_autoencoder_dc(tmp_path, model, sd):
         lat = model.encode(as_input(x)).latent
         ref = to_hwc(model.decode(lat).sample)
     close(enc.raw, lat[0])
-    close(vae.decode(vae.to_model(lat[0]), 64, 96), ref)
+    close(vae.decode(vae.to_model(lat[0]), 64, 96).pixels, ref)
     assert tuple(enc.raw.shape) == (32, 2, 3)
 
 
@@ -151,7 +151,7 @@ def test_model_space_is_sana_pipelines(tmp_path, model, sd):
         img = pipe(prompt_embeds=torch.zeros(1, 4, 8), prompt_attention_mask=torch.ones(1, 4, dtype=torch.long),
                    latents=z[None], height=64, width=128, num_inference_steps=1, guidance_scale=1.0,
                    use_resolution_binning=False, output_type="pt").images
-    close(vae.decode(z, 64, 128), img[0].permute(1, 2, 0))
+    close(vae.decode(z, 64, 128).pixels, img[0].permute(1, 2, 0))
     w = torch.randn(2, 32, 2, 3)
     close(vae.from_model(vae.to_model(w)), w, 1e-6)
 
@@ -177,7 +177,7 @@ def test_tiles_at_32x(tmp_path, model, sd):
     x = pixels(64, 96, seed=5)
     tiled = vae.encode(x, tile="on")
     assert tiled.tiled and tuple(tiled.raw.shape) == (32, 2, 3) and torch.isfinite(tiled.latent).all()
-    assert vae.decode(tiled.latent, 64, 96, tile="on").shape == (64, 96, 3)
+    assert vae.decode(tiled.latent, 64, 96, tile="on").pixels.shape == (64, 96, 3)
 
 
 def test_broken_dc_ae_files(tmp_path, sd, rgb_image, capsys):

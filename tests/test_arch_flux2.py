@@ -109,7 +109,7 @@ def test_encode_and_decode_equal_autoencoder_kl_flux2(tmp_path, model, sd):
         mean = model.encode(as_input(x)).latent_dist.mean
         ref = to_hwc(model.decode(mean).sample)
     close(enc.raw, mean[0])
-    close(vae.decode(vae.to_model(mean[0]), 64, 96), ref)
+    close(vae.decode(vae.to_model(mean[0]), 64, 96).pixels, ref)
     assert tuple(enc.raw.shape) == (32, 8, 12) and tuple(enc.latent.shape) == (128, 4, 6)
 
 
@@ -130,7 +130,7 @@ def test_model_space_is_flux2_pipelines(tmp_path, model, sd):
     with torch.no_grad():
         img = pipe(prompt_embeds=torch.zeros(1, 4, 8), latents=enc.latent[None], height=64, width=96,
                    num_inference_steps=1, output_type="pt").images
-    close(vae.decode(enc.latent, 64, 96), img[0].permute(1, 2, 0))
+    close(vae.decode(enc.latent, 64, 96).pixels, img[0].permute(1, 2, 0))
     # the transform and its inverse, with and without a batch dimension
     z = torch.randn(2, 32, 6, 8)
     close(vae.from_model(vae.to_model(z)), z, 1e-6)
@@ -173,7 +173,7 @@ def test_tiles(tmp_path, model, sd):
     plain, tiled = vae.encode(x, tile="off"), vae.encode(x, tile="on")
     assert tiled.tiled and not plain.tiled and tiled.latent.shape == plain.latent.shape
     assert torch.isfinite(tiled.latent).all()
-    assert vae.decode(tiled.latent, 96, 128, tile="on").shape == (96, 128, 3)
+    assert vae.decode(tiled.latent, 96, 128, tile="on").pixels.shape == (96, 128, 3)
 
 
 def test_broken_flux2_files(tmp_path, sd, rgb_image, capsys):

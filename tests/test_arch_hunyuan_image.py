@@ -86,7 +86,7 @@ def test_encode_and_decode_equal_autoencoder_kl_hunyuan_image(tmp_path, model, s
         mean = model.encode(as_input(x)).latent_dist.mean
         ref = to_hwc(model.decode(mean).sample)
     close(enc.raw, mean[0])
-    close(vae.decode(vae.to_model(mean[0]), 64, 96), ref)
+    close(vae.decode(vae.to_model(mean[0]), 64, 96).pixels, ref)
     assert tuple(enc.raw.shape) == (64, 2, 3)
 
 
@@ -106,7 +106,7 @@ def test_model_space_is_hunyuan_image_pipelines(tmp_path, model, sd):
         img = pipe(prompt_embeds=torch.zeros(1, 4, 8), prompt_embeds_mask=ones, prompt_embeds_2=torch.zeros(1, 4, 8),
                    prompt_embeds_mask_2=ones, latents=z[None], height=64, width=128, num_inference_steps=1,
                    distilled_guidance_scale=None, output_type="pt").images
-    close(vae.decode(z, 64, 128), img[0].permute(1, 2, 0))
+    close(vae.decode(z, 64, 128).pixels, img[0].permute(1, 2, 0))
     w = torch.randn(2, 64, 2, 3)
     close(vae.from_model(vae.to_model(w)), w, 1e-6)
 
@@ -138,7 +138,7 @@ def test_tiles_at_32x(tmp_path, model, sd):
     vae.encode_tile, vae.tile_overlap = 64, 32
     tiled = vae.encode(pixels(64, 96, seed=4), tile="on")
     assert tiled.tiled and tuple(tiled.raw.shape) == (64, 2, 3) and torch.isfinite(tiled.latent).all()
-    assert vae.decode(tiled.latent, 64, 96, tile="on").shape == (64, 96, 3)
+    assert vae.decode(tiled.latent, 64, 96, tile="on").pixels.shape == (64, 96, 3)
 
 
 def test_broken_hunyuan_image_files(tmp_path, sd, rgb_image, capsys):

@@ -137,7 +137,7 @@ def test_one_frame_encode_and_decode_equal_diffusers(tmp_path, kind):
         mean = m.encode(as_input(x)[:, :, None]).latent_dist.mean
         ref = to_hwc(m.decode(mean).sample[:, :, 0])
     close(enc.raw, mean[0, :, 0])
-    close(vae.decode(vae.to_model(mean[0, :, 0]), 32, 48), ref)
+    close(vae.decode(vae.to_model(mean[0, :, 0]), 32, 48).pixels, ref)
 
 
 def test_model_space_is_the_qwen_image_pipelines(tmp_path):
@@ -162,7 +162,7 @@ def test_model_space_is_the_qwen_image_pipelines(tmp_path):
     with torch.no_grad():
         img = pipe(prompt_embeds=torch.zeros(1, 4, 8), prompt_embeds_mask=torch.ones(1, 4, dtype=torch.long),
                    latents=packed, height=32, width=48, num_inference_steps=1, output_type="pt").images
-    close(vae.decode(z, 32, 48), img[0].permute(1, 2, 0))
+    close(vae.decode(z, 32, 48).pixels, img[0].permute(1, 2, 0))
 
 
 @pytest.mark.parametrize("kind", ["wan2.1", "wan2.2"])
@@ -183,7 +183,7 @@ def test_model_space_is_the_wan_pipelines(tmp_path, kind):
     with torch.no_grad():
         frames = pipe(prompt_embeds=torch.zeros(1, 4, 8), latents=z[None, :, None], height=32, width=48, num_frames=1,
                       num_inference_steps=1, guidance_scale=1.0, output_type="pt").frames
-    close(vae.decode(z, 32, 48), frames[0, 0].permute(1, 2, 0))
+    close(vae.decode(z, 32, 48).pixels, frames[0, 0].permute(1, 2, 0))
     w = torch.randn(3, cfg.z_dim, 2, 3)
     close(vae.from_model(vae.to_model(w)), w, 1e-6)
     close(vae.to_model(w[1]), vae.to_model(w)[1], 0)
@@ -236,7 +236,7 @@ def test_tiles(tmp_path):
     x = pixels(48, 64, seed=6)
     tiled = vae.encode(x, tile="on")
     assert tiled.tiled and tuple(tiled.raw.shape) == (16, 6, 8) and torch.isfinite(tiled.latent).all()
-    assert vae.decode(tiled.latent, 48, 64, tile="on").shape == (48, 64, 3)
+    assert vae.decode(tiled.latent, 48, 64, tile="on").pixels.shape == (48, 64, 3)
 
 
 def test_broken_wan_files(tmp_path, rgb_image, capsys):

@@ -110,7 +110,7 @@ def test_diffusers_layout_equals_autoencoder_tiny(tmp_path, channels):
         ref_img = (model.decode(ref_lat).sample / 2 + 0.5).clamp(0, 1)[0].permute(1, 2, 0).numpy()
     torch.testing.assert_close(enc.raw, ref_lat[0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(enc.latent, ref_lat[0], rtol=1e-5, atol=1e-5)  # scale 1, shift 0
-    np.testing.assert_allclose(vae.decode(enc.latent, 40, 56), ref_img, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(vae.decode(enc.latent, 40, 56).pixels, ref_img, rtol=1e-5, atol=1e-5)
 
 
 def test_family_from_the_name_and_a_guess_without_one(tmp_path):
@@ -148,7 +148,7 @@ def test_flux2_and_sana_variants_come_from_the_weights(tmp_path):
         if model_ch:
             assert tuple(e.latent.shape) == (model_ch, 64 // model_f, 96 // model_f)
         torch.testing.assert_close(vae.from_model(e.latent), e.raw, rtol=0, atol=0)  # patchify is a permutation
-        assert vae.decode(e.latent, 64, 96).shape == (64, 96, 3)
+        assert vae.decode(e.latent, 64, 96).pixels.shape == (64, 96, 3)
 
 
 def test_a_half_alone_inspects_but_does_not_reconstruct(tmp_path, rgb_image, capsys):
@@ -167,7 +167,7 @@ def test_a_half_alone_inspects_but_does_not_reconstruct(tmp_path, rgb_image, cap
     assert "lonely_decoder.pth was not found" in capsys.readouterr().err
     # the decoder alone is still a VAE that decodes (what the preview decoder needs)
     vae = load_vae(tmp_path / "taesd_decoder.pth", halves=("decoder",))
-    assert vae.decode(torch.zeros(4, 3, 5), 24, 40).shape == (24, 40, 3)
+    assert vae.decode(torch.zeros(4, 3, 5), 24, 40).pixels.shape == (24, 40, 3)
 
 
 def test_broken_tiny_files_give_one_sentence(tmp_path):

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from vaestudio.core.archs import _common as common
+from vaestudio.core.archs._common import count_index
+from vaestudio.core.archs._diffusers import DiffusersArchitecture, Layout
 from vaestudio.core.autoencoder import TorchAutoencoder
 from vaestudio.core.errors import VaeLoadError
-from vaestudio.core.families import FAMILIES
-from vaestudio.core.registry import Architecture, PreparedVae, find_prefix
+from vaestudio.core.registry import find_prefix
 from vaestudio.core.weights import WeightFile
 
 _ORIGINAL_ANCHOR = "decoder.project_in.conv.weight"
@@ -82,14 +82,6 @@ def diffusers_to_original(tensors: dict[str, torch.Tensor]) -> dict[str, torch.T
 
 # -- config from shapes ----------------------------------------------------------------------------
 
-def infer_config(t: dict[str, torch.Tensor], label: str) -> dict:
-    """The AutoencoderDC config of diffusers-layout tensors."""
-    try:
-        return _infer(t)
-    except (KeyError, IndexError, ValueError, ZeroDivisionError):
-        raise VaeLoadError("the DC-AE weights are incomplete (encoder or decoder blocks are missing)", label) from None
-
-
 def _ops(t, half: str, i: int) -> dict[int, set[str]]:
     kind = "down" if half == "encoder" else "up"
     ops: dict[int, set[str]] = {}
@@ -131,11 +123,12 @@ def _half(t, half: str, n: int):
     return types, channels, layers, scales, norms, resample
 
 
-def _infer(t: dict[str, torch.Tensor]) -> dict:
+def infer_config(t: dict[str, torch.Tensor], label: str) -> dict:
+    """The AutoencoderDC config of diffusers-layout tensors (KeyError...: blocks are missing)."""
     latent = int(t["encoder.conv_out.weight"].shape[0])
     if int(t["decoder.conv_in.weight"].shape[1]) != latent:
         raise ValueError("encoder and decoder latent channels differ")
-    n = max(common.count_index(t, r"^encoder\.down_blocks\.(\d+)\."), common.count_index(t, r"^decoder\.up_blocks\.(\d+)\."))
+    n = max(count_index(t, r"^encoder\.down_blocks\.(\d+)\."), count_index(t, r"^decoder\.up_blocks\.(\d+)\."))
     e_types, e_ch, e_layers, e_scales, _, e_res = _half(t, "encoder", n)
     d_types, d_ch, d_layers, d_scales, d_norms, d_res = _half(t, "decoder", n)
     last = int(t["encoder.conv_out.weight"].shape[1])
@@ -164,10 +157,6 @@ def _infer(t: dict[str, torch.Tensor]) -> dict:
     }
 
 
-def _aslist(v) -> list:
-    return list(v) if isinstance(v, (list, tuple)) else [v]
-
-
 class DcAe(TorchAutoencoder):
     """A DC-AE; deterministic latents, model space ``z * scaling_factor``."""
 
@@ -186,7 +175,7 @@ class DcAe(TorchAutoencoder):
         return self.model.decoder(z)
 
 
-class DcAeArchitecture(Architecture):
+class DcAeArchitecture(DiffusersArchitecture):
     name = "dc-ae"
     label = "DC-AE (AutoencoderDC, SANA)"
     order = 70
@@ -198,6 +187,15 @@ class DcAeArchitecture(Architecture):
         ("diffusers folder", "config.json (AutoencoderDC) + weights, or a SANA pipeline folder with vae/"),
         ("Hugging Face id", "e.g. mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers, Efficient-Large-Model/Sana_1600M_1024px_diffusers"),
     )
+    diffusers_class = "AutoencoderDC"
+    vae_class = DcAe
+    layouts = (Layout("original", _ORIGINAL_ANCHOR, (), original_to_diffusers), Layout("diffusers", _DIFFUSERS_ANCHOR))
+    short = "DC-AE"
+    shipped = "dc-ae-f32c32-sana"
+    guessed = ("attention_head_dim", "decoder_act_fns")  # activations follow the norms in every published config
+    model_scaling = ("scaling_factor",)
+    space_notes = ("model space: z * scaling_factor, as SanaPipeline does",)
+    infer_config = staticmethod(infer_config)
 
     def claims(self, wf: WeightFile, path: Path | None) -> bool:
         if find_prefix(wf.tensors, _ORIGINAL_ANCHOR) is not None:
@@ -205,59 +203,15 @@ class DcAeArchitecture(Architecture):
         prefix = find_prefix(wf.tensors, _DIFFUSERS_ANCHOR)
         return prefix is not None and any(_DC_BLOCK.match(k[len(prefix):]) for k in wf.tensors if k.startswith(prefix))
 
-    def prepare_weights(self, wf: WeightFile, label: str, *, fmt: str, name: str, config: dict | None) -> PreparedVae:
-        original = find_prefix(wf.tensors, _ORIGINAL_ANCHOR) is not None
-        found = common.extract(wf, _ORIGINAL_ANCHOR if original else _DIFFUSERS_ANCHOR, ("encoder", "decoder"))
-        if found is None:
-            raise VaeLoadError("no DC-AE decoder found", label)
-        tensors, ignored = found
-        if not any(k.startswith("encoder.") for k in tensors):
-            raise VaeLoadError("holds only a DC-AE decoder; the encoder is missing", label)
-        if original:
-            try:
-                tensors = original_to_diffusers(tensors)
-            except (KeyError, ValueError, IndexError, RuntimeError):
-                raise VaeLoadError("the DC-AE weights are incomplete or malformed (attention weights)", label) from None
-        common.checked(tensors, label)
-        inferred = infer_config(tensors, label)
+    def check_config(self, cfg: dict, tensors: dict[str, torch.Tensor], label: str) -> None:
         out_w = tensors.get("decoder.conv_out.weight", tensors.get("decoder.conv_out.conv.weight"))
         out_ch = None if out_w is None else int(out_w.shape[0])
-        if inferred["in_channels"] != 3 or out_ch not in (3, 12):
+        if cfg["in_channels"] != 3 or out_ch not in (3, 12):
             raise VaeLoadError(f"an image DC-AE takes and gives 3 colour channels, this one takes "
-                               f"{inferred['in_channels']} and gives {out_ch}", label)
-        merged = common.shipped_config("dc-ae-f32c32-sana")
-        if config is not None:
-            for key in ("latent_channels", "encoder_block_out_channels", "encoder_layers_per_block"):
-                if key in config and _aslist(config[key]) != _aslist(inferred[key]):
-                    raise VaeLoadError(f"config.json says {key}={config[key]} but the weights have {inferred[key]}",
-                                       label)
-            merged.update({k: v for k, v in config.items() if not k.startswith("_")})
-        merged.update(inferred)
-        channels = inferred["latent_channels"]
-        fam = FAMILIES["sana"]
-        if channels != fam.latent_channels:
-            raise VaeLoadError(f"a DC-AE with {channels} latent channels has no known family (SANA's has "
-                               f"{fam.latent_channels})", label)
-        downscale = 2 ** (len(inferred["encoder_block_out_channels"]) - 1)
-        scaling = float((config or {}).get("scaling_factor") or fam.scaling_factor)
-        reason = "config class AutoencoderDC with 32 latent channels" if config is not None else \
-            "the only DC-AE family with 32 latent channels"
-        info = common.new_info(
-            self.name, label, wf, tensors, fmt=fmt, layout="original" if original else "diffusers", family=fam,
-            guessed=False, reason=reason, latent_channels=channels, downscale=downscale, ignored=ignored,
-            scaling=scaling, notes=["model space: z * scaling_factor, as SanaPipeline does"],
-        )
-        info.halves = ["encoder", "decoder"]
-        return PreparedVae(self.name, tensors, merged, info, fam)
+                               f"{cfg['in_channels']} and gives {out_ch}", label)
 
-    def build(self, prepared: PreparedVae, *, device, dtype, halves) -> DcAe:
-        cfg = dict(prepared.config, scaling_factor=prepared.info.scaling_factor)
-        model = common.build_model("AutoencoderDC", cfg, prepared.tensors, prepared.info.source)
-        return DcAe(model, prepared.info, prepared.family, device=device, dtype=dtype)
-
-    def family_choices(self, info):
-        return [FAMILIES[n] for n in self.families
-                if FAMILIES[n].latent_channels == info.latent_channels and FAMILIES[n].downscale == info.downscale]
+    def downscale_of(self, cfg: dict) -> int:
+        return 2 ** (len(cfg["encoder_block_out_channels"]) - 1)
 
 
 ARCHITECTURE = DcAeArchitecture()

@@ -21,16 +21,16 @@ from pathlib import Path
 
 import torch
 
-from vaestudio.core.archs import _common as common
-from vaestudio.core.archs.autoencoder_kl import diffusers_to_ldm, infer_config, ldm_to_diffusers
-from vaestudio.core.autoencoder import TorchAutoencoder, patchify, unpatchify
+from vaestudio.core.archs import _kl_layout as kl
+from vaestudio.core.archs._diffusers import DiffusersArchitecture, Found, Layout
+from vaestudio.core.autoencoder import TorchAutoencoder
 from vaestudio.core.errors import VaeLoadError
-from vaestudio.core.families import FAMILIES
-from vaestudio.core.registry import Architecture, PreparedVae, find_prefix
+from vaestudio.core.registry import find_prefix
+from vaestudio.core.tensors import patchify, unpatchify
+from vaestudio.core.vae import VaeInfo
 from vaestudio.core.weights import WeightFile
 
 _MARKS = ("bn.running_mean", "bn.running_var", "encoder.quant_conv.weight", "decoder.post_quant_conv.weight")
-_PARTS = ("encoder", "decoder", "quant_conv", "post_quant_conv", "bn")
 
 
 def bfl_to_diffusers(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -46,7 +46,7 @@ def bfl_to_diffusers(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
             ldm["post_quant_conv." + k[len("decoder.post_quant_conv."):]] = v
         else:
             ldm[k] = v
-    out = ldm_to_diffusers(ldm)
+    out = kl.ldm_to_diffusers(ldm)
     out.update(bn)
     return out
 
@@ -55,7 +55,7 @@ def diffusers_to_bfl(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     """The inverse of ``bfl_to_diffusers`` (for export and tests)."""
     rest = {k: v for k, v in tensors.items() if not k.startswith("bn.")}
     out: dict[str, torch.Tensor] = {}
-    for k, v in diffusers_to_ldm(rest).items():
+    for k, v in kl.diffusers_to_ldm(rest).items():
         if k.startswith("quant_conv."):
             k = "encoder." + k
         elif k.startswith("post_quant_conv."):
@@ -63,15 +63,6 @@ def diffusers_to_bfl(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
         out[k] = v
     out.update({k: v for k, v in tensors.items() if k.startswith("bn.")})
     return out
-
-
-def _layout(tensors) -> str | None:
-    keys = list(tensors)
-    if any(k.startswith(("encoder.down_blocks.", "decoder.up_blocks.")) for k in keys):
-        return "diffusers"
-    if any(k.startswith(("encoder.down.", "decoder.up.")) for k in keys):
-        return "bfl"
-    return None
 
 
 class Flux2Vae(TorchAutoencoder):
@@ -107,7 +98,12 @@ class Flux2Vae(TorchAutoencoder):
         return unpatchify(latent * std + mean, self._patch)
 
 
-class Flux2Architecture(Architecture):
+def _tracked(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """diffusers' BatchNorm counts its batches; some files leave the counter out."""
+    return {"bn.num_batches_tracked": torch.tensor(0, dtype=torch.long), **tensors}
+
+
+class Flux2Architecture(DiffusersArchitecture):
     name = "flux2"
     label = "FLUX.2 VAE (AutoencoderKLFlux2)"
     order = 80  # before the broad SD layout (90), which would otherwise claim its LDM keys
@@ -120,6 +116,16 @@ class Flux2Architecture(Architecture):
         ("diffusers folder", "config.json (AutoencoderKLFlux2) + weights, or a pipeline folder with vae/"),
         ("Hugging Face id", "e.g. black-forest-labs/FLUX.2-dev (its vae/), through the standard cache"),
     )
+    diffusers_class = "AutoencoderKLFlux2"
+    vae_class = Flux2Vae
+    layouts = (Layout("diffusers", kl.ANCHOR, kl.DIFFUSERS_BLOCKS, _tracked),
+               Layout("bfl", kl.ANCHOR, kl.LDM_BLOCKS, lambda t: _tracked(bfl_to_diffusers(t))))
+    parts = ("encoder", "decoder", "quant_conv", "post_quant_conv", "bn")
+    short = "FLUX.2 VAE"
+    shipped = "flux2"
+    guessed = kl.GUESSED
+    space_notes = ("model space: the latent patchified 2x2 and normalised by the VAE's BatchNorm running mean/var, "
+                   "as Flux2Pipeline does",)
 
     def claims(self, wf: WeightFile, path: Path | None) -> bool:
         # FLUX.2's own keys: the BatchNorm, and (BFL layout) the quant convs inside the halves; SD/FLUX.1
@@ -130,83 +136,31 @@ class Flux2Architecture(Architecture):
                 return True
         return False
 
-    def prepare_weights(self, wf: WeightFile, label: str, *, fmt: str, name: str, config: dict | None) -> PreparedVae:
-        found = common.extract(wf, "encoder.conv_in.weight", _PARTS)
-        if found is None:
-            raise VaeLoadError("no FLUX.2 VAE encoder found (encoder.conv_in.weight is missing)", label)
-        tensors, ignored = found
-        layout = _layout(tensors)
-        if layout is None:
-            raise VaeLoadError("has an encoder input layer but no recognisable VAE blocks", label)
-        if not any(k.startswith("decoder.") for k in tensors):
-            raise VaeLoadError("holds only a VAE encoder; the decoder is missing", label)
+    def check(self, tensors: dict[str, torch.Tensor], layout: Layout, label: str) -> None:
         if "bn.running_mean" not in tensors or "bn.running_var" not in tensors:
             raise VaeLoadError("a FLUX.2 VAE needs its BatchNorm statistics (bn.running_mean and bn.running_var)",
                                label)
-        try:
-            tensors = bfl_to_diffusers(tensors) if layout == "bfl" else dict(tensors)
-        except (KeyError, ValueError, IndexError):
-            raise VaeLoadError("the FLUX.2 VAE weights are incomplete (encoder or decoder blocks are missing)",
-                               label) from None
-        tensors.setdefault("bn.num_batches_tracked", torch.tensor(0, dtype=torch.long))
-        common.checked(tensors, label)
-        merged = self._config(tensors, config, label)
-        latent = int(merged["latent_channels"])
+
+    def infer_config(self, tensors: dict[str, torch.Tensor], label: str) -> dict:
+        inferred = kl.infer_config({k: v for k, v in tensors.items() if not k.startswith("bn.")}, label)
+        n = len(inferred["block_out_channels"])
+        dec_out = [int(tensors[f"decoder.up_blocks.{i}.resnets.0.conv2.weight"].shape[0]) for i in reversed(range(n))]
+        inferred["decoder_block_out_channels"] = None if dec_out == inferred["block_out_channels"] else dec_out
+        return inferred
+
+    downscale_of = staticmethod(kl.downscale_of)
+
+    def check_config(self, cfg: dict, tensors: dict[str, torch.Tensor], label: str) -> None:
+        latent, (py, px) = int(cfg["latent_channels"]), list(cfg.get("patch_size") or [2, 2])
         bn = tensors["bn.running_mean"].numel()
-        patch = list(merged.get("patch_size") or [2, 2])
-        if bn != latent * patch[0] * patch[1] or tensors["bn.running_var"].numel() != bn:
+        if bn != latent * py * px or tensors["bn.running_var"].numel() != bn:
             raise VaeLoadError(f"the BatchNorm has {bn} channels but a {latent}-channel latent patchified "
-                               f"{patch[0]}x{patch[1]} has {latent * patch[0] * patch[1]}", label)
-        fam = FAMILIES["flux2"]
-        if latent != fam.latent_channels:
-            raise VaeLoadError(f"a FLUX.2 VAE has {fam.latent_channels} latent channels but this one has {latent}",
-                               label)
-        reason = "config class AutoencoderKLFlux2" if config is not None else \
-            "the BatchNorm latent statistics only FLUX.2's VAE has"
-        f = 2 ** (len(merged["block_out_channels"]) - 1)
-        info = common.new_info(
-            self.name, label, wf, tensors, fmt=fmt, layout="diffusers" if layout == "diffusers" else "bfl",
-            family=fam, guessed=False, reason=reason, latent_channels=latent, downscale=f, ignored=ignored,
-            notes=["model space: the latent patchified 2x2 and normalised by the VAE's BatchNorm running "
-                   "mean/var, as Flux2Pipeline does"],
-        )
-        info.model_latent_channels = latent * patch[0] * patch[1]
-        info.model_downscale = f * patch[0]
-        return PreparedVae(self.name, tensors, merged, info, fam)
+                               f"{py}x{px} has {latent * py * px}", label)
 
-    @staticmethod
-    def _config(tensors: dict, config: dict | None, label: str) -> dict:
-        inferred = infer_config({k: v for k, v in tensors.items() if not k.startswith("bn.")}, label)
-        try:
-            dec_out = [int(tensors[f"decoder.up_blocks.{i}.resnets.0.conv2.weight"].shape[0])
-                       for i in reversed(range(len(inferred["block_out_channels"])))]
-        except KeyError:
-            raise VaeLoadError("the FLUX.2 VAE weights are incomplete (decoder blocks are missing)", label) from None
-        base = common.shipped_config("flux2")
-        if config is not None:
-            for key in ("latent_channels", "block_out_channels", "layers_per_block"):
-                if key in config and list(_aslist(config[key])) != list(_aslist(inferred[key])):
-                    raise VaeLoadError(f"config.json says {key}={config[key]} but the weights have {inferred[key]}",
-                                       label)
-            base.update({k: v for k, v in config.items() if not k.startswith("_")})
-        base.update({k: inferred[k] for k in ("in_channels", "out_channels", "down_block_types", "up_block_types",
-                                              "block_out_channels", "layers_per_block", "latent_channels",
-                                              "norm_num_groups", "use_quant_conv", "use_post_quant_conv",
-                                              "mid_block_add_attention")})
-        base["decoder_block_out_channels"] = None if dec_out == inferred["block_out_channels"] else dec_out
-        return base
-
-    def build(self, prepared: PreparedVae, *, device, dtype, halves) -> Flux2Vae:
-        model = common.build_model("AutoencoderKLFlux2", prepared.config, prepared.tensors, prepared.info.source)
-        return Flux2Vae(model, prepared.info, prepared.family, device=device, dtype=dtype)
-
-    def use_family(self, info, family) -> None:
-        super().use_family(info, family)
-        info.scaling_factor, info.shift_factor = 1.0, 0.0  # the BatchNorm statistics normalise, not a scale
-
-
-def _aslist(v):
-    return v if isinstance(v, (list, tuple)) else [v]
+    def describe(self, info: VaeInfo, found: Found) -> None:
+        patch = list(found.merged.get("patch_size") or [2, 2])
+        info.model_latent_channels = info.latent_channels * patch[0] * patch[1]
+        info.model_downscale = info.downscale * patch[0]
 
 
 ARCHITECTURE = Flux2Architecture()

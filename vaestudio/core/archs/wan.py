@@ -30,11 +30,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vaestudio.core.archs import _common as common
+from vaestudio.core.archs._common import count_index
+from vaestudio.core.archs._diffusers import DiffusersArchitecture, Found, Layout
 from vaestudio.core.autoencoder import TorchAutoencoder
 from vaestudio.core.errors import VaeLoadError
-from vaestudio.core.families import FAMILIES, guess_family
-from vaestudio.core.registry import Architecture, PreparedVae, find_prefix
+from vaestudio.core.families import FAMILIES, FamilyGuess
+from vaestudio.core.registry import PreparedVae, find_prefix
 from vaestudio.core.weights import WeightFile
 
 _ORIGINAL_MARK = "decoder.middle.0.residual.0.gamma"
@@ -116,7 +117,7 @@ def original_to_diffusers(tensors: dict[str, torch.Tensor]) -> dict[str, torch.T
 def diffusers_to_original(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The inverse of ``original_to_diffusers`` (for export and tests)."""
     residual = any(re.match(r"^encoder\.down_blocks\.\d+\.resnets\.", k) for k in tensors)
-    n_res = common.count_index(tensors, r"^decoder\.up_blocks\.0\.resnets\.(\d+)\.") - 1  # num_res_blocks
+    n_res = count_index(tensors, r"^decoder\.up_blocks\.0\.resnets\.(\d+)\.") - 1  # num_res_blocks
     out: dict[str, torch.Tensor] = {}
     for k, v in tensors.items():
         new = _common_to_original(k)
@@ -143,15 +144,8 @@ def diffusers_to_original(tensors: dict[str, torch.Tensor]) -> dict[str, torch.T
 # -- config from shapes ----------------------------------------------------------------------------
 
 def infer_config(t: dict[str, torch.Tensor], label: str) -> dict:
-    """The AutoencoderKLWan config of diffusers-layout tensors (what varies between Wan VAEs)."""
-    try:
-        return _infer(t)
-    except (KeyError, IndexError, ValueError, ZeroDivisionError):
-        raise VaeLoadError("the Wan VAE weights are incomplete (encoder or decoder blocks are missing)",
-                           label) from None
-
-
-def _infer(t: dict[str, torch.Tensor]) -> dict:
+    """The AutoencoderKLWan config of diffusers-layout tensors (what varies between Wan VAEs; KeyError...:
+    blocks are missing)."""
     enc_in = t["encoder.conv_in.weight"].shape
     base, in_ch = int(enc_in[0]), int(enc_in[1])
     z_dim = int(t["decoder.conv_in.weight"].shape[1])
@@ -159,12 +153,12 @@ def _infer(t: dict[str, torch.Tensor]) -> dict:
     dec_base = int(t["decoder.conv_out.weight"].shape[1])
     residual = any(re.match(r"^encoder\.down_blocks\.\d+\.resnets\.", k) for k in t)
     if residual:
-        levels = common.count_index(t, r"^encoder\.down_blocks\.(\d+)\.")
-        n_res = common.count_index(t, r"^encoder\.down_blocks\.0\.resnets\.(\d+)\.")
+        levels = count_index(t, r"^encoder\.down_blocks\.(\d+)\.")
+        n_res = count_index(t, r"^encoder\.down_blocks\.0\.resnets\.(\d+)\.")
         mult = [int(t[f"encoder.down_blocks.{i}.resnets.0.conv1.weight"].shape[0]) // base for i in range(levels)]
         temporal = [f"encoder.down_blocks.{i}.downsampler.time_conv.weight" in t for i in range(levels - 1)]
     else:  # a flat list: num_res_blocks residual blocks per level, a resample between levels
-        n = common.count_index(t, r"^encoder\.down_blocks\.(\d+)\.")
+        n = count_index(t, r"^encoder\.down_blocks\.(\d+)\.")
         mult, temporal, n_res, count = [], [], 0, 0
         for i in range(n):
             if f"encoder.down_blocks.{i}.resample.1.weight" in t:
@@ -254,7 +248,11 @@ class WanVae(TorchAutoencoder):
 
 # -- the architecture ------------------------------------------------------------------------------
 
-class WanArchitecture(Architecture):
+_QWEN_KEYS = ("base_dim", "z_dim", "dim_mult", "num_res_blocks", "attn_scales", "temperal_downsample", "dropout",
+              "input_channels", "latents_mean", "latents_std")
+
+
+class WanArchitecture(DiffusersArchitecture):
     name = "wan"
     label = "Wan / Qwen-Image VAE (AutoencoderKLWan)"
     order = 60
@@ -267,97 +265,73 @@ class WanArchitecture(Architecture):
                              "folder with vae/"),
         ("Hugging Face id", "e.g. Qwen/Qwen-Image, Wan-AI/Wan2.1-T2V-1.3B-Diffusers, Wan-AI/Wan2.2-TI2V-5B-Diffusers"),
     )
+    vae_class = WanVae
+    layouts = (Layout("comfyui", _ORIGINAL_MARK, (), original_to_diffusers), Layout("diffusers", _DIFFUSERS_MARK))
+    parts = _PARTS
+    short = "Wan VAE"
+    guessed = ("dropout",)
+    space_notes = ("model space: per channel (z - latents_mean) / latents_std from the config, as the Wan and "
+                   "Qwen-Image pipelines do", "encoded and decoded as a video of one frame")
+    infer_config = staticmethod(infer_config)
 
     def claims(self, wf: WeightFile, path: Path | None) -> bool:
         return find_prefix(wf.tensors, _ORIGINAL_MARK) is not None or find_prefix(wf.tensors, _DIFFUSERS_MARK) is not None
 
-    def prepare_weights(self, wf: WeightFile, label: str, *, fmt: str, name: str, config: dict | None) -> PreparedVae:
-        original = find_prefix(wf.tensors, _ORIGINAL_MARK) is not None
-        found = common.extract(wf, _ORIGINAL_MARK if original else _DIFFUSERS_MARK, _PARTS)
-        if found is None:
-            raise VaeLoadError("no Wan VAE decoder found", label)
-        tensors, ignored = found
-        # the anchor is decoder.*: strip the same prefix from the encoder keys (extract kept them)
-        if not any(k.startswith("encoder.") for k in tensors):
-            raise VaeLoadError("holds only a Wan VAE decoder; the encoder is missing", label)
-        head = tensors.get("decoder.head.2.weight" if original else "decoder.conv_out.weight")
+    def check(self, tensors: dict[str, torch.Tensor], layout: Layout, label: str) -> None:
+        head = tensors.get("decoder.head.2.weight" if layout.name == "comfyui" else "decoder.conv_out.weight")
         if head is not None and head.ndim == 5 and head.shape[2] == 1:
             raise VaeLoadError("is a Qwen-Image 2.1 VAE (Wan 2.2 layout, 64 channels, 2D kernels), which vaestudio "
                                "does not support yet", label)
-        if original:
-            try:
-                tensors = original_to_diffusers(tensors)
-            except (KeyError, ValueError, IndexError):
-                raise VaeLoadError("the Wan VAE weights are incomplete (blocks are missing)", label) from None
-        common.checked(tensors, label)
-        inferred = infer_config(tensors, label)
-        in_ch = inferred.get("in_channels", 3)
-        out_ch = inferred.get("out_channels", 3)
-        if in_ch != out_ch or in_ch != 3 * (inferred.get("patch_size") or 1) ** 2:
+
+    def shipped_for(self, inferred: dict) -> str:
+        return "wan2.2" if inferred.get("is_residual") else "wan2.1"
+
+    def check_config(self, cfg: dict, tensors: dict[str, torch.Tensor], label: str) -> None:
+        in_ch, out_ch = cfg.get("in_channels", 3), cfg.get("out_channels", 3)
+        if in_ch != out_ch or in_ch != 3 * (cfg.get("patch_size") or 1) ** 2:
             raise VaeLoadError(f"an RGB Wan VAE takes and gives 3 colour channels (12 patchified), this one takes "
                                f"{in_ch} and gives {out_ch}", label)
-        cls = (config or {}).get("_class_name")
-        residual = bool(inferred.get("is_residual"))
-        if cls == "AutoencoderKLQwenImage" and "is_residual" in inferred:
-            raise VaeLoadError("config.json says AutoencoderKLQwenImage but the weights are a Wan 2.2-style VAE", label)
-        channels = inferred["z_dim"]
-        candidates = [FAMILIES[n] for n in self.families if FAMILIES[n].latent_channels == channels]
-        if not candidates:
-            raise VaeLoadError(f"no known Wan-layout VAE family has {channels} latent channels", label)
-        if cls == "AutoencoderKLQwenImage":
-            fam, guessed, reason = FAMILIES["qwen-image"], False, "config class AutoencoderKLQwenImage"
-        elif cls == "AutoencoderKLWan" and channels == 16:
-            fam, guessed, reason = FAMILIES["wan"], False, "config class AutoencoderKLWan with 16 latent channels"
-        else:
-            g = guess_family(candidates, metadata=wf.metadata, name=Path(name).name, default=candidates[0])
-            fam, guessed, reason = g.family, g.guessed, g.reason
-            if guessed and len(candidates) > 1:
-                reason += " (Qwen-Image's VAE is a fine-tuned Wan 2.1 VAE with the same keys and latent statistics)"
-        shipped = "wan2.2" if residual else "wan2.1"
-        merged = common.shipped_config(shipped)
-        for key in ("latents_mean", "latents_std"):
-            if config is not None and key in config:
-                merged[key] = list(config[key])
-        if config is not None:
-            for key in ("z_dim", "base_dim", "dim_mult", "num_res_blocks"):
-                if key in config and config[key] != inferred[key]:
-                    raise VaeLoadError(f"config.json says {key}={config[key]} but the weights have {inferred[key]}",
-                                       label)
-        merged.update(inferred)
-        if len(merged["latents_mean"]) != channels or len(merged["latents_std"]) != channels:
-            raise VaeLoadError(f"the config's latents_mean/latents_std have {len(merged['latents_mean'])} values "
-                               f"but the latent has {channels} channels", label)
-        if any(float(s) <= 0 for s in merged["latents_std"]):
+        mean, std, channels = cfg.get("latents_mean") or [], cfg.get("latents_std") or [], cfg["z_dim"]
+        if len(mean) != channels or len(std) != channels:
+            raise VaeLoadError(f"the config's latents_mean/latents_std have {len(mean)} values but the latent has "
+                               f"{channels} channels", label)
+        if any(float(s) <= 0 for s in std):
             raise VaeLoadError("the config's latents_std has a value that is not positive", label)
-        info = common.new_info(
-            self.name, label, wf, tensors, fmt=fmt, layout="comfyui" if original else "diffusers", family=fam,
-            guessed=guessed, reason=reason, latent_channels=channels, downscale=downscale_of(merged),
-            ignored=ignored, scaling=1.0,
-            notes=["model space: per channel (z - latents_mean) / latents_std from the config, as the Wan and "
-                   "Qwen-Image pipelines do", "encoded and decoded as a video of one frame"],
-        )
-        return PreparedVae(self.name, tensors, merged, info, fam, extra={"config_class": cls})
 
-    def build(self, prepared: PreparedVae, *, device, dtype, halves) -> WanVae:
-        cfg = dict(prepared.config)
-        cls = prepared.extra.get("config_class")
-        if cls not in _CONFIG_CLASSES:
-            cls = "AutoencoderKLQwenImage" if prepared.family.name == "qwen-image" and not cfg.get("is_residual") \
-                else "AutoencoderKLWan"
+    def channels_of(self, cfg: dict) -> int:
+        return int(cfg["z_dim"])
+
+    downscale_of = staticmethod(downscale_of)
+
+    def decide_family(self, found: Found) -> FamilyGuess:
+        cls = found.config_class
+        if cls == "AutoencoderKLQwenImage" and "is_residual" in found.merged:
+            raise VaeLoadError("config.json says AutoencoderKLQwenImage but the weights are a Wan 2.2-style VAE",
+                               found.label)
+        guess = super().decide_family(found)  # refuses a latent no family has
         if cls == "AutoencoderKLQwenImage":
-            cfg = {k: v for k, v in cfg.items() if k in ("base_dim", "z_dim", "dim_mult", "num_res_blocks",
-                                                          "attn_scales", "temperal_downsample", "dropout",
-                                                          "latents_mean", "latents_std")}
-        model = common.build_model(cls, cfg, prepared.tensors, prepared.info.source)
-        return WanVae(single_frame(model), prepared.info, prepared.family, device=device, dtype=dtype)
+            return FamilyGuess(FAMILIES["qwen-image"], False, "config class AutoencoderKLQwenImage")
+        if cls == "AutoencoderKLWan" and found.channels == 16:
+            return FamilyGuess(FAMILIES["wan"], False, "config class AutoencoderKLWan with 16 latent channels")
+        if guess.guessed and len(self.candidates(found.channels, found.downscale)) > 1:
+            return FamilyGuess(guess.family, True, guess.reason + " (Qwen-Image's VAE is a fine-tuned Wan 2.1 VAE "
+                                                                  "with the same keys and latent statistics)")
+        return guess
 
-    def family_choices(self, info):
-        return [FAMILIES[n] for n in self.families
-                if FAMILIES[n].latent_channels == info.latent_channels and FAMILIES[n].downscale == info.downscale]
+    def model_class(self, prepared: PreparedVae) -> str:
+        cls = prepared.extra.get("config_class")
+        if cls in _CONFIG_CLASSES:
+            return cls
+        qwen = prepared.family.name == "qwen-image" and not prepared.config.get("is_residual")
+        return "AutoencoderKLQwenImage" if qwen else "AutoencoderKLWan"
 
-    def use_family(self, info, family) -> None:
-        super().use_family(info, family)
-        info.scaling_factor, info.shift_factor = 1.0, 0.0  # the per-channel statistics normalise
+    def model_config(self, prepared: PreparedVae) -> dict:
+        cfg = super().model_config(prepared)
+        if self.model_class(prepared) == "AutoencoderKLQwenImage":
+            return {k: v for k, v in cfg.items() if k in _QWEN_KEYS}
+        return cfg
+
+    wrap = staticmethod(single_frame)
 
 
 ARCHITECTURE = WanArchitecture()
