@@ -31,9 +31,11 @@ factories called per VAE whose objects are fed (original, reconstruction, raw la
 asked for a JSON-able ``result()`` (summary.json ``vaes[i].analyses``) and an ``html()`` fragment
 for the report; the sums they expose are added across torchrun ranks and saved for resuming.
 
-Modules: ``run`` (the loop), ``data`` (DATA listing, resize, DataLoader dataset), ``fid`` (Inception
-features, streaming statistics), ``store`` (rows, sidecars, resume), ``summary`` (statistics),
-``report`` (report.html), ``dist`` (torchrun), ``types`` (the records above).
+Modules: ``run`` (the loop), ``state`` (per VAE: round trip, update, restore, reduce, summary; and
+what one process holds), ``finish`` (the end: summaries, summary.json, report), ``data`` (DATA
+listing, resize, DataLoader dataset), ``measure`` (per-batch metrics, versions, hardware), ``fid``
+(Inception features, streaming statistics), ``store`` (rows, sidecars, resume), ``summary``
+(statistics), ``report`` (report.html), ``dist`` (torchrun), ``types`` (the records above).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vaestudio.core.errors import VaeStudioError
+from vaestudio.core.errors import VaeStudioError, one_line
 from vaestudio.core.filetypes import IMAGE_SUFFIXES
 
 
@@ -154,7 +154,7 @@ class ImageDataset(torch.utils.data.Dataset):
         except VaeStudioError as exc:
             return FailedImage(item, exc.reason)
         except Exception as exc:  # noqa: BLE001 - any image problem is that image's row, never the run's end
-            return FailedImage(item, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip(": "))
+            return FailedImage(item, one_line(exc, with_type=True))
 
 
 def as_list(batch: list) -> list:
