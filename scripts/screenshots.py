@@ -119,20 +119,20 @@ def main() -> None:
     win = MainWindow(store=Store(QSettings(str(tmp / "s.ini"), QSettings.Format.IniFormat)))
     win.resize(1500, 950)
     win.show()
-    ins = win.inspector
-    ins.load_vae(str(taef2))
-    wait(app, lambda: ins.vae is not None)
+    ins, session = win.inspector, win.session
+    session.load_vae(str(taef2))
+    wait(app, lambda: session.vae is not None)
     image = SHARED / "images" / "astronaut.png"
     win.open_images([str(image)])
-    wait(app, lambda: ins.result is not None)
+    wait(app, lambda: session.result is not None)
     ins.latents.select(5)
     grab(app, win, "inspector.png")
     ins.noise.timestep.setChecked(True)
     ins.noise.slider.setValue(350)
-    wait(app, lambda: ins.result is not None and ins.result.label.startswith("Noised"))
+    wait(app, lambda: session.result is not None and session.result.label.startswith("Noised"))
     grab(app, win, "inspector-noise.png")
     ins.noise.off.setChecked(True)
-    wait(app, lambda: ins.result is not None and ins.result.label == "Reconstruction")
+    wait(app, lambda: session.result is not None and session.result.label == "Reconstruction")
 
     tab = win.analysis
     win.tabs.setCurrentWidget(tab)

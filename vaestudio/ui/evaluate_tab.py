@@ -174,10 +174,14 @@ class EvaluateTab(QWidget):
         self.report_btn.clicked.connect(self.open_report)
         self.worst.itemDoubleClicked.connect(self._inspect)
         self._guessed_data: str | None = None  # the inspected image's folder, offered until the user adds data
+        self._session_connected = False
         self._connect_session(True)
         self._image_changed()
 
     def _connect_session(self, connect: bool) -> None:
+        if connect == self._session_connected:  # closing twice lets go once
+            return
+        self._session_connected = connect
         self.vae_list.connect_session(connect)
         wire([(self.session.image_changed, self._image_changed)], connect)
 

@@ -92,11 +92,15 @@ class InspectorTab(QWidget):
         self.vae_panel.clear_b.connect(self.clear_b)
         self.compare.hovered.connect(self.session.message)
         self.latents.hovered.connect(self.session.message)
+        self._session_connected = False
         self._connect_session(True)
         self._update_nav()
         self.vae_panel.set_recent(session.recent_vaes)
 
     def _connect_session(self, connect: bool) -> None:
+        if connect == self._session_connected:  # closing twice lets go once
+            return
+        self._session_connected = connect
         s = self.session
         wire([(s.images_changed, self._update_nav), (s.image_changed, self._image_changed),
               (s.vae_changed, self._vae_changed), (s.vae_loading, self._vae_loading),

@@ -41,21 +41,20 @@ class MetricsPanel(QGroupBox):
         return lab
 
     def set_values(self, encoded=None, result=None, result_b=None) -> None:
-        """The encoding by VAE A, its last complete reconstruction and B's, each or None."""
-        enc = encoded
-        m = result.metrics if result is not None else None
+        """VAE A's encoding of the image, its last complete reconstruction and B's; each may be None."""
+        e, r, b = encoded, result, result_b
+        m = r.metrics if r is not None else None
         texts = {
-            self.encode: seconds_text(enc.seconds) if enc is not None else "-",
-            self.latent_shape: " x ".join(map(str, enc.raw.shape)) if enc is not None else "-",
-            self.compression: f"{enc.original.size / max(1, enc.raw.numel()):.0f}x fewer values"
-            if enc is not None else "-",
-            self.tiled: ("yes" if enc.tiled else "no") if enc is not None else "-",
+            self.encode: seconds_text(e.seconds) if e is not None else "-",
+            self.latent_shape: " x ".join(map(str, e.raw.shape)) if e is not None else "-",
+            self.compression: f"{e.original.size / max(1, e.raw.numel()):.0f}x fewer values" if e is not None else "-",
+            self.tiled: ("yes" if e.tiled else "no") if e is not None else "-",
             self.psnr: psnr_text(m.psnr) if m is not None else "-",
             self.ssim: f"{m.ssim:.4f}" if m is not None else "-",
             self.mae: f"{m.mae:.4f}" if m is not None else "-",
             self.colour_shift: "R {:+.4f}  G {:+.4f}  B {:+.4f}".format(*m.color_shift) if m is not None else "-",
-            self.decode: seconds_text(result.decode_s) if result is not None else "-",
-            self.b: f"{result_b.metrics.psnr:.2f} dB / {result_b.metrics.ssim:.4f}" if result_b is not None else "-",
+            self.decode: seconds_text(r.decode_s) if r is not None else "-",
+            self.b: f"{b.metrics.psnr:.2f} dB / {b.metrics.ssim:.4f}" if b is not None else "-",
         }
         for label, text in texts.items():
             label.setText(text)

@@ -23,10 +23,14 @@ class VaeChecklist(QListWidget):
         self.session = session
         self.setToolTip(tooltip)
         self.files: list[str] = []  # added here with add_file
+        self._session_connected = False
         self.connect_session(True)
         self.refresh()
 
     def connect_session(self, connect: bool) -> None:
+        if connect == self._session_connected:
+            return
+        self._session_connected = connect
         s = self.session
         wire([(s.vae_changed, self._vae_changed), (s.recent_vaes_changed, self.refresh)], connect)
 

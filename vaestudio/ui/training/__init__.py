@@ -89,10 +89,14 @@ class TrainingTab(QWidget):
         c.trav_btn.clicked.connect(self.traverse)
         c.browse_data.connect(lambda: c.pick_data_folder(c.data_dir.text() or self.last_dir))
         c.epochs.valueChanged.connect(lambda _v: self._set_state(self.state))
+        self._session_connected = False
         self._connect_session(True)
         self._devices_changed()
 
     def _connect_session(self, connect: bool) -> None:
+        if connect == self._session_connected:  # closing twice lets go once
+            return
+        self._session_connected = connect
         wire([(self.session.devices_changed, self._devices_changed)], connect)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
