@@ -10,7 +10,14 @@ import torch
 
 from vaestudio.core.families import FAMILIES
 from vaestudio.core.latents import channel_stats, latent_preview
-from vaestudio.core.metrics import colorize, compute_metrics, psnr, ssim
+from vaestudio.core.metrics import (
+    color_shift,
+    colorize,
+    compute_metrics,
+    lpips_status,
+    psnr,
+    ssim,
+)
 from vaestudio.core.noise import add_noise, noise_like
 from vaestudio.core.pictures import channel_mosaic
 
@@ -85,8 +92,48 @@ def test_psnr_mae_and_colour_shift():
     assert m.mae == pytest.approx(0.1 / 3)
     assert m.color_shift == pytest.approx((0.0, 0.0, 0.1))
     assert math.isinf(psnr(a, a))
-    assert m.lpips is None and m.lpips_status == "not requested"
-    assert compute_metrics(a, b, with_lpips=True).lpips_status.startswith(("unavailable", "available"))
+    assert color_shift(a, b) == m.color_shift
+
+
+def test_the_evaluation_measures_as_the_window_does():
+    """The evaluation measures whole batches (evaluate.measure.batch_metrics), the window and the CLI
+    one image (compute_metrics): the same numbers, and the textbook formulas (numpy, float64)."""
+    from vaestudio.core.evaluate.measure import batch_metrics
+
+    rng = np.random.default_rng(3)
+    originals = rng.random((3, 20, 24, 3), dtype=np.float32)
+    recons = np.clip(originals + rng.normal(0, 0.05, originals.shape), 0, 1).astype(np.float32)
+    rows = batch_metrics(torch.from_numpy(originals).permute(0, 3, 1, 2), torch.from_numpy(recons).permute(0, 3, 1, 2),
+                         ("psnr", "mae", "color", "ssim"), use_lpips=False)
+    for i in range(3):
+        diff = recons[i].astype(np.float64) - originals[i].astype(np.float64)
+        m = compute_metrics(originals[i], recons[i])
+        assert m.psnr == pytest.approx(10 * math.log10(1 / np.mean(diff**2)), rel=1e-12) == rows["psnr"][i]
+        assert m.mae == pytest.approx(np.abs(diff).mean(), rel=1e-12) == rows["mae"][i]
+        shift = tuple(diff.reshape(-1, 3).mean(axis=0))
+        assert m.color_shift == pytest.approx(shift, rel=1e-12)
+        assert m.color_shift == pytest.approx((rows["color_shift_r"][i], rows["color_shift_g"][i],
+                                               rows["color_shift_b"][i]), rel=1e-12)
+        assert m.ssim == pytest.approx(rows["ssim"][i], rel=1e-12)
+
+def test_lpips_status_says_what_this_machine_has():
+    """Asked for, LPIPS is measured exactly when the package and its AlexNet weights are here, and
+    the status says which of them is missing (this machine has no lpips package)."""
+    import glob
+    import importlib.util
+
+    if importlib.util.find_spec("lpips") is None:
+        expected = "unavailable (the lpips package is not installed)"
+    elif not glob.glob(f"{torch.hub.get_dir()}/checkpoints/alexnet-*.pth"):
+        expected = "unavailable (AlexNet weights are not in the local torch cache)"
+    else:
+        expected = "available"
+    a = np.full((16, 16, 3), 0.5)
+    m = compute_metrics(a, np.clip(a + 0.1, 0, 1), with_lpips=True)
+    assert m.lpips_status == expected == lpips_status()
+    assert (m.lpips is not None) == (expected == "available")
+    if m.lpips is not None:
+        assert m.lpips > 0
 
 
 def test_colorize_range():

@@ -1,5 +1,8 @@
 """Image quality metrics for a reconstruction: PSNR, SSIM, MAE, colour shift, difference map.
 
+PSNR, MAE and colour shift come from one place, ``pixel_errors`` (batched, float64), for one image
+(``compute_metrics``, ``psnr``, ``color_shift``) and for the evaluation's batches alike.
+
 SSIM follows Wang et al. (2004) with an 11x11 Gaussian window (sigma 1.5), K1 = 0.01,
 K2 = 0.03, data range 1, averaged over RGB; it equals scikit-image's ``structural_similarity(...,
 gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1)`` (a test checks
@@ -42,9 +45,44 @@ def json_float(x: float | None, digits: int | None = 6) -> float | None:
     return float(x) if digits is None else round(float(x), digits)
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+@dataclass
+class PixelErrors:
+    """Per image of a batch, in float64: the mean squared and absolute errors (N,) and the colour
+    shift (N, C), the mean of (reconstruction - original) per channel."""
+
+    mse: torch.Tensor
+    mae: torch.Tensor
+    color_shift: torch.Tensor
+
+
+def pixel_errors(original: torch.Tensor, recon: torch.Tensor) -> PixelErrors:
+    """The errors of (N, C, H, W) reconstructions of (N, C, H, W) originals, image by image."""
+    diff = recon.to(torch.float64) - original.to(torch.float64)
+    return PixelErrors(diff.square().mean(dim=(1, 2, 3)), diff.abs().mean(dim=(1, 2, 3)), diff.mean(dim=(2, 3)))
+
+
+def psnr_from_mse(mse: float) -> float:
+    """PSNR in dB for data range 1; infinite for identical images."""
     return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+
+def _batch(image: np.ndarray) -> torch.Tensor:
+    """An (H, W, C) image as a (1, C, H, W) batch."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+
+
+def _errors(a: np.ndarray, b: np.ndarray) -> PixelErrors:
+    return pixel_errors(_batch(a), _batch(b))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR of two (H, W, C) images in [0, 1]."""
+    return psnr_from_mse(float(_errors(a, b).mse[0]))
+
+
+def color_shift(original: np.ndarray, recon: np.ndarray) -> tuple[float, ...]:
+    """The mean of (recon - original) per channel of two (H, W, C) images."""
+    return tuple(float(v) for v in _errors(original, recon).color_shift[0])
 
 
 @cache
@@ -118,9 +156,9 @@ def lpips_status() -> str:
 
 
 def compute_metrics(original: np.ndarray, recon: np.ndarray, *, with_lpips: bool = False) -> Metrics:
-    diff = recon.astype(np.float64) - original.astype(np.float64)
-    shift = tuple(float(v) for v in diff.reshape(-1, 3).mean(axis=0))
-    m = Metrics(psnr(original, recon), ssim(original, recon), float(np.abs(diff).mean()), shift)
+    e = _errors(original, recon)
+    shift = tuple(float(v) for v in e.color_shift[0])
+    m = Metrics(psnr_from_mse(float(e.mse[0])), ssim(original, recon), float(e.mae[0]), shift)
     status = lpips_status() if with_lpips else "not requested"
     m.lpips_status = status
     if status == "available":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import math
 import os
 import platform
 from pathlib import Path
@@ -15,21 +14,21 @@ import torch
 
 def batch_metrics(seen: torch.Tensor, rec: torch.Tensor, m: tuple[str, ...],
                   use_lpips: bool) -> dict[str, list[float | None]]:
-    """Per-image metrics ``m`` of a batch: PSNR/MAE/colour shift batched in float64 torch (the formulas of
-    vaestudio.core.metrics), SSIM with vaestudio.core.metrics.ssim, LPIPS batched."""
+    """Per-image metrics ``m`` of a batch: PSNR/MAE/colour shift from vaestudio.core.metrics.pixel_errors
+    (batched, float64), SSIM with vaestudio.core.metrics.ssim, LPIPS batched."""
+    from vaestudio.core.metrics import pixel_errors, psnr_from_mse
+
     n = seen.shape[0]
     out: dict[str, list[float | None]] = {}
-    diff = rec.to(torch.float64) - seen.to(torch.float64)
+    errors = pixel_errors(seen, rec)
     if "psnr" in m:
-        mse = diff.square().mean(dim=(1, 2, 3))
-        out["mse"] = [float(v) for v in mse]
-        out["psnr"] = [math.inf if v == 0 else 10.0 * math.log10(1.0 / v) for v in out["mse"]]  # type: ignore[operator]
+        out["mse"] = [float(v) for v in errors.mse]
+        out["psnr"] = [psnr_from_mse(v) for v in out["mse"]]  # type: ignore[arg-type]
     if "mae" in m:
-        out["mae"] = [float(v) for v in diff.abs().mean(dim=(1, 2, 3))]
+        out["mae"] = [float(v) for v in errors.mae]
     if "color" in m:
-        shift = diff.mean(dim=(2, 3))
         for c, name in enumerate(("color_shift_r", "color_shift_g", "color_shift_b")):
-            out[name] = [float(v) for v in shift[:, c]]
+            out[name] = [float(v) for v in errors.color_shift[:, c]]
     if "ssim" in m:
         from vaestudio.core.metrics import ssim
 
