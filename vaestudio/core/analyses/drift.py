@@ -15,7 +15,7 @@ import numpy as np
 
 from vaestudio.core.analyses.about_drift import DEFAULT_ROUNDS
 from vaestudio.core.analyses.common import Step, Steps
-from vaestudio.core.metrics import json_float, psnr, ssim
+from vaestudio.core.metrics import color_shift, json_float, psnr, ssim
 from vaestudio.core.tiling import Progress, ShouldStop
 from vaestudio.core.vae import Autoencoder
 
@@ -70,9 +70,7 @@ def run_drift(vae: Autoencoder, pixels: np.ndarray, *, rounds: int = DEFAULT_ROU
         dec = vae.decode(enc.latent, enc.height, enc.width, tile=tile, should_stop=should_stop)
         current = dec.pixels
         notes.extend(n for n in enc.notes + dec.notes if n not in notes)
-        diff = current.astype(np.float64) - original.astype(np.float64)
-        shift = tuple(float(v) for v in diff.reshape(-1, 3).mean(axis=0))
-        out.append(DriftRound(k, psnr(original, current), ssim(original, current), shift))
+        out.append(DriftRound(k, psnr(original, current), ssim(original, current), color_shift(original, current)))
         steps.finish()
     result = DriftResult(out, original, current, notes)
     yield result
