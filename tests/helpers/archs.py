@@ -150,3 +150,31 @@ def check_broken(tmp_path: Path, sd: dict[str, torch.Tensor], reshape_key: str, 
         assert main(["reconstruct", str(rgb_image), "--vae", str(p)]) == 4, what
         err = capsys.readouterr().err
         assert err.count("\n") == 1, (what, err)
+
+
+# -- tiles ------------------------------------------------------------------------------------------
+
+def assert_tiles_are_the_model_on_each_tile(vae, x: np.ndarray) -> None:
+    """A 32x VAE on a 64x96 image with 64 px tiles overlapping by 32: two tiles side by side. The tiled
+    encode and decode must be the untiled ones of each tile, blended linearly where the tiles overlap;
+    nothing else may change a value (so a tile placed, scaled or blended wrongly fails here)."""
+    assert x.shape[:2] == (64, 96) and vae.downscale == 32
+    vae.encode_tile, vae.tile_overlap = 64, 32
+    tiled = vae.encode(x, tile="on")
+    left, right = vae.encode(x[:, :64], tile="off").raw, vae.encode(x[:, 32:], tile="off").raw
+    assert tiled.tiled and tuple(tiled.raw.shape[1:]) == (2, 3)
+    close(tiled.raw[..., 0], left[..., 0])
+    close(tiled.raw[..., 2], right[..., 1])
+    close(tiled.raw[..., 1], (left[..., 1] + right[..., 0]) / 2)  # one shared latent column, half each
+    z = tiled.latent
+    dec = vae.decode(z, 64, 96, tile="on")
+    a, b = vae.decode(z[..., :2], 64, 64, tile="off").pixels, vae.decode(z[..., 1:], 64, 64, tile="off").pixels
+    assert dec.tiled and dec.pixels.shape == (64, 96, 3)
+    close(dec.pixels[:, :32], a[:, :32])
+    close(dec.pixels[:, 64:], b[:, 32:])
+    ramp = (np.arange(1, 33, dtype=np.float32) / 33)[None, :, None]  # the right tile's weight over the 32 shared px
+    blend = a[:, 32:] * (1 - ramp) + b[:, :32] * ramp
+    # the decoder's output is clamped to [0, 1] after blending: compare where neither tile was clamped
+    inside = (a[:, 32:] > 0) & (a[:, 32:] < 1) & (b[:, :32] > 0) & (b[:, :32] < 1)
+    assert inside.mean() > 0.5
+    close(dec.pixels[:, 32:64][inside], blend[inside])
