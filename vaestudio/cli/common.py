@@ -35,6 +35,14 @@ def output_folder(out: str) -> Path | None:
     return folder
 
 
+def reason(exc: BaseException) -> str:
+    """What went wrong, in one line without the path: our own errors' sentence, others' first line
+    after their type's name."""
+    from vaestudio.core.errors import VaeStudioError, one_line
+
+    return exc.reason if isinstance(exc, VaeStudioError) else one_line(exc, with_type=True)
+
+
 def report(exc: BaseException, debug: bool, fallback_path: object = None) -> int:
     """Print one error line (a traceback too under --debug); return the exit code it stands for."""
     from vaestudio.core.errors import VaeStudioError
@@ -42,9 +50,9 @@ def report(exc: BaseException, debug: bool, fallback_path: object = None) -> int
     if debug:
         traceback.print_exception(exc)
     if isinstance(exc, VaeStudioError):
-        err(exc.path or fallback_path, exc.reason)
+        err(exc.path or fallback_path, reason(exc))
         return exc.exit_code
-    err(fallback_path, f"{type(exc).__name__}: {exc}".strip())
+    err(fallback_path, reason(exc))
     return EXIT_OTHER
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from vaestudio.cli.common import EXIT_OK, family_help, report
+from vaestudio.cli.common import EXIT_OK, family_help, reason, report
 
 ORDER = 20
 
@@ -27,7 +27,7 @@ def run(args) -> int:
         except Exception as exc:  # noqa: BLE001
             code = max(code, report(exc, args.debug, source))
             if args.json:
-                print(json.dumps({"source": source, "error": str(getattr(exc, "reason", exc))}), flush=True)
+                print(json.dumps({"source": source, "error": reason(exc)}), flush=True)
             continue
         if args.json:
             print(json.dumps(info.to_dict()), flush=True)
