@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 )
 
 from vaestudio.core.analyses import ANALYSES
+from vaestudio.core.analyses.plotting import REFERENCE
 from vaestudio.core.analyses.plotting import colour as palette_colour
 from vaestudio.ui.plotting import IntegerAxis
 from vaestudio.ui.session import Session, wire
@@ -383,7 +384,7 @@ class AnalysisTab(QWidget):
             pos = math.log10(h) if chart.logy else h  # a log axis is placed in log10 units
             p.addItem(pg.InfiniteLine(pos=pos, angle=0, pen=pg.mkPen(GREY, style=Qt.PenStyle.DashLine)))
         for s in chart.series:
-            col_ = (20, 20, 20) if s.vae is None else palette_colour(s.vae)
+            col_ = REFERENCE if s.vae is None else palette_colour(s.vae)
             y = np.array([np.nan if v is None or not math.isfinite(v) else v for v in s.y], dtype=float)
             x = np.asarray(list(s.x), dtype=float)
             if s.style == "bars":
@@ -408,6 +409,7 @@ class AnalysisTab(QWidget):
         self.table.resizeColumnsToContents()
 
     def _show_pictures(self, pictures) -> None:
+        self.picture.setVisible(bool(pictures))
         if not pictures:
             self.picture_item.clear()
             self.picture_label.setText("")

@@ -50,7 +50,7 @@ def figure(results: Labelled) -> Figure:
                  f"{_num(d['configured_shift']):.4g}), measured {_num(d['suggested_scaling_factor']):.5g} (shift "
                  f"{_num(d['suggested_shift']):.4g})")
         xs = list(range(n))
-        charts.append(Chart(title, "model-space channel: bars std (want 1), dots mean (want 0)", "value", [
+        charts.append(Chart(title, "model-space channel: bars std (want 1), grey dots mean (want 0)", "value", [
             Series(xs, d["model_channel_std"], i, style="bars"),
             Series(xs, d["model_channel_mean"], None, style="dots"),
         ], hlines=(0.0, 1.0), include=(0.0, 1.1), xlim=(-0.6, n - 0.4), integer_x=True,

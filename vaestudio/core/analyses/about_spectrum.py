@@ -36,10 +36,10 @@ def figure(results: Labelled) -> Figure:
     power = [Series(d["frequencies"], d["reconstruction_power"], i) for i, (_, d) in enumerate(results)]
     if results:
         first = results[0][1]
-        power.insert(0, Series(first["frequencies"], first["original_power"], None))
+        power.insert(0, Series(first["frequencies"], first["original_power"], None, dash=7, width=3))
     ratio = [Series(d["frequencies"], d["ratio"], i) for i, (_, d) in enumerate(results)]
     return Figure("Spectrum: which spatial frequencies the VAE keeps", [
-        Chart("Radially averaged power spectrum (black: original)", XLABEL, "power", power, logy=True,
+        Chart("Radially averaged power spectrum (dashed grey: original)", XLABEL, "power", power, logy=True,
               xlim=(0.0, 0.5)),
         Chart("Reconstruction / original (1 = kept)", XLABEL, "power ratio", ratio, logy=True, hlines=(1.0,),
               include=(1.0,), xlim=(0.0, 0.5), note="0.5 cycles/pixel = detail alternating every pixel"),

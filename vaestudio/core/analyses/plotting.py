@@ -18,6 +18,9 @@ from PIL import Image, ImageDraw, ImageFont
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 BLACK, GREY, LIGHT, WHITE = (20, 20, 20), (110, 110, 110), (225, 225, 225), (255, 255, 255)
+#: What a figure draws that is no VAE's (the original's spectrum, the means in the scale chart): a grey
+#: that shows on the PNG's white and on the window's black alike, and is not in the palette.
+REFERENCE = (150, 150, 160)
 WARN = (190, 30, 30)
 
 
@@ -315,7 +318,7 @@ def _draw_chart(c: Canvas, chart, box: tuple[int, int, int, int]) -> None:
     for h in chart.hlines:
         ax.hline(h)
     for s in chart.series:
-        col = BLACK if s.vae is None else colour(s.vae)
+        col = REFERENCE if s.vae is None else colour(s.vae)
         y = [np.nan if v is None else v for v in s.y]
         if s.style == "bars":
             ax.bars(list(s.x), y, 0.6, col)
