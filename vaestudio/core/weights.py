@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from vaestudio.core.errors import UnsafeFileError, VaeLoadError
+from vaestudio.core.errors import UnsafeFileError, VaeLoadError, one_line
 
 #: A safetensors header larger than this is not a real model header.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -163,7 +163,7 @@ def _read_safetensors(path: Path, size: int) -> WeightFile:
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise VaeLoadError(f"not a valid safetensors file ({_first_line(exc)})", path) from None
+        raise VaeLoadError(f"not a valid safetensors file ({one_line(exc)})", path) from None
     return WeightFile(tensors, "safetensors", {str(k): str(v) for k, v in metadata.items()})
 
 
@@ -195,9 +195,9 @@ def _read_pickle(path: Path, kind: str) -> WeightFile:
             path,
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, struct.error, zipfile.BadZipFile, AttributeError) as exc:
-        raise VaeLoadError(f"the checkpoint is truncated or corrupt ({_first_line(exc)})", path) from None
+        raise VaeLoadError(f"the checkpoint is truncated or corrupt ({one_line(exc)})", path) from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types on corrupt pickles
-        raise VaeLoadError(f"the checkpoint could not be read ({type(exc).__name__}: {_first_line(exc)})", path) from None
+        raise VaeLoadError(f"the checkpoint could not be read ({one_line(exc, with_type=True)})", path) from None
     return _unwrap(obj, path)
 
 
@@ -226,11 +226,6 @@ def check_finite(tensors: dict[str, torch.Tensor], label: str) -> None:
     bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
         raise VaeLoadError(f"refused: {len(bad)} weight tensors contain NaN or Inf (e.g. {bad[0]})", label)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
 
 
 #: The weight files a diffusers model folder may hold, in the order they are looked for.
