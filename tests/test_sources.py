@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import pickle
 import shutil
+import sys
 
 import pytest
 import torch
@@ -13,6 +16,29 @@ from safetensors.torch import save_file
 
 from vaestudio.core.errors import UnsafeFileError, VaeLoadError
 from vaestudio.core.sources import load_vae, prepare_source
+from vaestudio.core.weights import read_weight_file
+
+_OPENED: list[str] | None = None
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event == "open" and _OPENED is not None and isinstance(args[0], (str, os.PathLike)):
+        _OPENED.append(os.fspath(args[0]))
+
+
+sys.addaudithook(_audit)  # records nothing outside ``opened`` (audit hooks cannot be removed)
+
+
+@contextlib.contextmanager
+def opened(path):
+    """The times Python opens ``path`` inside the block."""
+    global _OPENED
+    _OPENED, seen, target = [], [], os.path.realpath(path)
+    try:
+        yield seen
+    finally:
+        seen.extend(p for p in _OPENED if os.path.realpath(p) == target)
+        _OPENED = None
 
 
 def assert_same_weights(reference: torch.nn.Module, vae) -> None:
@@ -33,6 +59,24 @@ def test_diffusers_folder_equals_from_pretrained(vae_dir):
     assert vae.info.key_layout == "diffusers"
     assert vae.info.family == "sd1" and not vae.info.family_guessed
     assert vae.info.downscale == 8
+
+
+def test_a_folder_without_a_class_name_reads_its_weights_once(tmp_path, tiny_model):
+    """An old config.json (no _class_name) makes vaestudio ask the weights what they are; that one read is
+    the one the VAE is made from."""
+    folder = tmp_path / "old-vae"
+    tiny_model.save_pretrained(folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    del cfg["_class_name"]
+    (folder / "config.json").write_text(json.dumps(cfg))
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    with opened(weights) as one_read:
+        read_weight_file(weights)
+    with opened(weights) as loading:
+        vae = load_vae(folder)
+    assert len(loading) == len(one_read) > 0
+    assert_same_weights(tiny_model, vae)
+    assert vae.info.architecture == "autoencoder-kl" and vae.info.format == "diffusers-folder"
 
 
 def test_pipeline_folder_uses_its_vae_subfolder(tmp_path, tiny_model):

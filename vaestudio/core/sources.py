@@ -157,6 +157,8 @@ def _prepare_folder(folder: Path, label: str, fmt: str = "diffusers-folder") -> 
         arch = recognise(wf, path)
         if arch is not None and "AutoencoderKL" not in arch.config_classes:
             return arch.prepare_file(path, wf, label)
+        # an old AutoencoderKL config: the weights just read are the ones it is made from (read once)
+        return for_config_class(None).prepare_weights(wf, label, fmt=fmt, name=str(folder), config=config)
     arch = for_config_class(cls)
     if arch is None:
         known = sorted({c for a in architectures() for c in a.config_classes} - {"AutoencoderKL"})
