@@ -76,6 +76,14 @@ def test_no_module_over_400_lines():
     assert not {p: n for p, n in sizes.items() if n > MAX_LINES}
 
 
+def test_the_plain_records_import_no_torch():
+    """What a VAE is (its interface, VaeInfo, Encoding, Decoding), the registry and the evaluation's
+    records can be named by the CLI parser and the window without loading torch or numpy."""
+    loaded = _modules_after("import vaestudio.core.vae, vaestudio.core.registry, vaestudio.core.evaluate.types, "
+                            "vaestudio.core.families, vaestudio.core.errors")
+    assert not {"torch", "numpy", "diffusers"} & loaded
+
+
 def test_importing_vaestudio_and_cli_imports_no_torch():
     loaded = _modules_after("import vaestudio, vaestudio.cli; vaestudio.cli.build_parser()")
     assert "torch" not in loaded and "diffusers" not in loaded
