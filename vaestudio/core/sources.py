@@ -145,7 +145,7 @@ def _prepare_folder(folder: Path, label: str, fmt: str = "diffusers-folder") -> 
     try:
         config = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise VaeLoadError(f"config.json is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})", label) from None
+        raise VaeLoadError(f"config.json is not valid JSON ({exc.msg if isinstance(exc, json.JSONDecodeError) else one_line(exc)})", label) from None
     except OSError as exc:
         raise VaeLoadError(f"config.json could not be read ({exc.strerror})", label) from None
     if not isinstance(config, dict):

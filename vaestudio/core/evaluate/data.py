@@ -67,7 +67,7 @@ def list_data(data: Sequence[str], limit: int | None = None) -> list[ImageItem]:
             try:
                 lines = p.read_text(encoding="utf-8-sig").splitlines()
             except (OSError, UnicodeDecodeError) as exc:
-                raise DataListError(f"cannot read the list ({getattr(exc, 'strerror', None) or exc})", arg) from None
+                raise DataListError(f"cannot read the list ({getattr(exc, 'strerror', None) or one_line(exc)})", arg) from None
             for line in lines:
                 line = line.strip()
                 if not line or line.startswith("#"):
