@@ -74,17 +74,20 @@ class MnistVae:
                progress=None, should_stop=None) -> Encoding:
         t0 = time.perf_counter()
         digit, notes = self.prepare_pixels(pixels)
-        x = torch.from_numpy(digit[..., 0].reshape(1, 784)).to(self.device)
-        with torch.inference_mode():
-            mu, logvar = self.model.encode(x)
-            z = mu
-            if sample:
-                eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(seed))
-                z = mu + torch.exp(0.5 * logvar) * eps.to(self.device)
+        z = self._encode(torch.from_numpy(digit[..., 0].reshape(1, 784)), sample, [seed])[0]
         if progress is not None:
             progress(1, 1)
-        z = z[0].float().cpu()
         return Encoding(digit, z, z, 28, 28, time.perf_counter() - t0, False, notes)
+
+    def _encode(self, digits: torch.Tensor, sample: bool, seeds) -> torch.Tensor:
+        """(N, 784) grey digits to (N, D) latents: the means, or samples seeded per image."""
+        with torch.inference_mode():
+            mu, logvar = self.model.encode(digits.float().to(self.device))
+            if sample:
+                eps = torch.cat([torch.randn((1, mu.shape[1]), generator=torch.Generator().manual_seed(int(s)))
+                                 for s in seeds])
+                mu = mu + torch.exp(0.5 * logvar) * eps.to(self.device)
+        return mu.float().cpu()
 
     def decode(self, latent: torch.Tensor, height: int | None = None, width: int | None = None, *,
                tile: str = "auto", progress=None, should_stop=None) -> Decoding:
@@ -97,12 +100,11 @@ class MnistVae:
 
     def encode_batch(self, x: torch.Tensor, *, sample: bool = False, seeds=None, tile: str = "auto", progress=None,
                      should_stop=None, notes: list[str] | None = None) -> tuple[torch.Tensor, bool]:
-        """(N, 3, H, W) images in [0, 1] to (N, D) latent vectors."""
-        zs = []
-        for i, img in enumerate(x):
-            seed = int(seeds[i]) if seeds is not None else 0
-            zs.append(self.encode(img.permute(1, 2, 0).numpy(), sample=sample, seed=seed).raw)
-        return torch.stack(zs), False
+        """(N, 3, 28, 28) digits as ``prepare_pixels`` makes them to (N, D) latent vectors (not prepared again)."""
+        if tuple(x.shape[1:]) != (3, 28, 28):
+            raise ValueError(f"the MNIST VAE encodes prepared 28x28 digits, not images of shape {tuple(x.shape[1:])}")
+        seeds = list(seeds) if seeds is not None else [0] * len(x)
+        return self._encode(x[:, 0].reshape(len(x), 784), sample, seeds), False
 
     def decode_batch(self, latent: torch.Tensor, *, tile: str = "auto", progress=None, should_stop=None,
                      notes: list[str] | None = None) -> torch.Tensor:
