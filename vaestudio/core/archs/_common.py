@@ -87,3 +87,15 @@ def new_info(arch: str, label: str, wf: WeightFile, tensors: dict[str, torch.Ten
         ignored_keys=summarize_keys(ignored), notes=all_notes,
         force_upcast=force_upcast, **extra,
     )
+
+
+def misfit(net: torch.nn.Module, sd: dict[str, torch.Tensor]) -> str | None:
+    """Why ``sd`` cannot be loaded strictly into ``net``, naming the first key at fault; None when it can."""
+    expected = net.state_dict()
+    for key, want in expected.items():
+        if key not in sd:
+            return f"{len([k for k in expected if k not in sd])} weights are missing, e.g. {key}"
+        if tuple(sd[key].shape) != tuple(want.shape):
+            return f"{key} has shape {tuple(sd[key].shape)} where {tuple(want.shape)} belongs"
+    extra = [k for k in sd if k not in expected]
+    return f"{len(extra)} weights it does not use, e.g. {extra[0]}" if extra else None

@@ -143,7 +143,12 @@ class DiffusersArchitecture(Architecture):
         """Refuse, in one sentence, weights this architecture recognises but cannot use (original keys)."""
 
     def check_config(self, cfg: dict, tensors: dict[str, torch.Tensor], label: str) -> None:
-        """Refuse, in one sentence, a merged config this architecture cannot use (colour channels...)."""
+        """Refuse, in one sentence, a merged config this architecture cannot use: by default one whose
+        ``in_channels``/``out_channels`` are not the 3 colours of an image."""
+        take, give = cfg.get("in_channels", 3), cfg.get("out_channels", 3)
+        if take != 3 or give != 3:
+            raise VaeLoadError(f"an image VAE takes and gives 3 colour channels, this one takes {take} and gives "
+                               f"{give}", label)
 
     def downscale_of(self, cfg: dict) -> int:
         raise NotImplementedError

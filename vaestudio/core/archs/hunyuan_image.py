@@ -20,7 +20,6 @@ import torch
 
 from vaestudio.core.archs._diffusers import DiffusersArchitecture, Layout
 from vaestudio.core.autoencoder import TorchAutoencoder
-from vaestudio.core.errors import VaeLoadError
 from vaestudio.core.registry import find_prefix
 from vaestudio.core.weights import WeightFile
 
@@ -97,11 +96,6 @@ class HunyuanImageArchitecture(DiffusersArchitecture):
         prefix = find_prefix(wf.tensors, _ANCHOR)
         return prefix is not None and all(prefix + m in wf.tensors for m in _MARKS) and \
             wf.tensors[prefix + _MARKS[1]].ndim == 4
-
-    def check_config(self, cfg: dict, tensors: dict[str, torch.Tensor], label: str) -> None:
-        if cfg["in_channels"] != 3 or cfg["out_channels"] != 3:
-            raise VaeLoadError(f"an image VAE takes and gives 3 colour channels, this one takes "
-                               f"{cfg['in_channels']} and gives {cfg['out_channels']}", label)
 
     def downscale_of(self, cfg: dict) -> int:
         return int(cfg["spatial_compression_ratio"])

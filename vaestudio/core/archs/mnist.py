@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vaestudio.core.archs._common import misfit
 from vaestudio.core.errors import VaeLoadError
 from vaestudio.core.families import FAMILIES, Family
 from vaestudio.core.registry import Architecture, PreparedVae
@@ -161,11 +162,9 @@ class MnistArchitecture(Architecture):
 
         config = prepared.extra["train_config"]
         model = make_model(config.arch, config.hidden_dim, config.latent_dim)
-        try:
-            model.load_state_dict(prepared.tensors)
-        except RuntimeError as exc:
-            raise VaeLoadError(f"the checkpoint's weights do not fit its config ({str(exc).splitlines()[0]})",
-                               prepared.info.source) from None
+        if (why := misfit(model, prepared.tensors)) is not None:
+            raise VaeLoadError(f"the checkpoint's weights do not fit its config ({why})", prepared.info.source)
+        model.load_state_dict(prepared.tensors)
         return MnistVae(model, prepared.info, device)
 
     def family_choices(self, info: VaeInfo) -> list[Family]:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from vaestudio.core.archs._common import dtype_of, fitting_families
+from vaestudio.core.archs._common import dtype_of, fitting_families, misfit
 from vaestudio.core.archs.taesd.layouts import (
     PAIR_RE,
     TINY_NAMES,
@@ -40,7 +40,7 @@ from vaestudio.core.archs.taesd.layouts import (
 )
 from vaestudio.core.archs.taesd.networks import TinyModel, make_decoder, make_encoder
 from vaestudio.core.autoencoder import TorchAutoencoder
-from vaestudio.core.errors import VaeLoadError, one_line
+from vaestudio.core.errors import VaeLoadError
 from vaestudio.core.families import FAMILIES, Family, guess_family
 from vaestudio.core.registry import Architecture, PreparedVae
 from vaestudio.core.tensors import patchify, unpatchify
@@ -208,12 +208,9 @@ class TinyArchitecture(Architecture):
                 parts[half] = None
                 continue
             net = make()
-            try:
-                net.load_state_dict(sd, strict=True)
-            except RuntimeError as exc:  # torch's first line only says "Error(s) in loading": add the next one
-                detail = next((ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()), "")
-                raise VaeLoadError(f"the tiny {half}'s weights do not fit its layout ({one_line(exc, limit=80)} "
-                                   f"{detail[:100]})", info.source) from None
+            if (why := misfit(net, sd)) is not None:
+                raise VaeLoadError(f"the tiny {half}'s weights do not fit its layout ({why})", info.source)
+            net.load_state_dict(sd, strict=True)
             parts[half] = net
         return TinyAutoencoder(TinyModel(parts["encoder"], parts["decoder"]), info, prepared.family, device=device,
                                dtype=dtype)
