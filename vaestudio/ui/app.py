@@ -31,7 +31,7 @@ def run_gui(images: list[str] | None = None, vae: str | None = None) -> int:
     def initial() -> None:
         # the heavy imports start now, in workers, with the window already on screen
         if vae:
-            win.inspector.load_vae(vae)
+            win.session.load_vae(vae)
         if images:
             win.open_images(list(images))
         win.warm_up()
