@@ -17,36 +17,9 @@ from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QMessageBox, QWidget
 
 from vaestudio.core.errors import one_line
 from vaestudio.ui.session import Session, wire
+from vaestudio.ui.training import jobs
 from vaestudio.ui.training.controls import RunState, TrainingControls
 from vaestudio.ui.training.plots import TrainingPlots
-
-
-def _session_job(*, should_pause, **kwargs):
-    """The core's training session; a missing dataset is explained in the window's own terms."""
-    from vaestudio.core.errors import DatasetMissing
-    from vaestudio.core.mnist.session import training_session
-
-    try:
-        return (yield from training_session(should_pause=should_pause, **kwargs))
-    except DatasetMissing as exc:
-        exc.reason += "; choose 'download if missing' under Data, or Browse to the folder with the IDX files"
-        raise
-
-
-def _save_job(trainer, path, *, progress, should_stop):
-    return trainer.save(path)
-
-
-def _explore_job(what, spec, weights, arg, *, progress, should_stop):
-    from vaestudio.core.mnist.pictures import interpolation, model_from_snapshot, traversal
-
-    model = model_from_snapshot(*spec, weights)
-    if what == "interpolate":
-        import torch
-
-        a, b = arg
-        return interpolation(model, torch.from_numpy(a), torch.from_numpy(b))
-    return traversal(model, arg)
 
 
 class TrainingTab(QWidget):
@@ -151,7 +124,7 @@ class TrainingTab(QWidget):
         self.resume_path = None
         self._set_state(RunState.LOADING)
         self.session.message.emit("Loading data ...")
-        self.runner.start("train", _session_job, config=config, dataset=c.dataset.currentText(),
+        self.runner.start("train", jobs.session_job, config=config, dataset=c.dataset.currentText(),
                           data_dir=c.data_dir.text().strip() or None, download=c.download.currentIndex() == 1,
                           device=c.device.currentText(), trainer=trainer if resume is None else None,
                           resume_path=resume, graceful=True,
@@ -266,13 +239,13 @@ class TrainingTab(QWidget):
         if w is not None:
             self._step_of_save = self.step
             live = self._live
-            w.call_soon(lambda: _try(lambda: live.save(path)), saved)
+            w.call_soon(lambda: jobs.as_value(lambda: live.save(path)), saved)
             return
         if self.trainer is None:
             self.session.error.emit("nothing to save yet")
             return
         self._step_of_save = self.step
-        self.runner.start("save", _save_job, self.trainer, path, on_result=saved, on_error=self.session.error.emit)
+        self.runner.start("save", jobs.save_job, self.trainer, path, on_result=saved, on_error=self.session.error.emit)
 
     def load_checkpoint(self, path: str) -> None:
         """Load a checkpoint: Start continues training it; Open in inspector uses it."""
@@ -300,7 +273,7 @@ class TrainingTab(QWidget):
             self._set_state(RunState.STOPPED)
             self.session.message.emit(f"Loaded {path} ({len(history)} epochs trained); Continue trains it further")
 
-        self.runner.start("load", _read_checkpoint_job, path, on_result=loaded, on_error=self.session.error.emit)
+        self.runner.start("load", jobs.read_checkpoint_job, path, on_result=loaded, on_error=self.session.error.emit)
 
     def pick_save(self) -> None:
         start = str(Path(self.last_dir or ".") / "mnist-vae.safetensors")
@@ -347,7 +320,7 @@ class TrainingTab(QWidget):
             from vaestudio.core.mnist.session import snapshot
 
             live = self._live
-            w.call_soon(lambda: _try(lambda: snapshot(live)), build)
+            w.call_soon(lambda: jobs.as_value(lambda: snapshot(live)), build)
         else:
             build(self.weights)
 
@@ -356,7 +329,7 @@ class TrainingTab(QWidget):
         if self.weights is None or self.spec is None:
             self.session.error.emit("train a model for an epoch first (or load a checkpoint)")
             return
-        self.runner.start("explore", _explore_job, what, self.spec, self.weights, arg,
+        self.runner.start("explore", jobs.explore_job, what, self.spec, self.weights, arg,
                           on_result=lambda strip: self.plots.show_strip(strip, caption), on_error=self.session.error.emit)
 
     def interpolate(self) -> None:
@@ -374,23 +347,3 @@ class TrainingTab(QWidget):
             return
         dim = self.controls.trav_dim.value() % self.spec[2]
         self._explore("traverse", dim, f"latent dimension {dim} from -3 to +3 (the others 0)")
-
-
-def _try(fn):
-    try:
-        return fn()
-    except Exception as exc:  # noqa: BLE001 - handed back to the UI as a value
-        return exc
-
-
-def _read_checkpoint_job(path, *, progress, should_stop):
-    import json
-
-    from vaestudio.core.mnist.train import EpochRecord, TrainConfig, read_checkpoint
-
-    tensors, meta = read_checkpoint(path)
-    config = TrainConfig(**json.loads(meta["config"]))
-    history = [EpochRecord(**r) for r in json.loads(meta.get("history", "[]"))]
-    weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    step = int(json.loads(meta["progress"])["step"])
-    return config, history, weights, step
