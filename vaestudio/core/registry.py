@@ -4,7 +4,8 @@ Each module defines ``ARCHITECTURE``, an ``Architecture`` that says how its weig
 recognised (marker keys and shapes in a state dict, a diffusers config class name, files in a
 folder), how they are read into a ``PreparedVae`` (checked tensors, config and what was detected),
 how the model is built, and which families it can have. Loading (``vaestudio.core.sources``) only
-asks the registry; nothing else in vaestudio names a concrete class.
+asks the registry; outside the architecture modules, only the MNIST studio (which wraps the model it
+trains) and the self-test (which writes weight files to load) name a concrete one.
 
 Modules are found by listing the package, so adding an architecture is adding one module (and its
 test). They are tried in ``order``: specific markers first, the broad Stable Diffusion layout last.
