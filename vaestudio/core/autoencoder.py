@@ -1,8 +1,9 @@
 """The machinery the torch VAEs share: ``TorchAutoencoder`` implements ``vaestudio.core.vae.Autoencoder``.
 
 It holds what convolutional VAEs have in common: the device and precision policy
-(``vaestudio.core.device``: fp32 on the CPU; half precision on a GPU, checked for NaN and retried
-in fp32), padding to the downscale factor, tiling (automatic above 1 megapixel and on running out
+(``vaestudio.core.device``: bf16 on a CPU that computes it natively, except the halves an
+architecture keeps in fp32, else fp32; half precision on a GPU; a reduced precision is checked for
+NaN/Inf and retried in fp32), padding to the downscale factor, tiling (automatic above 1 megapixel and on running out
 of memory), progress, cancellation before each of the blocks the architecture declares, and the
 notes of each call. An architecture module subclasses it and supplies ``_encode_tensor`` and
 ``_decode_tensor``; the latent spaces are described in ``vaestudio.core.vae``.
@@ -13,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -51,6 +52,9 @@ class TorchAutoencoder:
     previews_itself: ClassVar[bool] = False
     #: Store 4-D weights channels-last (faster convolutions); False for models with 5-D (3D conv) weights.
     channels_last: ClassVar[bool] = True
+    #: Halves ("encode", "decode") that ``--dtype auto`` keeps in fp32 on a CPU with native bf16, each
+    #: with the measured reason (benchmarks/bench_dtype.py); the other half still runs in bf16.
+    cpu_fp32: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, model: torch.nn.Module, info: VaeInfo, family: Family,
                  device: torch.device | None = None, dtype: str | None = None) -> None:
@@ -58,7 +62,12 @@ class TorchAutoencoder:
         self.info = info
         self.family = family
         self.device = pick_device(None) if device is None else device
-        self.dtype = pick_dtype(dtype, self.device, info.force_upcast)
+        choice = pick_dtype(dtype, self.device, info.force_upcast, self.cpu_fp32)
+        self.dtype = choice.dtype
+        #: why ``dtype``, in words (shown in --json, summary.json and the VAE panel)
+        self.dtype_reason = choice.reason
+        # halves computed in bf16 under autocast while the weights stay fp32 (the other half needs fp32)
+        self._autocast = {h for h, dt in choice.halves.items() if dt != choice.dtype}
         self._cast(self.dtype)
         self._precision = threading.Lock()
         self.encode_tile = 512  # pixels
@@ -116,26 +125,35 @@ class TorchAutoencoder:
         else:  # torch cannot store 5-D (3D convolution) weights channels-last
             self.model.to(self.device, dtype)
 
-    def _guarded(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, notes: list[str]) -> torch.Tensor:
-        """Run ``fn`` in the VAE's precision; a half precision that gives NaN/Inf switches the VAE to
-        fp32 for good (once, even with several jobs on it) and runs again. A job whose pass fails
+    def _computes(self, half: str) -> torch.dtype:
+        """The dtype ``half`` ("encode"/"decode") computes in now."""
+        return torch.bfloat16 if self.dtype == torch.float32 and half in self._autocast else self.dtype
+
+    def _guarded(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, notes: list[str],
+                 half: str) -> torch.Tensor:
+        """Run ``fn`` in the precision of ``half``; a reduced precision that gives NaN/Inf switches the
+        VAE to fp32 for good (once, even with several jobs on it) and runs again. A job whose pass fails
         because another job switched the weights under it runs again in the new precision."""
         cl = torch.channels_last if x.ndim == 4 and self.channels_last else torch.contiguous_format
-        dtype = self.dtype
+        dtype, computes = self.dtype, self._computes(half)
+        autocast = torch.autocast(self.device.type, torch.bfloat16) if computes != dtype else contextlib.nullcontext()
         try:
-            out = fn(x.to(self.device, dtype, memory_format=cl))
+            with autocast:
+                out = fn(x.to(self.device, dtype, memory_format=cl))
         except RuntimeError:
             if self.dtype == dtype:
                 raise
-            return self._guarded(fn, x, notes)
-        if dtype != torch.float32 and not torch.isfinite(out).all():
+            return self._guarded(fn, x, notes, half)
+        if computes != torch.float32 and not torch.isfinite(out).all():
             with self._precision:
-                if self.dtype != torch.float32:
+                if self.dtype != torch.float32 or self._autocast:
                     self._cast(torch.float32)
                     self.dtype = torch.float32
-            notes.append(f"{dtype_name(dtype)} produced NaN/Inf; retried in fp32")
+                    self._autocast = set()
+                    self.dtype_reason += f"; {dtype_name(computes)} produced NaN/Inf, fp32 since"
+            notes.append(f"{dtype_name(computes)} produced NaN/Inf; retried in fp32")
             out = fn(x.to(self.device, torch.float32, memory_format=cl))
-        return out.contiguous()
+        return out.float().contiguous()
 
     @contextlib.contextmanager
     def _stoppable(self, should_stop: ShouldStop | None):
@@ -158,20 +176,20 @@ class TorchAutoencoder:
             for h in handles:
                 h.remove()
 
-    def _apply(self, fn, x, *, tile_mode: str, tiled_kwargs: dict, progress, should_stop,
+    def _apply(self, fn, x, *, half: str, tile_mode: str, tiled_kwargs: dict, progress, should_stop,
                notes: list[str]) -> tuple[torch.Tensor, bool]:
         with self._stoppable(should_stop):
-            return self._apply_inner(fn, x, tile_mode=tile_mode, tiled_kwargs=tiled_kwargs, progress=progress,
-                                     should_stop=should_stop, notes=notes)
+            return self._apply_inner(fn, x, half=half, tile_mode=tile_mode, tiled_kwargs=tiled_kwargs,
+                                     progress=progress, should_stop=should_stop, notes=notes)
 
-    def _apply_inner(self, fn, x, *, tile_mode: str, tiled_kwargs: dict, progress, should_stop,
+    def _apply_inner(self, fn, x, *, half: str, tile_mode: str, tiled_kwargs: dict, progress, should_stop,
                      notes: list[str]) -> tuple[torch.Tensor, bool]:
         h, w = x.shape[-2:]
         pixels = h * w * (tiled_kwargs["up"] ** 2 if tiled_kwargs["up"] > 1 else 1)
         tiled = tile_mode == "on" or (tile_mode == "auto" and pixels > self.auto_tile_pixels)
 
         def one(t: torch.Tensor) -> torch.Tensor:
-            return self._guarded(fn, t, notes)
+            return self._guarded(fn, t, notes, half)
 
         if not tiled:
             try:
@@ -227,7 +245,7 @@ class TorchAutoencoder:
         size, overlap = self._tiles(tile_size, tile_overlap)
         tk = {"tile": size, "overlap": overlap, "up": 1, "down": f}
         with torch.inference_mode():
-            out, tiled = self._apply(self._encode_tensor, x, tile_mode=tile, tiled_kwargs=tk, progress=progress,
+            out, tiled = self._apply(self._encode_tensor, x, half="encode", tile_mode=tile, tiled_kwargs=tk, progress=progress,
                                      should_stop=should_stop, notes=notes)
         if not self.has_logvar:
             if sample:
@@ -258,7 +276,7 @@ class TorchAutoencoder:
         size, overlap = self._tiles(tile_size, tile_overlap)
         tk = {"tile": size // f, "overlap": overlap // f, "up": f, "down": 1}
         with torch.inference_mode():
-            x, tiled = self._apply(self._decode_tensor, z, tile_mode=tile, tiled_kwargs=tk, progress=progress,
+            x, tiled = self._apply(self._decode_tensor, z, half="decode", tile_mode=tile, tiled_kwargs=tk, progress=progress,
                                    should_stop=should_stop, notes=notes)
         lo, hi = self.input_range
         if (lo, hi) != (0.0, 1.0):

@@ -1,7 +1,12 @@
-"""The device and precision policy: which device a VAE runs on, in which dtype, and what counts as
-running out of memory there."""
+"""The device and precision policy: which device a VAE runs on, in which dtype (and why), and what
+counts as running out of memory there."""
 
 from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 
@@ -40,20 +45,71 @@ def pick_device(name: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def pick_dtype(name: str | None, device: torch.device, force_upcast: bool) -> torch.dtype:
-    """fp32 on CPU; on a GPU fp32 when the VAE asks to be upcast, else bf16/fp16."""
+#: Set to 1 or 0 to say whether the CPU computes bf16 natively, instead of asking oneDNN (for tests).
+CPU_BF16_ENV = "VAESTUDIO_CPU_BF16"
+HALVES = ("encode", "decode")
+
+
+@functools.cache
+def _onednn_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def cpu_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), as oneDNN reports it; the
+    ``VAESTUDIO_CPU_BF16`` environment variable (1 or 0) overrides the answer."""
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    return _onednn_bf16()
+
+
+@dataclass(frozen=True)
+class DtypeChoice:
+    """The precision a VAE runs in: ``dtype`` its weights', ``halves`` each half's computation (a half
+    that differs runs under autocast on fp32 weights), ``reason`` why, in words."""
+
+    dtype: torch.dtype
+    halves: dict[str, torch.dtype]
+    reason: str
+
+
+def _all(dt: torch.dtype, reason: str) -> DtypeChoice:
+    return DtypeChoice(dt, dict.fromkeys(HALVES, dt), reason)
+
+
+def pick_dtype(name: str | None, device: torch.device, force_upcast: bool,
+               cpu_fp32: Mapping[str, str] | None = None) -> DtypeChoice:
+    """The precision for ``--dtype name`` on ``device``. 'auto': on the CPU bf16 where it computes bf16
+    natively, except the halves in ``cpu_fp32`` (half -> why bf16 hurts there), else fp32; on a GPU fp32
+    when the VAE asks to be upcast, else bf16 where CUDA supports it, else fp16."""
     if name and name != "auto":
         if name not in DTYPES:
             raise VaeStudioError(f"unknown dtype '{name}' (use auto, fp32, fp16 or bf16)")
         dt = DTYPES[name]
         if device.type == "cpu" and dt == torch.float16:
             raise VaeStudioError("fp16 is not supported on the CPU; use fp32 or bf16")
-        return dt
-    if device.type == "cpu" or force_upcast:
-        return torch.float32
+        return _all(dt, f"{dtype_name(dt)} asked for")
+    if device.type == "cpu":
+        if not cpu_native_bf16():
+            return _all(torch.float32, "auto: fp32, this CPU has no native bf16")
+        keep = {h: why for h, why in (cpu_fp32 or {}).items() if h in HALVES}
+        if not keep:
+            return _all(torch.bfloat16, "auto: bf16, native bf16 on this CPU")
+        halves = {h: torch.float32 if h in keep else torch.bfloat16 for h in HALVES}
+        why = "; ".join(f"fp32 for the {h}r, {keep[h]}" for h in HALVES if h in keep)
+        bf16 = [h for h in HALVES if h not in keep]
+        what = f"bf16 for the {bf16[0]}r, " if bf16 else ""
+        dt = torch.bfloat16 if not any(v == torch.float32 for v in halves.values()) else torch.float32
+        return DtypeChoice(dt, halves, f"auto: {what}{why}")
+    if force_upcast:
+        return _all(torch.float32, "auto: fp32, this VAE asks to be upcast (force_upcast)")
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
+        return _all(torch.bfloat16, f"auto: bf16 on {device.type}")
+    return _all(torch.float16, f"auto: fp16 on {device.type}")
 
 
 def is_oom(exc: BaseException) -> bool:
