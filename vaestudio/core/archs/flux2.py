@@ -70,6 +70,8 @@ class Flux2Vae(TorchAutoencoder):
 
     architecture = "flux2"
     cancel_blocks = ("ResnetBlock2D", "Attention")
+    # benchmarks/bench_dtype.py, tests/test_dtype.py: the only half below the 40 dB guard
+    cpu_fp32 = {"encode": "bf16 encode measured 38.4 dB PSNR against fp32 on the test model (below the 40 dB guard)"}
 
     def __init__(self, model, info, family, device=None, dtype=None) -> None:
         super().__init__(model, info, family, device=device, dtype=dtype)
