@@ -168,3 +168,71 @@ def test_mnist_stays_fp32(native_bf16):
 
     vae = MnistVae.from_trained(VAE())
     assert vae.dtype == torch.float32 and {p.dtype for p in vae.model.parameters()} == {torch.float32}
+
+
+# -- what was chosen and why is visible ----------------------------------------------------------------
+
+def test_reconstruct_json_says_dtype_and_why(rgb_image, ldm_file, tmp_path, capsys, monkeypatch):
+    import json
+
+    from vaestudio.cli import main
+
+    for env, dtype, want, reason in (("1", "auto", "bf16", "auto: bf16, native bf16 on this CPU"),
+                                     ("0", "auto", "fp32", "auto: fp32, this CPU has no native bf16"),
+                                     ("1", "fp32", "fp32", "fp32 asked for")):
+        monkeypatch.setenv(CPU_BF16_ENV, env)
+        assert main(["reconstruct", str(rgb_image), "--vae", str(ldm_file), "--out", str(tmp_path / env / dtype),
+                     "--dtype", dtype, "--json"]) == 0
+        rec = json.loads(capsys.readouterr().out.strip())
+        assert (rec["dtype"], rec["dtype_reason"]) == (want, reason)
+
+
+def test_inspect_vae_json_says_what_auto_would_run(sources, vae_dir, capsys, monkeypatch):
+    import json
+
+    from vaestudio.cli import main
+
+    monkeypatch.setenv(CPU_BF16_ENV, "1")
+    assert main(["inspect-vae", str(vae_dir), str(sources["flux2"]), "--json"]) == 0
+    sd, flux2 = (json.loads(x) for x in capsys.readouterr().out.strip().splitlines())
+    assert sd["dtype"] == "float32"  # the weights as stored, as before
+    assert (sd["auto_dtype"], sd["dtype_reason"]) == ("bf16", "auto: bf16, native bf16 on this CPU")
+    assert flux2["auto_dtype"] == "fp32"
+    assert flux2["dtype_reason"] == load_vae(sources["flux2"]).dtype_reason  # the same rule as a loaded VAE
+    assert "fp32 for the encoder" in flux2["dtype_reason"]
+    monkeypatch.setenv(CPU_BF16_ENV, "0")
+    assert main(["inspect-vae", str(vae_dir)]) == 0
+    assert "auto dtype:      fp32 on cpu (auto: fp32, this CPU has no native bf16)" in capsys.readouterr().out
+
+
+def test_summary_json_says_each_vaes_dtype_and_why(tmp_path, vae_dir, sources, native_bf16):
+    import json
+
+    from PIL import Image
+
+    from vaestudio.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        Image.fromarray((photo(32) * 255).astype(np.uint8)[:, ::-1] if i else (photo(32) * 255).astype(np.uint8)
+                        ).save(data / f"{i}.png")
+    out = tmp_path / "out"
+    assert main(["evaluate", str(data), "--vae", str(vae_dir), "--vae", str(sources["flux2"]), "--out", str(out),
+                 "--size", "32", "--workers", "0", "--metrics", "psnr", "--no-report"]) == 0
+    vaes = json.loads((out / "summary.json").read_text())["vaes"]
+    assert [(v["dtype"], v["dtype_reason"].split(",")[0]) for v in vaes] == [("bf16", "auto: bf16"),
+                                                                            ("fp32", "auto: bf16 for the decoder")]
+    assert all(v["images"] == 2 for v in vaes)
+
+
+def test_the_vae_panel_shows_why(qtbot, vae_dir, native_bf16):
+    from vaestudio.core.device import dtype_name
+    from vaestudio.ui.panels import VaePanel
+
+    vae = load_vae(vae_dir)
+    panel = VaePanel()
+    qtbot.addWidget(panel)
+    panel.show_info(vae.info.to_dict(), str(vae.device), dtype_name(vae.dtype), None, vae.dtype_reason)
+    text = panel.info.text()
+    assert "running bf16 on cpu" in text and "precision: auto: bf16, native bf16 on this CPU" in text

@@ -18,19 +18,24 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from vaestudio.core.device import dtype_name, pick_device
+    from vaestudio.core.registry import get_architecture
     from vaestudio.core.sources import prepare_source
 
     code = EXIT_OK
+    device = pick_device(None)
     for source in args.sources:
         try:
             info = prepare_source(source, family=args.family).info
+            auto = get_architecture(info.architecture).auto_dtype(info, device)
         except Exception as exc:  # noqa: BLE001
             code = max(code, report(exc, args.debug, source))
             if args.json:
                 print(json.dumps({"source": source, "error": reason(exc)}), flush=True)
             continue
-        if args.json:
-            print(json.dumps(info.to_dict()), flush=True)
+        if args.json:  # dtype: the weights' (as stored); auto_dtype: what --dtype auto runs them in here
+            print(json.dumps({**info.to_dict(), "auto_dtype": dtype_name(auto.dtype), "dtype_reason": auto.reason}),
+                  flush=True)
             continue
         guessed = " (guessed: " + info.family_reason + ")" if info.family_guessed else f" ({info.family_reason})"
         model = ""
@@ -43,6 +48,7 @@ def run(args) -> int:
               f"  halves:          {', '.join(info.halves)}\n"
               f"  scaling_factor:  {info.scaling_factor}\n  shift_factor:    {info.shift_factor}\n"
               f"  parameters:      {info.parameters:,}\n  dtype:           {info.dtype}\n"
+              f"  auto dtype:      {dtype_name(auto.dtype)} on {device} ({auto.reason})\n"
               f"  ignored keys:    {', '.join(info.ignored_keys) or 'none'}")
         for note in info.notes:
             print(f"  note:            {note}")

@@ -88,6 +88,7 @@ def run(args) -> int:
             "decode_s": round(rec.decode_s, 4),
             "device": str(vae.device),
             "dtype": dtype_name(vae.dtype),
+            "dtype_reason": vae.dtype_reason,
             "architecture": vae.info.architecture,
             "family": vae.info.family,
             "family_guessed": vae.info.family_guessed,

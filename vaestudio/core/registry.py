@@ -26,6 +26,7 @@ from vaestudio.core.families import FAMILIES, Family, get_family
 if TYPE_CHECKING:
     import torch
 
+    from vaestudio.core.device import DtypeChoice
     from vaestudio.core.vae import Autoencoder, VaeInfo
     from vaestudio.core.weights import WeightFile
 
@@ -91,6 +92,12 @@ class Architecture:
     def build(self, prepared: PreparedVae, *, device: torch.device, dtype: str | None,
               halves: tuple[str, ...]) -> Autoencoder:
         raise NotImplementedError
+
+    def auto_dtype(self, info: VaeInfo, device: torch.device) -> DtypeChoice:
+        """What ``--dtype auto`` runs this VAE in on ``device``, without building it (inspect-vae)."""
+        from vaestudio.core.device import pick_dtype
+
+        return pick_dtype("auto", device, info.force_upcast)
 
     def find_preview_decoder(self, location: Path, family: str) -> Path | None:
         """A fast decoder of this architecture for ``family`` at ``location`` (a file or a folder of

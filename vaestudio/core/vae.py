@@ -106,6 +106,7 @@ class Autoencoder(Protocol):
     family: Family
     device: torch.device
     dtype: torch.dtype
+    dtype_reason: str  # why ``dtype``, in words ("auto: fp32, this CPU has no native bf16")
     previews_itself: bool  # decodes so fast that a preview decoder in front of it would not help
 
     @property

@@ -146,7 +146,7 @@ class InspectorTab(QWidget):
 
         v = self.session.vae
         families = [(f.name, f.label) for f in v.family_choices()]
-        self.vae_panel.show_info(v.info.to_dict(), str(v.device), dtype_name(v.dtype), families)
+        self.vae_panel.show_info(v.info.to_dict(), str(v.device), dtype_name(v.dtype), families, v.dtype_reason)
 
     def set_family(self, name: str) -> None:
         if not self.session.set_family(name):

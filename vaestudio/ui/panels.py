@@ -118,8 +118,9 @@ class VaePanel(QGroupBox):
         self.recent.setEnabled(bool(sources))
 
     def show_info(self, info: dict | None, device: str = "", dtype: str = "",
-                  families: list[tuple[str, str]] | None = None) -> None:
-        """What was detected about the current VAE; ``families``: (name, label) it may be switched to."""
+                  families: list[tuple[str, str]] | None = None, dtype_reason: str = "") -> None:
+        """What was detected about the current VAE; ``families``: (name, label) it may be switched to;
+        ``dtype_reason``: why it runs in ``dtype`` (a line of its own)."""
         from html import escape
         from pathlib import Path
 
@@ -139,6 +140,8 @@ class VaePanel(QGroupBox):
             f"latent: {info['latent_channels']} channels at 1/{info['downscale']}{model}",
             f"{info['parameters']:,} parameters; weights {info['dtype']}, running {dtype} on {device}",
         ]
+        if dtype_reason:
+            lines.append(f"precision: {escape(dtype_reason)}")
         if info.get("halves") and len(info["halves"]) < 2:
             lines.append(f"only the {info['halves'][0]}")
         if info.get("ignored_keys"):

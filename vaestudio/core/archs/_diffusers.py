@@ -273,6 +273,11 @@ class DiffusersArchitecture(Architecture):
             raise VaeLoadError(f"config.json's scaling_factor {scaling} is not a positive number", label)
         return float(scaling), float(config.get("shift_factor") or 0.0)
 
+    def auto_dtype(self, info, device):
+        from vaestudio.core.device import pick_dtype
+
+        return pick_dtype("auto", device, info.force_upcast, self.vae_class.cpu_fp32)
+
     def build(self, prepared: PreparedVae, *, device, dtype, halves) -> TorchAutoencoder:
         info = prepared.info
         model = load_state_into(self.model_class(prepared), self.model_config(prepared), prepared.tensors, info.source)

@@ -31,6 +31,9 @@ def _info(source: str, fmt: str, reason: str, latent_dim: int, parameters: int, 
                    force_upcast=False)
 
 
+ALWAYS_FP32 = "fp32, as the MNIST model always runs (tiny: bf16 would gain nothing)"
+
+
 class MnistVae:
     """The inspector's view of an MNIST VAE: images become 28x28 grey digits, latents are vectors."""
 
@@ -43,6 +46,7 @@ class MnistVae:
         self.device = device or torch.device("cpu")
         self.model.to(self.device)
         self.dtype = torch.float32
+        self.dtype_reason = ALWAYS_FP32
 
     @classmethod
     def from_trained(cls, model: torch.nn.Module, name: str = "MNIST VAE (training studio)") -> MnistVae:
@@ -156,6 +160,11 @@ class MnistArchitecture(Architecture):
                      sum(t.numel() for t in weights.values()),
                      [f"{config.arch} 784-{config.hidden_dim}-{config.latent_dim}, trained on {config.dataset}"])
         return PreparedVae(self.name, weights, {}, info, FAMILIES["mnist"], extra={"train_config": config})
+
+    def auto_dtype(self, info, device):
+        from vaestudio.core.device import HALVES, DtypeChoice
+
+        return DtypeChoice(torch.float32, dict.fromkeys(HALVES, torch.float32), ALWAYS_FP32)
 
     def build(self, prepared: PreparedVae, *, device, dtype, halves) -> MnistVae:
         from vaestudio.core.mnist.model import make_model

@@ -122,7 +122,8 @@ class _Run:
                 self.state.load_failures.append(failure)
                 yield failure
                 continue
-            ref = VaeRef(name, source, vae.info.architecture, vae.info.family, str(vae.device), dtype_name(vae.dtype))
+            ref = VaeRef(name, source, vae.info.architecture, vae.info.family, str(vae.device), dtype_name(vae.dtype),
+                         vae.dtype_reason)
             self.vaes.append(VaeState(ref, vae, owned))
 
     def _metrics_setup(self) -> None:

@@ -158,6 +158,7 @@ class VaeRef:
     family: str = ""
     device: str = ""
     dtype: str = ""
+    dtype_reason: str = ""
 
 
 #: Called once per VAE with its ``VaeRef`` (or, where the factory has ``for_vae``, that is called with
@@ -284,11 +285,13 @@ class VaeSummary:
     analyses: dict[str, Any] = field(default_factory=dict)
     #: the lowest-scoring images over every row of the run, resumed ones included: (image, value, metric)
     worst: list[tuple[str, float, str]] = field(default_factory=list)
+    dtype: str = ""
+    dtype_reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"vae": self.vae, "source": self.source, "architecture": self.architecture,
-                             "family": self.family, "images": self.images, "failed": self.failed,
-                             "failures": self.failures}
+                             "family": self.family, "dtype": self.dtype, "dtype_reason": self.dtype_reason,
+                             "images": self.images, "failed": self.failed, "failures": self.failures}
         d.update(self.stats)
         d["rfid"] = self.rfid
         d["rfid_status"] = self.rfid_status
