@@ -10,7 +10,6 @@ its steps and each VAE's result.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,14 +35,9 @@ from PySide6.QtWidgets import (
 )
 
 from vaestudio.core.analyses import ANALYSES
-from vaestudio.core.analyses.plotting import REFERENCE
-from vaestudio.core.analyses.plotting import colour as palette_colour
-from vaestudio.ui.plotting import IntegerAxis
+from vaestudio.ui.analysis_figure import draw_figure
 from vaestudio.ui.session import Session, wire
 from vaestudio.ui.vae_checklist import VaeChecklist
-
-GREY = (160, 160, 160)
-DASHES = {0: Qt.PenStyle.SolidLine, 2: Qt.PenStyle.DotLine}  # other dash lengths: dashed
 
 
 @dataclass
@@ -340,7 +334,7 @@ class AnalysisTab(QWidget):
     def show_results(self) -> None:
         kind = ANALYSES[self._key]
         numbers = [(label, r.to_dict()) for label, r in self.results]
-        self._draw(kind.figure(numbers), [label for label, _ in numbers])
+        self.legend = draw_figure(self.plots, kind.figure(numbers), [label for label, _ in numbers])
         self._fill_table(kind, numbers)
         lines = []
         for (label, r), (_, d) in zip(self.results, numbers, strict=True):
@@ -350,51 +344,6 @@ class AnalysisTab(QWidget):
             lines += [f"<span style='color:gray'>note: {n}</span>" for n in r.notes]
         self.verdict.setText("<br>".join(lines))
         self._show_pictures(kind.pictures(self.results, self.image_name))
-
-    def _draw(self, fig, labels: list[str]) -> None:
-        self.plots.clear()
-        cols = max(1, fig.columns)
-        # one legend above the plots, one entry per VAE, so it never covers a curve
-        self.legend = pg.LegendItem(colCount=4)
-        self.plots.addItem(self.legend, row=0, col=0, colspan=cols)
-        for i, label in enumerate(labels):
-            self.legend.addItem(pg.PlotDataItem(pen=pg.mkPen(palette_colour(i), width=2)), label)
-        for k, chart in enumerate(fig.charts):
-            row, col = 1 + 2 * (k // cols), k % cols
-            self._chart(chart, row, col)
-            if chart.note:
-                colour = "#be1e1e" if chart.warn else "#6e6e6e"
-                self.plots.addLabel(chart.note, row=row + 1, col=col, color=colour, size="9pt")
-
-    def _chart(self, chart, row: int, col: int) -> None:
-        axes = {"bottom": IntegerAxis("bottom")} if chart.integer_x and chart.xticks is None else None
-        p = self.plots.addPlot(row=row, col=col, title=chart.title, axisItems=axes)
-        p.setLabel("bottom", chart.xlabel)
-        p.setLabel("left", chart.ylabel)
-        for side in ("bottom", "left"):
-            p.getAxis(side).enableAutoSIPrefix(False)
-        p.showGrid(x=True, y=True, alpha=0.2)
-        if chart.logy:
-            p.setLogMode(y=True)
-        if chart.xticks is not None:
-            p.getAxis("bottom").setTicks([[(float(t), lab) for t, lab in chart.xticks]])
-        if chart.xlim is not None:
-            p.setXRange(*chart.xlim, padding=0)
-        for h in chart.hlines:
-            pos = math.log10(h) if chart.logy else h  # a log axis is placed in log10 units
-            p.addItem(pg.InfiniteLine(pos=pos, angle=0, pen=pg.mkPen(GREY, style=Qt.PenStyle.DashLine)))
-        for s in chart.series:
-            col_ = REFERENCE if s.vae is None else palette_colour(s.vae)
-            y = np.array([np.nan if v is None or not math.isfinite(v) else v for v in s.y], dtype=float)
-            x = np.asarray(list(s.x), dtype=float)
-            if s.style == "bars":
-                p.addItem(pg.BarGraphItem(x=x, height=np.nan_to_num(y), width=0.6, brush=col_, pen=None))
-            elif s.style == "dots":
-                p.plot(x, y, pen=None, symbol="o", symbolSize=7, symbolBrush=col_, symbolPen=None)
-            else:
-                pen = pg.mkPen(col_, width=s.width, style=DASHES.get(s.dash, Qt.PenStyle.DashLine))
-                p.plot(x, y, pen=pen, symbol="o" if s.markers else None, symbolSize=6, symbolBrush=col_,
-                       symbolPen=None, connect="finite")
 
     def _fill_table(self, kind, numbers) -> None:
         rows = kind.table(numbers)
