@@ -48,7 +48,40 @@ def sd(model):
     return state(model)
 
 
+def comfyui_keys(sd, widths=(32, 32, 32, 64, 64, 128), layers=1):
+    """The same weights under the key names ComfyUI's HunyuanImage VAE (comfy.ldm.hunyuan_video.vae) gives
+    them, written out stage by stage as its Encoder and Decoder build them (not with vaestudio's converter)."""
+    prefixes, n = {}, 0
+    for i in range(len(widths)):
+        for j in range(layers):
+            prefixes[f"encoder.down_blocks.{n}."], n = f"encoder.down.{i}.block.{j}.", n + 1
+        if i < len(widths) - 1:
+            prefixes[f"encoder.down_blocks.{n}."], n = f"encoder.down.{i}.downsample.", n + 1
+    n = 0
+    for i in range(len(widths)):
+        for j in range(layers + 1):
+            prefixes[f"decoder.up_blocks.{n}."], n = f"decoder.up.{i}.block.{j}.", n + 1
+        if i < len(widths) - 1:
+            prefixes[f"decoder.up_blocks.{n}."], n = f"decoder.up.{i}.upsample.", n + 1
+    for half in ("encoder", "decoder"):
+        prefixes.update({f"{half}.mid_block.resnets.0.": f"{half}.mid.block_1.",
+                         f"{half}.mid_block.resnets.1.": f"{half}.mid.block_2.",
+                         f"{half}.mid_block.attentions.0.": f"{half}.mid.attn_1."})
+    out = {}
+    for k, v in sd.items():
+        p = next((p for p in prefixes if k.startswith(p)), "")
+        rest = k[len(p):]
+        if p.endswith("attentions.0."):
+            rest = {"to_q": "q", "to_k": "k", "to_v": "v", "proj": "proj_out"}.get(rest.split(".")[0], rest.split(".")[0]) \
+                + "." + rest.split(".", 1)[1]
+        out[prefixes.get(p, "") + rest] = v
+    return out
+
+
 def write(layout: str, model, sd, tmp_path):
+    if layout == "comfyui-file":
+        save_file(comfyui_keys(sd), str(tmp_path / "hunyuan_image_2.1_vae_fp16.safetensors"))
+        return tmp_path / "hunyuan_image_2.1_vae_fp16.safetensors"
     if layout == "diffusers-folder":
         model.save_pretrained(tmp_path / "vae")
         return tmp_path / "vae"
@@ -64,7 +97,8 @@ def write(layout: str, model, sd, tmp_path):
     raise AssertionError(layout)
 
 
-@pytest.mark.parametrize("layout", ["diffusers-folder", "pipeline-folder", "diffusers-file", "diffusers-pth"])
+@pytest.mark.parametrize("layout", ["diffusers-folder", "pipeline-folder", "diffusers-file", "diffusers-pth",
+                                    "comfyui-file"])
 def test_every_layout_loads_equal_to_its_weights(tmp_path, model, sd, layout):
     vae = load_vae(write(layout, model, sd, tmp_path))
     assert_weights(vae, sd)
@@ -72,6 +106,33 @@ def test_every_layout_loads_equal_to_its_weights(tmp_path, model, sd, layout):
     assert (d["architecture"], d["family"], d["family_guessed"]) == ("hunyuan-image", "hunyuan-image", False)
     assert (d["latent_channels"], d["downscale"], d["scaling_factor"]) == (64, 32, 0.75289)
     assert "model_latent_channels" not in d
+
+
+def test_comfyui_file_is_read_in_its_own_layout_and_shapes(tmp_path, model, sd):
+    comfy = comfyui_keys(sd)
+    # what ComfyUI's modules hold: a pixel-shuffle downsample conv to a quarter of the next width, a
+    # pixel-unshuffle upsample conv to 4x the next width, 1x1 conv attention
+    assert tuple(comfy["encoder.down.2.downsample.conv.weight"].shape) == (16, 32, 3, 3)
+    assert tuple(comfy["decoder.up.0.upsample.conv.weight"].shape) == (256, 128, 3, 3)
+    assert comfy["encoder.mid.attn_1.q.weight"].ndim == 4 and "decoder.up.5.block.1.conv2.weight" in comfy
+    info = prepare_source(write("comfyui-file", model, sd, tmp_path)).info
+    assert (info.key_layout, info.architecture, info.latent_channels) == ("original", "hunyuan-image", 64)
+    from vaestudio.core.archs.hunyuan_image import diffusers_to_original, original_to_diffusers
+
+    assert set(diffusers_to_original(sd)) == set(comfy) and set(original_to_diffusers(comfy)) == set(sd)
+
+
+def test_comfyui_file_reconstructs_as_autoencoder_kl_hunyuan_image(tmp_path, model, sd, rgb_image, capsys):
+    path = write("comfyui-file", model, sd, tmp_path)
+    vae = load_vae(path)
+    x = pixels(64, 96, seed=1)
+    with torch.no_grad():
+        mean = model.encode(as_input(x)).latent_dist.mean
+        ref = to_hwc(model.decode(mean).sample)
+    close(vae.encode(x).raw, mean[0])
+    close(vae.decode(vae.to_model(mean[0]), 64, 96).pixels, ref)
+    assert main(["reconstruct", str(rgb_image), "--vae", str(path), "--out", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["family"] == "hunyuan-image"
 
 
 def test_hub_id_through_the_cache(tmp_path, model, sd):
@@ -142,3 +203,8 @@ def test_tiles_at_32x(tmp_path, model, sd):
 
 def test_broken_hunyuan_image_files(tmp_path, sd, rgb_image, capsys):
     check_broken(tmp_path, sd, "encoder.down_blocks.0.conv1.weight", rgb_image, capsys, name="hunyuan_image")
+
+
+def test_broken_comfyui_hunyuan_image_files(tmp_path, sd, rgb_image, capsys):
+    check_broken(tmp_path, comfyui_keys(sd), "encoder.down.0.block.0.conv1.weight", rgb_image, capsys,
+                 name="hunyuan_image_comfy")
