@@ -143,12 +143,14 @@ class LatentStatsAccumulator:
         self.sums: dict[str, torch.Tensor] = {}
 
     @classmethod
-    def for_vae(cls, vae: Autoencoder) -> LatentStatsAccumulator:
-        """Measure against this VAE's own model space and configured scaling and shift."""
+    def for_vae(cls, vae: Autoencoder, ref: object | None = None) -> LatentStatsAccumulator:
+        """Measure against this VAE's own model space and configured scaling and shift; labelled with
+        ``ref.name`` when given (an evaluation's ``VaeRef``: the name the report uses), else the source's."""
         from vaestudio.core.evaluate.data import short_names
 
+        label = str(getattr(ref, "name", "") or short_names([vae.info.source])[0])
         return cls(to_model=vae.to_model, scaling_factor=vae.info.scaling_factor, shift_factor=vae.info.shift_factor,
-                   family=vae.info.family, label=short_names([vae.info.source])[0])
+                   family=vae.info.family, label=label)
 
     def _add(self, space: str, z: torch.Tensor) -> None:
         z = z.detach().cpu().to(torch.float64)

@@ -60,10 +60,10 @@ class VaeState:
 
     # -- accumulators -----------------------------------------------------------------------
     def make(self, factory: AccumulatorFactory) -> Accumulator:
-        """An accumulator for this VAE: ``factory.for_vae(vae)`` where the factory offers it (it then
+        """An accumulator for this VAE: ``factory.for_vae(vae, ref)`` where the factory offers it (it then
         sees the loaded VAE, e.g. its own model space), else ``factory(ref)``."""
         for_vae = getattr(factory, "for_vae", None)
-        return for_vae(self.vae) if for_vae is not None else factory(self.ref)
+        return for_vae(self.vae, self.ref) if for_vae is not None else factory(self.ref)
 
     def add_accumulators(self, factories: Iterable[AccumulatorFactory]) -> None:
         for factory in factories:
