@@ -139,3 +139,17 @@ def test_compare_tells_images_with_the_same_name_apart(tmp_path, rgb_image, ldm_
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--vae", str(ldm_file), "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["image"] for r in rows if r["image"] != "(mean)"] == ["a/x", "b/x"]
+
+
+@pytest.mark.parametrize("command", [["reconstruct"], ["analyze", "spectrum"], ["compare"], ["evaluate"]])
+def test_a_folder_without_images_is_one_usage_error_for_every_command(tmp_path, vae_dir, capsys, command):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.md").write_text("not an image")
+    out = tmp_path / "out"
+    extra = ["--out", str(out)] if command != ["compare"] else []
+    assert main([*command, str(empty), "--vae", str(vae_dir), *extra]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"error: {empty}: no image files found\n" and captured.out == ""
+    if command == ["reconstruct"]:
+        assert not out.exists()  # refused before the VAE is loaded or the folder made

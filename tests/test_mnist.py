@@ -266,7 +266,7 @@ write_checkpoint({str(path)!r}, big, {{"vaestudio": "mnist-vae"}})
     proc.wait(10)
     assert any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
     assert torch.equal(read_checkpoint(path)[0]["model.fc1.weight"], before)
-    removed = clean_stale_temporaries(tmp_path)
+    removed = clean_stale_temporaries(path)
     assert removed and [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]
 
 
@@ -288,3 +288,54 @@ def test_checkpoint_opens_in_the_inspector(tmp_path, data):
     assert any("inverted" in n for n in rec.encoded.notes)
     with pytest.raises(CheckpointError):
         Trainer.resume(tmp_path / "d.png", *data)
+
+
+def _dead_pid() -> int:
+    """The process id of a process that has ended (and been reaped)."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def test_cleaning_removes_only_this_checkpoints_temporaries_that_nobody_is_writing(tmp_path):
+    ckpt = tmp_path / "c.safetensors"
+    ckpt.write_bytes(b"the checkpoint")
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        dead = _dead_pid()
+        stale = tmp_path / f".c.safetensors.{dead}-7.tmp"  # its writer was killed mid-write
+        writing = tmp_path / f".c.safetensors.{writer.pid}-7.tmp"  # another process is writing it now
+        forgotten = tmp_path / f".c.safetensors.{writer.pid}-8.tmp"  # that pid's, but untouched for a day
+        other = tmp_path / f".other.safetensors.{dead}-7.tmp"  # another file's temporary
+        not_ours = tmp_path / ".c.safetensors.notes.tmp"  # not named as core.files names temporaries
+        for p in (stale, writing, forgotten, other, not_ours):
+            p.write_bytes(b"partial")
+        a_day_ago = time.time() - 86400
+        os.utime(forgotten, (a_day_ago, a_day_ago))
+        removed = clean_stale_temporaries(ckpt)
+    finally:
+        writer.kill()
+        writer.wait(10)
+    assert sorted(removed) == sorted([stale, forgotten])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (ckpt, writing, other, not_ours))
+
+
+def test_train_mnist_makes_the_output_folder_or_refuses_before_training(tmp_path, capsys):
+    from helpers.data import mnist_folder
+
+    from vaestudio.cli import main
+
+    data, _ = mnist_folder(tmp_path, n=200)
+    small = ["train-mnist", "--dataset", str(data), "--epochs", "1", "--hidden-dim", "16", "--latent-dim", "2"]
+    out = tmp_path / "missing" / "deeper" / "m.safetensors"
+    assert main([*small, "--out", str(out)]) == 0
+    assert read_checkpoint(out)[1]["vaestudio"] == "mnist-vae"
+    assert "epoch   1" in capsys.readouterr().out
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main([*small, "--out", str(blocker / "m.safetensors")]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines()[-1] == f"error: {blocker}: cannot create the output folder (File exists)"
+    assert captured.out == ""  # refused before the run, not after it
+    assert main([*small, "--out", str(tmp_path / "missing")]) == 2  # a folder, not a file
+    captured = capsys.readouterr()
+    assert "is a folder" in captured.err and captured.out == ""

@@ -18,6 +18,8 @@ import time
 import traceback
 from pathlib import Path
 
+from vaestudio.core.errors import one_line
+
 
 def samples_dir() -> Path:
     return Path(__file__).resolve().parent / "resources" / "samples"
@@ -35,7 +37,7 @@ def run_self_test(json_out: bool = False) -> int:
             detail = fn()
             ok = True
         except BaseException as exc:  # noqa: BLE001 - every failure is reported, none is fatal
-            detail = f"{type(exc).__name__}: {exc}"
+            detail = one_line(exc, with_type=True)
             if os.environ.get("VAESTUDIO_DEBUG"):
                 traceback.print_exc()
             ok = False

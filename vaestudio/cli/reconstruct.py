@@ -48,6 +48,7 @@ def run(args) -> int:
     from vaestudio.core.pipeline import reconstruct
 
     check_size(args)
+    paths = list_images(args.images)  # an empty folder is a usage error, before the VAE is loaded
     try:
         vae = load(args, args.vae)
     except Exception as exc:  # noqa: BLE001
@@ -66,7 +67,7 @@ def run(args) -> int:
         return EXIT_OTHER
     code = EXIT_OK
     stems: set[str] = set()
-    for path in list_images(args.images):
+    for path in paths:
         try:
             image = load_image(path, size=args.size)
             rec = reconstruct(vae, image, noise=noise, seed=args.seed, sample=args.sample, tile=args.tile)

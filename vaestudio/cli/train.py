@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from vaestudio.cli.common import usage
+from vaestudio.cli.common import EXIT_OTHER, output_folder, usage
 
 ORDER = 40
 
@@ -40,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.holdout_fraction < 1:
         return usage("--holdout-fraction must be between 0 and 1")
+    if args.out and Path(args.out).is_dir():
+        return usage(f"--out {args.out} is a folder: name the checkpoint file to write")
 
     def show_download(name: str, done: int, total: int | None) -> None:
         if not args.json and total:
@@ -53,13 +56,8 @@ def run(args: argparse.Namespace) -> int:
     except DatasetMissing as exc:
         exc.reason += "; run with --download or point --data at the IDX files"
         raise
-    if args.out:
-        from pathlib import Path
-
-        from vaestudio.core.mnist.train import clean_stale_temporaries
-
-        # a process killed mid-write leaves a temporary file next to the checkpoint; tidy it now
-        clean_stale_temporaries(Path(args.out).resolve().parent)
+    if args.out and not prepare_output(args.out):
+        return EXIT_OTHER
     if args.resume:
         trainer = Trainer.resume(args.resume, data.train_x, data.heldout_x, device=args.device)
         trainer.config.epochs = max(trainer.config.epochs, args.epochs)
@@ -89,3 +87,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {rec.message}", file=sys.stderr)
             return 1
     return 0
+
+
+def prepare_output(out: str) -> bool:
+    """Before the run: the checkpoint's folder made (as ``reconstruct`` makes its output folder) and
+    the temporaries of a process killed mid-write tidied; False after an error line."""
+    from vaestudio.core.mnist.train import clean_stale_temporaries
+
+    checkpoint = Path(out).resolve()
+    if output_folder(str(checkpoint.parent)) is None:
+        return False
+    clean_stale_temporaries(checkpoint)
+    return True

@@ -12,13 +12,14 @@ import io
 import os
 import struct
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from vaestudio.core.errors import ImageLoadError
+from vaestudio.core.errors import ImageLoadError, VaeStudioError, one_line
 from vaestudio.core.files import write_atomic
 from vaestudio.core.filetypes import IMAGE_SUFFIXES
 
@@ -124,7 +125,7 @@ def load_image(
     except UnidentifiedImageError:
         raise ImageLoadError("not an image file Pillow can identify (corrupt or wrong format)", label) from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as exc:
-        reason = str(exc).strip().rstrip(".") or type(exc).__name__
+        reason = one_line(exc).rstrip(".")
         if "truncated" in reason.lower():
             reason = "the image file is truncated"
         raise ImageLoadError(f"could not decode the image ({reason})", label) from None
@@ -208,12 +209,26 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike) -> Path:
     return write_atomic(path, buf.getvalue())
 
 
-def list_images(paths: list[str]) -> list[Path]:
-    """Expand folders to the image files inside them (sorted); files are kept as given."""
+class NoImageFiles(VaeStudioError):
+    """The images and folders named hold no image file: a usage error (exit code 2), the same rule for
+    every command that takes images (``reconstruct``, ``analyze``, ``compare``, ``evaluate``)."""
+
+    exit_code = 2
+
+    def __init__(self, named: Sequence[object]) -> None:
+        super().__init__("no image files found", ", ".join(map(str, named)))
+
+
+def list_images(paths: Sequence[str]) -> list[Path]:
+    """Expand folders to the image files inside them (sorted); files are kept as given.
+
+    Raises ``NoImageFiles`` when that leaves nothing (only folders without images were named)."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             out.extend(sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file()))
         else:
             out.append(p)
+    if not out:
+        raise NoImageFiles(paths)
     return out

@@ -18,7 +18,6 @@ from vaestudio.core.device import dtype_name
 from vaestudio.core.errors import Cancelled, VaeStudioError, one_line
 from vaestudio.core.evaluate import fid as fidmod
 from vaestudio.core.evaluate.data import (
-    DataListError,
     FailedImage,
     ImageDataset,
     ImageItem,
@@ -43,6 +42,7 @@ from vaestudio.core.evaluate.types import (
     VaeLoadFailed,
     VaeRef,
 )
+from vaestudio.core.images import NoImageFiles
 from vaestudio.core.tiling import ShouldStop
 
 
@@ -55,7 +55,7 @@ def evaluate(request: EvaluationRequest, *, should_stop: ShouldStop | None = Non
     protocol = request.protocol()
     items = list_data(request.data, request.limit)
     if not items:
-        raise DataListError("no image files found", ", ".join(map(str, request.data)))
+        raise NoImageFiles(request.data)
     dist = Dist.from_env(request.device)
     try:
         yield from _Run(request, protocol, items, dist, should_stop).events()

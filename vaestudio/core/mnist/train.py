@@ -10,9 +10,11 @@ written atomically: temporary file, flush, fsync, replace.
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaestudio.core.errors import CheckpointError
+from vaestudio.core.errors import CheckpointError, one_line
 from vaestudio.core.files import write_atomic
 from vaestudio.core.mnist.model import VAE, loss_terms, make_model
 
@@ -262,19 +264,53 @@ def write_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], 
     try:
         write_atomic(path, save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata))
     except OSError as exc:
-        raise CheckpointError(f"could not write the checkpoint ({exc.strerror or exc}); the previous one is kept",
-                              path) from None
+        kept = "; the previous one is kept" if path.is_file() else ""
+        raise CheckpointError(f"could not write the checkpoint ({exc.strerror or one_line(exc)}){kept}", path) from None
     return path
 
 
-def clean_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Remove temporary checkpoint files left by a process killed mid-write."""
+#: a temporary untouched this long is stale whoever wrote it (a checkpoint write takes seconds)
+STALE_AFTER_S = 3600.0
+
+
+def clean_stale_temporaries(checkpoint: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of ``checkpoint`` that a process killed mid-write left behind.
+
+    Only this checkpoint's temporaries (``core.files.temporary_name``: ``.<name>.<pid>-<thread>.tmp``)
+    are looked at, never another file's. One is removed when its writer is no longer a running
+    process here, or when it has not been touched for ``STALE_AFTER_S`` (the writer's pid was reused,
+    after a reboot, or the folder is shared with another machine); a live process's write in progress
+    is kept. Where a process cannot be asked about (Windows), only the age counts.
+    """
+    checkpoint = Path(checkpoint)
+    pattern = re.compile(rf"\.{re.escape(checkpoint.name)}\.(\d+)-\d+\.tmp")
     removed = []
-    for p in Path(folder).glob(".*.tmp"):
-        if p.name.count(".") >= 3:
+    now = time.time()
+    for p in checkpoint.parent.glob(f".{glob.escape(checkpoint.name)}.*.tmp"):
+        m = pattern.fullmatch(p.name)
+        if m is None:
+            continue
+        try:
+            age = now - p.stat().st_mtime
+        except OSError:  # gone already: its writer finished
+            continue
+        if age > STALE_AFTER_S or _process_gone(int(m.group(1))):
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
+
+
+def _process_gone(pid: int) -> bool:
+    """True when no process ``pid`` runs on this machine; False when it does or cannot be known."""
+    if os.name != "posix":
+        return False  # os.kill(pid, 0) would end the process on Windows
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):  # another user's process, or not a pid
+        return False
+    return False
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
