@@ -155,6 +155,15 @@ def test_the_evaluate_tab_offers_the_session_vaes_and_image_folder(qtbot, sessio
     assert item.text() == a and item.checkState() == Qt.CheckState.Checked
     session.set_recent_vaes(["/models/recent.safetensors"])
     assert [tab.vae_list.item(i).text() for i in range(tab.vae_list.count())] == [a, "recent.safetensors"]
+    tab.vae_list.item(0).setCheckState(Qt.CheckState.Unchecked)
+    session.set_family("sdxl")  # still VAE A: ticked or not as the user left it
+    assert tab.vae_list.item(0).checkState() == Qt.CheckState.Unchecked
+    session.set_family("sd1")
+    session.set_vae(None)
+    session.set_recent_vaes([loaded_vae.info.source])  # on offer as a recent VAE: not ticked
+    assert tab.vae_list.item(0).checkState() == Qt.CheckState.Unchecked
+    session.set_vae(loaded_vae)  # becomes A: ticked, as the A and B always start
+    assert tab.vae_list.item(0).text() == a and tab.vae_list.item(0).checkState() == Qt.CheckState.Checked
     first = tmp_path / "first"
     first.mkdir()
     session.open_images([str(photo(first, "a.png"))])

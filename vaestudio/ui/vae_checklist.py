@@ -23,6 +23,7 @@ class VaeChecklist(QListWidget):
         self.session = session
         self.setToolTip(tooltip)
         self.files: list[str] = []  # added here with add_file
+        self._lent: set[str] = set()  # the sources of the session's A and B at the last refresh
         self._session_connected = False
         self.connect_session(True)
         self.refresh()
@@ -46,11 +47,14 @@ class VaeChecklist(QListWidget):
         self.clear()
         seen: set[str] = set()
         s = self.session
+        lent_before, self._lent = self._lent, set(s.lent_vaes())
         for tag, vae in (("A", s.vae), ("B", s.vae_b)):
             source = vae.info.source if vae is not None else None
             if source is not None and source not in seen:
                 seen.add(source)
-                self._add(f"{tag}: {Path(source).name or source}", source, states.get(source, Qt.CheckState.Checked))
+                # newly lent (even if it was on offer as a recent VAE): ticked; still lent: as the user left it
+                state = states.get(source, Qt.CheckState.Checked) if source in lent_before else Qt.CheckState.Checked
+                self._add(f"{tag}: {Path(source).name or source}", source, state)
         for source in s.recent_vaes + self.files:
             if source not in seen:
                 seen.add(source)
