@@ -171,5 +171,16 @@ def _print_table(finished) -> None:
               f"{_num(st.get('lpips_mean'), 4):>7} {_num(s.rfid, 3):>8}")
     if finished.unreadable:
         print(f"{len(finished.unreadable)} unreadable image(s) skipped (listed in summary.json)")
+    _print_missing_metric_reasons(finished.summary["vaes"])
     for name, path in finished.outputs.items():
         print(f"{name}: {path}")
+
+
+def _print_missing_metric_reasons(vaes: list[dict]) -> None:
+    """Why a column shows "-", once, on stderr (the report's notes say the same)."""
+    from vaestudio.core.evaluate.summary import metric_notes
+
+    column = {"rFID": "rfid", "LPIPS": "lpips_mean"}
+    for what, vae, text in metric_notes(vaes):
+        if any(v.get(column[what]) is None for v in vaes if vae in (None, v["vae"])):
+            print(f"note: {what}{f' ({vae})' if vae else ''}: {text}", file=sys.stderr)

@@ -21,7 +21,7 @@ import torch
 from vaestudio.core.analyses.plotting import PALETTE as RGB_PALETTE
 from vaestudio.core.errors import Cancelled
 from vaestudio.core.evaluate.data import ImageDataset, ImageItem, PreparedImage
-from vaestudio.core.evaluate.summary import Columns
+from vaestudio.core.evaluate.summary import Columns, metric_notes
 from vaestudio.core.evaluate.types import EvaluationProtocol
 from vaestudio.core.files import write_atomic
 
@@ -221,17 +221,12 @@ def _table(summary: dict[str, Any]) -> str:
             cls = ' class="best"' if key in best and val == best[key] else ""
             cells.append(f"<td{cls}>{esc(fmt(val, digits))}</td>")
         shift = " ".join(fmt(v.get(f"color_shift_{c}_mean"), 4) for c in "rgb")
-        rows.append(f'<tr><td class="l"><i style="display:inline-block;width:10px;height:10px;border-radius:2px;'
+        rows.append(f'<tr><td class="l vae"><i style="display:inline-block;width:10px;height:10px;border-radius:2px;'
                     f'background:{color}"></i> <b>{esc(v["vae"])}</b><br><span class="note">{esc(v["source"])}</span></td>'
                     f'<td class="l">{esc(v["architecture"])}</td><td class="l">{esc(v["family"])}</td>'
-                    f'<td>{v["images"]}</td><td>{v["failed"]}</td>{"".join(cells)}<td style="white-space:nowrap">{esc(shift)}</td></tr>')
-    notes = []
-    for what, key in (("rFID", "rfid_status"), ("LPIPS", "lpips_status")):
-        texts = {v[key] for v in vaes}
-        if len(texts) == 1:
-            notes.append(f"<li>{what}: {esc(texts.pop())}</li>")
-        else:
-            notes += [f"<li>{what}, <b>{esc(v['vae'])}</b>: {esc(v[key])}</li>" for v in vaes]
+                    f'<td>{v["images"]}</td><td>{v["failed"]}</td>{"".join(cells)}<td class="shift">{esc(shift)}</td></tr>')
+    notes = [f"<li>{esc(what)}{f', <b>{esc(vae)}</b>' if vae else ''}: {esc(text)}</li>"
+             for what, vae, text in metric_notes(vaes)]
     return (f'<div class="wrap"><table><tr><th class="l">VAE</th><th class="l">architecture</th><th class="l">family</th>'
             f'<th>images</th><th>failed</th>{head}<th>colour shift R G B</th></tr>{"".join(rows)}</table></div>'
             f'<p class="note">PSNR mean is the mean of per-image PSNRs (what most papers report); PSNR dataset is '
@@ -311,10 +306,9 @@ def write_report(path: Path, summary: dict[str, Any], cols: dict[str, Columns],
                     f'</div><div class="cap" title="{esc(e["image"])}">{esc(e["metric"].upper())} {esc(fmt(e["value"], 3))} · '
                     f'{esc(_tail(e["image"]))}</div></div>')
             body.append(f'<h3>{esc(v["vae"])}: the {which} {len(shown)}</h3><div class="examples">{"".join(cards)}</div>')
-    frag_html = []
-    for name, frags in fragments.items():
-        for aname, frag in frags.items():
-            frag_html.append(f"<h3>{esc(name)}: {esc(aname)}</h3>{frag}")
+    # each fragment carries its own title ("Spectrum", "Scaling factor"); the accumulator's name is a key
+    frag_html = [f'<div class="vae-analyses"><h3><i style="background:{colors.get(name, PALETTE[0])}"></i>{esc(name)}'
+                 f'</h3>{"".join(frags.values())}</div>' for name, frags in fragments.items() if frags]
     if frag_html:
         body.append('<h2 id="analyses">Analyses</h2>' + "".join(frag_html))
     body.append('<h2 id="protocol">Protocol</h2>' + _kv(prot))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -88,14 +89,33 @@ N_EXAMPLES = 8  # worst and best images per VAE (report, window)
 
 
 def pick_examples(cols: Columns) -> dict[str, list[tuple[str, float, str]]]:
-    """The worst and best images by PSNR (else SSIM, MAE or LPIPS): {"worst": [(image, value, metric)]}."""
+    """The worst and best images by PSNR (else SSIM, MAE or LPIPS): {"worst": [(image, value, metric)]}.
+
+    Up to ``N_EXAMPLES`` each, and never an image in both: with fewer than twice that, "best" is what
+    "worst" left (the window shows the worst alone, always the full ``N_EXAMPLES`` when there are)."""
     for metric, higher in (("psnr", True), ("ssim", True), ("mae", False), ("lpips", False)):
         v = cols.array(metric)
         ok = np.flatnonzero(np.isfinite(v))
         if ok.size:
             order = ok[np.lexsort((np.array(cols.images, dtype=object)[ok].astype(str), v[ok]))]
-            low, high = order[:N_EXAMPLES].tolist(), order[::-1][:N_EXAMPLES].tolist()
-            worst, best = (low, high) if higher else (high, low)
+            if not higher:
+                order = order[::-1]  # worst first
+            n_worst = min(N_EXAMPLES, order.size)
+            n_best = min(N_EXAMPLES, order.size - n_worst)
+            worst, best = order[:n_worst].tolist(), order[::-1][:n_best].tolist()
             return {"worst": [(cols.images[i], float(v[i]), metric) for i in worst],
                     "best": [(cols.images[i], float(v[i]), metric) for i in best]}
     return {}
+
+
+def metric_notes(vaes: list[dict[str, Any]]) -> list[tuple[str, str | None, str]]:
+    """What rFID and LPIPS are, or why they are missing (a "-" in the table): ``(metric, vae, text)``,
+    ``vae`` None when the text is the same for all. The report and the CLI's table say the same."""
+    notes: list[tuple[str, str | None, str]] = []
+    for what, key in (("rFID", "rfid_status"), ("LPIPS", "lpips_status")):
+        texts = {v[key] for v in vaes}
+        if len(texts) == 1:
+            notes.append((what, None, texts.pop()))
+        else:
+            notes += [(what, v["vae"], v[key]) for v in vaes]
+    return notes

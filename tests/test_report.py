@@ -1,0 +1,61 @@
+"""report.html and the CLI's summary as a reader sees them: headings, worst and best, missing metrics."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from helpers.data import photo
+
+from vaestudio.cli import main
+from vaestudio.core.evaluate.summary import N_EXAMPLES, Columns, pick_examples
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 10, 16, 30])
+@pytest.mark.parametrize("metric", ["psnr", "mae"])
+def test_worst_and_best_never_share_an_image(n, metric):
+    cols = Columns(images=[f"img{i:02d}" for i in range(n)])
+    cols.values[metric] = [float((i * 7) % n) for i in range(n)]  # a shuffled order, so sorting matters
+    picks = pick_examples(cols)
+    worst, best = ([image for image, _, _ in picks[k]] for k in ("worst", "best"))
+    assert not set(worst) & set(best)
+    assert len(worst) == min(N_EXAMPLES, n) and len(best) == min(N_EXAMPLES, n - len(worst))
+    value = dict(zip(cols.images, cols.values[metric], strict=True))
+    bad = (lambda v: -v) if metric == "psnr" else (lambda v: v)  # higher PSNR is better, lower MAE is
+    ranked = sorted(cols.images, key=lambda i: (-bad(value[i]), i))
+    assert sorted(worst, key=ranked.index) == ranked[: len(worst)]
+    if best:
+        assert set(best) == set(ranked[::-1][: len(best)]) or min(bad(value[i]) for i in worst) >= max(
+            bad(value[i]) for i in best)
+
+
+def test_a_small_evaluation_reads_well(tmp_path, vae_dir, capsys):
+    (tmp_path / "data").mkdir()
+    images = [photo(tmp_path / "data", f"p{i}.png", size=(24 + 4 * i, 40), seed=i) for i in range(10)]
+    out = tmp_path / "out"
+    assert main(["evaluate", *map(str, images), "--vae", str(vae_dir), "--out", str(out), "--size", "32",
+                 "--workers", "0", "--metrics", "psnr,lpips"]) == 0
+    err = capsys.readouterr().err
+    # the table shows LPIPS as "-": why, once, on stderr
+    assert err.count("note: LPIPS: unavailable (the lpips package is not installed)\n") == 1
+    page = (out / "report.html").read_text()
+    headings = re.findall(r"<h[1-4][^>]*>(.*?)</h[1-4]>", page)
+    # the analyses are titled by their own fragments, not by the accumulators' internal names
+    assert not [h for h in headings if re.search(r"latent_stats|: spectrum$", h)], headings
+    assert "Spectrum" in headings and "Scaling factor" in headings
+    shown = {}
+    for which, cards in re.findall(r"<h3>[^<]*: the (worst|best) \d+</h3><div class=\"examples\">(.*?)</div></div></div>"
+                                   r"(?=<h|\n)", page, re.S):
+        shown[which] = re.findall(r'<div class="cap" title="([^"]+)"', cards)
+    assert (len(shown["worst"]), len(shown["best"])) == (N_EXAMPLES, 10 - N_EXAMPLES)
+    assert not set(shown["worst"]) & set(shown["best"])
+    assert "LPIPS: unavailable (the lpips package is not installed)" in page
