@@ -153,3 +153,23 @@ def test_a_folder_without_images_is_one_usage_error_for_every_command(tmp_path, 
     assert captured.err == f"error: {empty}: no image files found\n" and captured.out == ""
     if command == ["reconstruct"]:
         assert not out.exists()  # refused before the VAE is loaded or the folder made
+
+
+@pytest.mark.parametrize("platform", [None, "xcb"])
+def test_the_window_without_a_display_says_so_in_one_line(tmp_path, platform):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    if platform:
+        env["QT_QPA_PLATFORM"] = platform
+    env["PYTHONPATH"] = str(ROOT)
+    r = subprocess.run([sys.executable, "-m", "vaestudio"], capture_output=True, text=True, env=env, timeout=120,
+                       cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.splitlines() == ["error: no display found (DISPLAY and WAYLAND_DISPLAY are not set), so the window "
+                                     "cannot open; the command line works without one: see vaestudio --help"]
+    assert r.stdout == ""
