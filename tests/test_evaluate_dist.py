@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 from conftest import ROOT
-from test_evaluate import assert_close_json, comparable_rows, comparable_summary, make_crops, read_rows
+from helpers.evaluation import assert_close_json, comparable_rows, comparable_summary, make_crops, read_rows
 
 from vaestudio.core.evaluate.fid import find_network
 

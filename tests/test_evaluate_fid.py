@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT
+from helpers.evaluation import make_crops
 from PIL import Image
-from test_evaluate import make_crops
 
 from vaestudio.core.errors import Cancelled
 from vaestudio.core.evaluate import EvaluationRequest, Finished, Row, VaeSummary, evaluate

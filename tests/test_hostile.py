@@ -8,13 +8,14 @@ failed write never costs the previous file. The run prints its figures at the en
 from __future__ import annotations
 
 import errno
+import io
 import os
 import sys
 import threading
 
 import numpy as np
 import pytest
-from helpers.corpus import build_corpus, image_bytes, tiny_vae_files
+from helpers.corpus import build_corpus, hostile_weight_files, image_bytes, tiny_vae_files
 from helpers.gui import make_window
 from helpers.tally import count
 from hypothesis import HealthCheck, given, settings
@@ -119,28 +120,47 @@ def test_fuzz_image_loader_mutated_files(which, mutation):
 
 
 @pytest.fixture(scope="module")
-def valid_weights(tmp_path_factory):
-    files = tiny_vae_files(tmp_path_factory.mktemp("valid"))
-    return {k: files[k].read_bytes() for k in ("safetensors", "ckpt")}
+def weights_to_mutate(tmp_path_factory):
+    """Valid files and hostile ones that really try to create ``marker`` (checked here: unpickled
+    unsafely, they do), so the fuzzing below fails if a mutated file ever runs code."""
+    import pickle
 
+    import torch
 
-def test_fuzz_weight_loader_mutated_files(valid_weights, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fuzzw")
+    folder = tmp_path_factory.mktemp("valid")
     marker = folder / "CODE_RAN"
+    files = tiny_vae_files(folder)
+    data = {k: files[k].read_bytes() for k in ("safetensors", "ckpt")}
+    data.update(hostile_weight_files(files, marker))
+    torch.load(io.BytesIO(data["hostile_zip"]), weights_only=False)
+    assert marker.exists(), "the hostile checkpoint does not run its payload"
+    marker.unlink()
+    pickle.loads(data["hostile_plain"])
+    assert marker.exists(), "the hostile pickle does not run its payload"
+    marker.unlink()
+    return data, marker
+
+
+def test_fuzz_weight_loader_mutated_files(weights_to_mutate, tmp_path_factory):
+    data, marker = weights_to_mutate
+    folder = tmp_path_factory.mktemp("fuzzw")
 
     @FUZZ
-    @given(st.sampled_from(["safetensors", "ckpt"]), MUTATIONS, st.sampled_from([".safetensors", ".ckpt", ".bin"]))
+    @given(st.sampled_from(sorted(data)), MUTATIONS, st.sampled_from([".safetensors", ".ckpt", ".bin"]))
     def run(kind, mutation, suffix):
         count("inputs")
+        marker.unlink(missing_ok=True)  # each example is judged alone (hypothesis replays the failing one)
         p = folder / f"fuzz{suffix}"
-        p.write_bytes(_mutate(valid_weights[kind], *mutation))
+        p.write_bytes(_mutate(data[kind], *mutation))
         try:
             prepare_source(p)
         except VaeLoadError:
             pass
+        if marker.exists():
+            count("code_executions")
+        assert not marker.exists(), f"a mutated {kind} file ran code"
 
     run()
-    assert not marker.exists()
 
 
 @FUZZ
@@ -248,44 +268,13 @@ def test_uncaught_exceptions_are_logged_and_shown(qtbot, tmp_path, monkeypatch):
     assert "boom in a slot" in text and "Traceback" in text and "worker-x" in text
 
 
-def _slow_hub(root, delay=0.01):
-    """A loopback hub that trickles files out, so a download is still running when we close."""
-    import time
-
-    from helpers.servers import hub_handler
-
-    base = hub_handler(root, [])
-
-    class Slow(base):
-        def _answer(self, body):
-            if not body:
-                return super()._answer(False)
-            p = self._file()
-            if p is None:
-                return super()._answer(True)
-            data = p.read_bytes()
-            self.send_response(200)
-            self.send_header("X-Repo-Commit", "c0ffee" + "0" * 34)
-            self.send_header("ETag", '"slow"')
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            try:
-                for i in range(0, len(data), 2048):
-                    self.wfile.write(data[i : i + 2048])
-                    time.sleep(delay)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-
-    return Slow
-
-
 @pytest.mark.parametrize("job", ["download", "encode", "training"])
 def test_closing_the_window_during_each_kind_of_job(qtbot, tmp_path, vae_dir, job, monkeypatch):
     import gzip
     import shutil
     import time
 
-    from helpers.servers import serve
+    from helpers.servers import serve, slow_hub
     from PIL import Image
 
 
@@ -296,7 +285,7 @@ def test_closing_the_window_during_each_kind_of_job(qtbot, tmp_path, vae_dir, jo
         root = tmp_path / "hub"
         shutil.copytree(vae_dir, root / "org" / "slow" / "vae")
         monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
-        with serve(_slow_hub(root)) as url:
+        with serve(slow_hub(root)) as url:
             import vaestudio.core.sources as sources
 
             real = sources.download_from_hub

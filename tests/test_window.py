@@ -30,7 +30,7 @@ def load(qtbot, win, source, slot="a"):
 
 def test_cancelling_a_download_returns_the_vae_panel_to_rest(qtbot, win, tmp_path, vae_dir, monkeypatch):
     from helpers.servers import serve
-    from test_hostile import _slow_hub
+    from helpers.servers import slow_hub as _slow_hub
 
     root = tmp_path / "hub"
     shutil.copytree(vae_dir, root / "org" / "slow" / "vae")

@@ -21,7 +21,7 @@ import numpy as np
 GOOD_RGB = (np.indices((24, 32)).sum(axis=0)[..., None] * np.array([3, 5, 7]) % 256).astype(np.uint8)
 
 
-class _RunsCode:
+class RunsCode:
     """Unpickling this calls open(marker, 'w'): any such file means code ran."""
 
     def __init__(self, marker: Path, how: str = "open") -> None:
@@ -90,6 +90,19 @@ def tiny_vae_files(folder: Path) -> dict[str, Path]:
     return {"safetensors": st, "ckpt": ck, "model": model}
 
 
+def hostile_weight_files(valid: dict[str, Path], marker: Path) -> dict[str, bytes]:
+    """The valid tiny VAE (``tiny_vae_files``) with a payload that creates ``marker`` when unpickled
+    unsafely, as a zip checkpoint and as a plain pickle: mutated, they must still never run it."""
+    import torch
+    from safetensors.torch import load_file
+
+    sd = load_file(str(valid["safetensors"]))
+    zipped = io.BytesIO()
+    torch.save({"state_dict": sd, "evil": RunsCode(marker, "exec")}, zipped)
+    return {"hostile_zip": zipped.getvalue(),
+            "hostile_plain": pickle.dumps({"state_dict": sd, "evil": RunsCode(marker)}, protocol=2)}
+
+
 def build_corpus(folder: str | Path, marker: Path) -> list[tuple[Path, str, str]]:
     import torch
     from safetensors.torch import save_file
@@ -127,12 +140,12 @@ def build_corpus(folder: str | Path, marker: Path) -> list[tuple[Path, str, str]
 
     # -- weights: hostile pickles ---------------------------------------------------------------
     for how in ("open", "exec", "system"):
-        payload = {"state_dict": {"encoder.conv_in.weight": torch.zeros(1)}, "evil": _RunsCode(marker, how)}
+        payload = {"state_dict": {"encoder.conv_in.weight": torch.zeros(1)}, "evil": RunsCode(marker, how)}
         for ext in ("ckpt", "pt", "bin"):
             buf = io.BytesIO()
             torch.save(payload, buf)
             add(f"weights/hostile_{how}_zip.{ext}", buf.getvalue(), "weights", f"zip pickle calling {how}")
-            add(f"weights/hostile_{how}_plain.{ext}", pickle.dumps({"x": _RunsCode(marker, how)}, protocol=2),
+            add(f"weights/hostile_{how}_plain.{ext}", pickle.dumps({"x": RunsCode(marker, how)}, protocol=2),
                 "weights", f"plain pickle calling {how}")
     # -- weights: malformed safetensors -----------------------------------------------------------
     entry = {"t": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}

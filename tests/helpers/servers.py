@@ -93,3 +93,32 @@ def files_handler(files: dict[str, bytes], *, cut_after: int | None = None, log:
             self.wfile.write(data)
 
     return Handler
+
+
+def slow_hub(root: Path, delay: float = 0.01):
+    """A loopback hub that trickles files out, so a download is still running when we close."""
+    import time
+
+    base = hub_handler(root, [])
+
+    class Slow(base):
+        def _answer(self, body):
+            if not body:
+                return super()._answer(False)
+            p = self._file()
+            if p is None:
+                return super()._answer(True)
+            data = p.read_bytes()
+            self.send_response(200)
+            self.send_header("X-Repo-Commit", "c0ffee" + "0" * 34)
+            self.send_header("ETag", '"slow"')
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            try:
+                for i in range(0, len(data), 2048):
+                    self.wfile.write(data[i : i + 2048])
+                    time.sleep(delay)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    return Slow
