@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.json and total:
             print(f"\rdownloading {name}: {100 * done // total}%", end="", file=sys.stderr, flush=True)
 
-    from vaestudio.core.errors import DatasetMissing
+    from vaestudio.core.errors import DatasetMissing, one_line
 
     try:
         data = load_dataset(args.dataset, args.data, download=args.download, holdout_fraction=args.holdout_fraction,
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             config.validate()
         except ValueError as exc:
-            return usage(str(exc))
+            return usage(one_line(exc))
         trainer = Trainer(config, data.train_x, data.heldout_x, device=args.device)
     if not args.json:
         print(f"{data.name}: {len(data.train_x)} training images, {len(data.heldout_x)} held out ({data.split})",

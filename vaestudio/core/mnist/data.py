@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaestudio.core.errors import Cancelled, DataError, DatasetMissing, DownloadError
+from vaestudio.core.errors import Cancelled, DataError, DatasetMissing, DownloadError, one_line
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -80,7 +80,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f"could not read the IDX file ({exc})", path) from None
+        raise DataError(f"could not read the IDX file ({one_line(exc)})", path) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
         raise DataError("not an IDX file (wrong magic number)", path)
     ndim = raw[3]
@@ -241,8 +241,9 @@ def _fetch(url: str, target: Path, md5: str, timeout: float, progress, should_st
     except urllib.error.HTTPError as exc:
         raise DownloadError(f"{url} answered HTTP {exc.code}") from None
     except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise DownloadError(f"cannot reach {url} ({reason}; offline?)") from None
+        reason = getattr(exc, "reason", exc)  # URLError wraps the socket error
+        text = one_line(reason) if isinstance(reason, BaseException) else str(reason)
+        raise DownloadError(f"cannot reach {url} ({text}; offline?)") from None
     finally:
         tmp.unlink(missing_ok=True)
 
