@@ -30,6 +30,8 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from vaestudio.core.errors import one_line  # noqa: E402
 SD = dict(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
           up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4, sample_size=512)
 ROWS: list[tuple[str, str, str]] = []
@@ -113,7 +115,7 @@ def oom_tiles(src: Path) -> None:
             f"untiled decode peak {peak / 2**30:.2f} GiB, cap {cap * total / 2**30:.2f} GiB; tiled={dec.tiled}; "
             f"notes: {'; '.join(dec.notes) or 'none'}")
     except Exception as exc:  # noqa: BLE001
-        row("out of memory -> tiles (memory fraction capped)", "FAIL", f"{type(exc).__name__}: {exc}"[:200])
+        row("out of memory -> tiles (memory fraction capped)", "FAIL", one_line(exc, with_type=True))
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
         vae.close()
@@ -189,14 +191,14 @@ def time_one(vae, name: str, size: int, compile_too: bool) -> None:
         row(f"time {name} {size}²", "PASS", f"vaestudio {t_ours:.3f} s, plain diffusers {t_plain:.3f} s "
             f"({vae.dtype_reason})")
     except Exception as exc:  # noqa: BLE001
-        row(f"time {name} {size}²", "FAIL", f"{type(exc).__name__}: {exc}"[:200])
+        row(f"time {name} {size}²", "FAIL", one_line(exc, with_type=True))
     if compile_too:
         try:
             compiled = torch.compile(vae.model)
             row(f"time {name} {size}², plain diffusers + torch.compile", "PASS",
                 f"{best_of(lambda: plain(compiled)):.3f} s (after warm-up)")
         except Exception as exc:  # noqa: BLE001
-            row(f"time {name} {size}², torch.compile", "FAIL", f"{type(exc).__name__}: {exc}"[:200])
+            row(f"time {name} {size}², torch.compile", "FAIL", one_line(exc, with_type=True))
 
 
 def timings(sources: dict[str, Path], sizes: list[int], compile_too: bool) -> None:
@@ -216,7 +218,6 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA device (torch.cuda.is_available() is False); nothing was checked", file=sys.stderr)
         return 3
-    sys.path.insert(0, str(ROOT))
     t0 = time.perf_counter()
     props = torch.cuda.get_device_properties(0)
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -229,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 check()
             except Exception as exc:  # noqa: BLE001  one failed check must not hide the others
-                row("(a check crashed)", "FAIL", f"{type(exc).__name__}: {exc}"[:200])
+                row("(a check crashed)", "FAIL", one_line(exc, with_type=True))
     print(f"GPU: {torch.cuda.device_count()} x {props.name} ({props.total_memory / 2**30:.0f} GiB), "
           f"torch {torch.__version__}, CUDA {torch.version.cuda}; {time.perf_counter() - t0:.0f} s in all\n")
     print("| check | result | seen |\n|---|---|---|")
