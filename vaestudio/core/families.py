@@ -30,6 +30,9 @@ class Family:
     tiny: str = ""  # the name of this family's tiny autoencoder (madebyollin's files: <tiny>_decoder.pth)
     patch: int = 1  # the model space packs patch x patch raw latent pixels into channels (FLUX.2: 2)
     hints: tuple[str, ...] = ()  # words in a file name or metadata that point to this family
+    # per-channel statistics of an SD-style VAE whose model space is (raw - mean) * scale / std (Playground v2.5)
+    latents_mean: tuple[float, ...] = ()
+    latents_std: tuple[float, ...] = ()
 
     @property
     def max_timestep(self) -> int:
@@ -42,9 +45,20 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
                   "840000")),
     Family("sdxl", "Stable Diffusion XL", 4, 0.13025, 0.0, "ddpm", tiny="taesdxl",
            hints=("sdxl", "sd_xl", "stable-diffusion-xl", "pony", "illustrious")),
+    # EDM-trained; its statistics are those of the published vae/config.json (resources/configs/playground-v2.5.json)
+    Family("playground-v2.5", "Playground v2.5", 4, 0.5, 0.0, "ddpm", tiny="taesdxl",
+           hints=("playground-v2.5", "playground_v2.5", "playground-v2", "playground"),
+           latents_mean=(-1.6574, 1.886, -1.383, 2.5155), latents_std=(8.4927, 5.9022, 6.5498, 5.2299)),
+    Family("sd-x4-upscaler", "Stable Diffusion x4 upscaler", 4, 0.08333, 0.0, "ddpm", 4,
+           hints=("x4-upscaler", "x4_upscaler", "x4upscaler", "upscaler")),
     Family("sd3", "Stable Diffusion 3", 16, 1.5305, 0.0609, "flow", tiny="taesd3",
            hints=("sd3", "stable-diffusion-3")),
     Family("flux", "FLUX.1", 16, 0.3611, 0.1159, "flow", tiny="taef1", hints=("flux1", "flux.1", "flux-1", "flux")),
+    # models that use FLUX.1's VAE and latent format (ComfyUI's latent_formats.Flux): named, not called "flux"
+    Family("z-image", "Z-Image", 16, 0.3611, 0.1159, "flow", tiny="taef1", hints=("z-image", "z_image", "zimage")),
+    Family("lumina2", "Lumina Image 2.0", 16, 0.3611, 0.1159, "flow", tiny="taef1",
+           hints=("lumina2", "lumina-2", "lumina_2", "lumina-image", "lumina")),
+    Family("hidream", "HiDream-I1", 16, 0.3611, 0.1159, "flow", tiny="taef1", hints=("hidream", "hi-dream")),
     Family("flux2", "FLUX.2", 32, 1.0, 0.0, "flow", tiny="taef2", patch=2, hints=("flux2", "flux.2", "flux-2")),
     Family("sana", "SANA (DC-AE f32c32)", 32, 0.41407, 0.0, "flow", 32, "taesana", hints=("sana", "dc-ae", "dcae")),
     # model space of the Wan-layout VAEs: per-channel (z - latents_mean) / latents_std (the architecture's config)
@@ -58,7 +72,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
 ALIASES = {"sd15": "sd1", "sd1.5": "sd1", "sd2": "sd1", "sd21": "sd1", "xl": "sdxl", "sd35": "sd3", "flux1": "flux",
            "flux.1": "flux", "flux.2": "flux2", "dc-ae": "sana", "wan2.1": "wan", "wan21": "wan", "wan2.2": "wan22",
            "qwen": "qwen-image", "qwenimage": "qwen-image", "qwen_image": "qwen-image", "hunyuanimage": "hunyuan-image",
-           "hunyuan-image-2.1": "hunyuan-image"}
+           "hunyuan-image-2.1": "hunyuan-image", "playground": "playground-v2.5", "playground-v2": "playground-v2.5",
+           "x4-upscaler": "sd-x4-upscaler", "zimage": "z-image", "lumina": "lumina2", "lumina-2": "lumina2"}
 
 
 def get_family(name: str) -> Family:
