@@ -19,12 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from vaestudio.core.device import pick_device
 from vaestudio.core.errors import Cancelled, DownloadError, VaeLoadError, one_line
 from vaestudio.core.filetypes import WEIGHT_SUFFIXES
 from vaestudio.core.registry import PreparedVae, architectures, for_config_class, get_architecture, recognise
+from vaestudio.core.unsupported import not_a_vae_reason, other_vae
 from vaestudio.core.vae import Autoencoder
 from vaestudio.core.weights import FOLDER_WEIGHT_NAMES, folder_weights_path, read_weight_file
 
@@ -105,28 +104,13 @@ def _prepare_file(path: Path, label: str) -> PreparedVae:
     arch = recognise(wf, path)
     if arch is None:
         raise VaeLoadError(not_a_vae_reason(wf.tensors), label)
-    return arch.prepare_file(path, wf, label)
-
-
-def not_a_vae_reason(sd: dict[str, torch.Tensor]) -> str:
-    """One sentence on what a state dict that no architecture claims holds instead."""
-    keys = list(sd)
-    low = [k.lower() for k in keys]
-    n = len(keys)
-    if any("lora" in k for k in low) or any(k.endswith((".alpha", "lokr_w1", "hada_w1_a")) for k in low):
-        return f"is a LoRA ({n} tensors), not a VAE"
-    if any(k.startswith("decoder.") for k in keys) and not any(k.startswith("encoder.") for k in keys):
-        return "holds only a decoder (e.g. a decoder-only file); a full VAE needs the encoder too"
-    if any(
-        s in k
-        for k in keys
-        for s in ("model.diffusion_model.", "input_blocks.", "time_embedding.", "time_embed.", "down_blocks.0.attentions")
-    ):
-        return "is a UNet / diffusion model without a VAE"
-    if any(s in k for k in keys for s in ("text_model.", "cond_stage_model.", "conditioner.", "transformer.resblocks", "text_projection")):
-        return "is a text encoder, not a VAE"
-    example = keys[0] if keys else "none"
-    return f"no VAE weights found ({n} tensors, e.g. '{example}')"
+    try:
+        return arch.prepare_file(path, wf, label)
+    except VaeLoadError:
+        other = other_vae(wf.tensors)  # claimed by its keys' look, but another architecture's VAE
+        if other is None:
+            raise
+        raise VaeLoadError(other, label) from None
 
 
 # -- folders ----------------------------------------------------------------------------------
