@@ -178,3 +178,27 @@ def test_tiles(tmp_path, model, sd):
 
 def test_broken_flux2_files(tmp_path, sd, rgb_image, capsys):
     check_broken(tmp_path, diffusers_to_bfl(sd), "decoder.conv_in.weight", rgb_image, capsys, name="flux2")
+
+
+@pytest.mark.parametrize("layout", ["bfl-safetensors", "diffusers-folder"])
+def test_small_decoder_narrower_than_the_encoder(tmp_path, layout):
+    """FLUX.2's small decoder (diffusers PR #13428): decoder widths differ from the encoder's, read from the
+    decoder's shapes (as ComfyUI does) and reconstructing as AutoencoderKLFlux2 with decoder_block_out_channels."""
+    from diffusers import AutoencoderKLFlux2
+
+    torch.manual_seed(1)
+    small = AutoencoderKLFlux2(block_out_channels=(32, 32, 64, 64), decoder_block_out_channels=(16, 16, 32, 32),
+                               layers_per_block=1, latent_channels=32, norm_num_groups=16)
+    with torch.no_grad():
+        small.bn.running_var.uniform_(0.5, 2.0)
+    small = perturbed(small, 0.03)
+    weights = state(small)
+    vae = load_vae(write(layout, small, weights, tmp_path))
+    assert_weights(vae, weights)
+    assert list(vae.model.config.decoder_block_out_channels) == [16, 16, 32, 32]
+    x = pixels(64, 96, seed=3)
+    with torch.no_grad():
+        mean = small.encode(as_input(x)).latent_dist.mean
+        ref = to_hwc(small.decode(mean).sample)
+    close(vae.encode(x).raw, mean[0])
+    close(vae.decode(vae.to_model(mean[0]), 64, 96).pixels, ref)

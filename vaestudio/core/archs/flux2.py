@@ -148,6 +148,10 @@ class Flux2Architecture(DiffusersArchitecture):
         n = len(inferred["block_out_channels"])
         dec_out = [int(tensors[f"decoder.up_blocks.{i}.resnets.0.conv2.weight"].shape[0]) for i in reversed(range(n))]
         inferred["decoder_block_out_channels"] = None if dec_out == inferred["block_out_channels"] else dec_out
+        groups = inferred["norm_num_groups"]  # a guess that must divide the small decoder's widths too
+        while groups > 1 and any(c % groups for c in dec_out):
+            groups //= 2
+        inferred["norm_num_groups"] = groups
         return inferred
 
     downscale_of = staticmethod(kl.downscale_of)
