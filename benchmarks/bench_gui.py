@@ -145,24 +145,24 @@ def in_window(image: Path):
     win = MainWindow(store=Store(QSettings(str(tmp / "s.ini"), QSettings.Format.IniFormat)))
     win.show()
     ins = win.inspector
-    ins.load_vae(str(tmp / "vae"))
-    while ins.vae is None:
+    ins.session.load_vae(str(tmp / "vae"))
+    while ins.session.vae is None:
         app.processEvents()
         time.sleep(0.01)
     win.open_images([str(image)])
-    while ins.result is None:
+    while ins.session.result is None:
         app.processEvents()
         time.sleep(0.01)
     idle = heartbeat(app, 3.0)
 
     def decode(done):
-        win.runner.start("decode", jobs.decode_job, ins.vae, ins.encoded, None, "off", on_result=done)
+        win.runner.start("decode", jobs.decode_job, ins.session.vae, ins.session.encoded, None, "off", on_result=done)
 
     busy = heartbeat(app, 1.0, decode)
     ins.noise.strength.setChecked(True)
     lat = []
     for v in (100, 300, 500, 700, 900, 200, 400, 600, 800, 1000):
-        ins.runner.cancel("decode")
+        ins.session.runner.cancel("decode")
         ins.noise.snr.setText("SNR: -")
         t0 = time.perf_counter()
         ins.noise.slider.setValue(v)

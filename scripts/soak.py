@@ -60,9 +60,9 @@ def main() -> None:
     app = make_app()
     win = MainWindow(store=Store(QSettings(str(tmp / "s.ini"), QSettings.Format.IniFormat)))
     win.show()
-    ins = win.inspector
+    session = win.session
     if os.environ.get("SOAK_DEBUG"):
-        ins.message.connect(lambda m: print("  msg:", m, flush=True))
+        session.message.connect(lambda m: print("  msg:", m, flush=True))
 
     def wait(cond, timeout=120):
         end = time.monotonic() + timeout
@@ -75,18 +75,18 @@ def main() -> None:
     rows = []
     t0 = time.monotonic()
     for r in range(args.rounds):
-        old = ins.vae
-        ins.load_vae(vaes[r % 2])
-        wait(lambda old=old: ins.vae is not None and ins.vae is not old)
-        ins.show_images(images)
+        old = session.vae
+        session.load_vae(vaes[r % 2])
+        wait(lambda old=old: session.vae is not None and session.vae is not old)
+        win.open_images(images)
         for k in range(len(images)):
             if k:
-                ins.step(1)
-            wait(lambda: ins.result is not None and not win.runner.busy())
-            ins.result = None
+                session.step(1)
+            wait(lambda: session.result is not None and not win.runner.busy())
+            session.set_result(None)
         gc.collect()
         app.processEvents()
-        rows.append((r + 1, rss_mb(), len(ins.cache)))
+        rows.append((r + 1, rss_mb(), session.cache_entries))
         print(f"round {r + 1}: RSS {rows[-1][1]:.0f} MB, encode cache {rows[-1][2]} entries", flush=True)
     win.close()
     first, last = rows[1][1], rows[-1][1]

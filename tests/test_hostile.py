@@ -206,11 +206,11 @@ def test_gui_export_to_unwritable_place_reports_and_keeps_file(qtbot, tmp_path, 
 
     win = make_window(tmp_path)
     qtbot.addWidget(win)
-    win.inspector.load_vae(str(vae_dir))
+    win.session.load_vae(str(vae_dir))
     img = tmp_path / "a.png"
     Image.fromarray((np.random.default_rng(0).random((24, 32, 3)) * 255).astype(np.uint8)).save(img)
     win.open_images([str(img)])
-    qtbot.waitUntil(lambda: win.inspector.result is not None, timeout=30000)
+    qtbot.waitUntil(lambda: win.session.result is not None, timeout=30000)
     out = tmp_path / "out.png"
     win.save_export("recon", str(out))
     qtbot.waitUntil(lambda: out.is_file() and not win.runner.busy(), timeout=10000)
@@ -291,15 +291,15 @@ def test_closing_the_window_during_each_kind_of_job(qtbot, tmp_path, vae_dir, jo
             real = sources.download_from_hub
             monkeypatch.setattr(sources, "download_from_hub",
                                 lambda *a, **k: real(*a, **dict(k, endpoint=url, cache_dir=tmp_path / "cache")))
-            win.inspector.load_vae("org/slow/vae")
+            win.session.load_vae("org/slow/vae")
             qtbot.waitUntil(lambda: win.inspector.vae_panel.progress.value() > 0, timeout=20000)
             t0 = time.monotonic()
             win.close()
     elif job == "encode":
-        win.inspector.load_vae(str(vae_dir))
-        qtbot.waitUntil(lambda: win.inspector.vae is not None, timeout=20000)
-        win.inspector.prefs.tile = "on"
-        win.inspector.vae.encode_tile, win.inspector.vae.tile_overlap = 32, 16
+        win.session.load_vae(str(vae_dir))
+        qtbot.waitUntil(lambda: win.session.vae is not None, timeout=20000)
+        win.session.prefs.tile = "on"
+        win.session.vae.encode_tile, win.session.vae.tile_overlap = 32, 16
         p = tmp_path / "big.png"
         Image.fromarray((np.random.default_rng(0).random((384, 384, 3)) * 255).astype(np.uint8)).save(p)
         win.open_images([str(p)])

@@ -80,21 +80,21 @@ def run_self_test(json_out: bool = False) -> int:
 
     def load_vae():
         win, app = state["win"], state["app"]
-        win.inspector.load_vae(str(state["vae_file"]))
-        _wait(app, lambda: win.inspector.vae is not None or win.last_error, 60)
-        if win.inspector.vae is None:
+        win.session.load_vae(str(state["vae_file"]))
+        _wait(app, lambda: win.session.vae is not None or win.last_error, 60)
+        if win.session.vae is None:
             raise RuntimeError(win.last_error)
-        info = win.inspector.vae.info
+        info = win.session.vae.info
         return f"{info.format}, {info.key_layout} keys, family {info.family}, {info.latent_channels} channels"
 
     def reconstruct():
         win, app = state["win"], state["app"]
         sample = samples_dir() / "chelsea.png"
         win.open_images([str(sample)])
-        _wait(app, lambda: win.inspector.result is not None or win.last_error, 120)
-        if win.inspector.result is None:
+        _wait(app, lambda: win.session.result is not None or win.last_error, 120)
+        if win.session.result is None:
             raise RuntimeError(win.last_error)
-        r = win.inspector.result
+        r = win.session.result
         return f"{sample.name} {r.decoded.shape[1]}x{r.decoded.shape[0]}, PSNR {r.metrics.psnr:.2f} dB"
 
     def tiny_autoencoder():

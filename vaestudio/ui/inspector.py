@@ -356,15 +356,6 @@ class InspectorTab(QWidget):
         return {"latent": lat.arr, "shared": lat.shared.isChecked(),
                 "order": None if lat.mosaic is None else lat.mosaic.order}
 
-    # -- what tests owned elsewhere (test_hostile, test_preview_decoder) still read here: the session's
-    vae = property(lambda self: self.session.vae)
-    preview_vae = property(lambda self: self.session.preview_vae)
-    prefs = property(lambda self: self.session.prefs)
-    result = property(lambda self: self.session.result)
-
-    def load_vae(self, source, family: str = "", *, slot: str = "a") -> None:
-        self.session.load_vae(source, family, slot=slot)
-
     def cancel(self) -> None:
         """Esc: stop what runs for the image; the views go back to the last complete result."""
         cancelled = [self.session.runner.cancel(kind) for kind in DECODE_KINDS]

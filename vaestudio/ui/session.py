@@ -234,6 +234,11 @@ class Session(QObject):
             return None
         return (self._tokens[slot], vae.info.family, src if isinstance(src, str) else hash(src))
 
+    @property
+    def cache_entries(self) -> int:
+        """How many encodings the cache holds (the soak script follows it)."""
+        return len(self._cache)
+
     def cached(self, key: tuple | None):
         """A cached encoding (as its job returned it), or None; a hit counts as a use."""
         if key is None or key not in self._cache:
