@@ -47,4 +47,4 @@ class MeanAccumulator:
             return None
         cells = "".join(f"<tr><td>{i}</td><td>{m:.4f}</td><td>{s:.4f}</td></tr>"
                         for i, (m, s) in enumerate(zip(r["mean"], r["std"], strict=True)))
-        return f"<table><tr><th>channel</th><th>mean</th><th>std</th></tr>{cells}</table>"
+        return f"<h4>Latent channel statistics</h4><table><tr><th>channel</th><th>mean</th><th>std</th></tr>{cells}</table>"

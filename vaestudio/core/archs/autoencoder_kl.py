@@ -120,6 +120,9 @@ class AutoencoderKLArchitecture(DiffusersArchitecture):
         name = prepared.family.name
         if name not in SHIPPED:
             return cfg
+        info = prepared.info
+        if info.format in ("diffusers-folder", "hub") and info.family_reason != "chosen by the user":
+            return cfg  # a folder's config.json is the truth, its null statistics too, unless --family says otherwise
         return {**shipped_config(name), **{k: v for k, v in cfg.items() if v is not None}}
 
 
