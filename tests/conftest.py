@@ -7,6 +7,10 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# The reference comparisons (equal to diffusers within 1e-5) are fp32 contracts: on a CPU with native
+# bf16, --dtype auto would run them in bf16. tests/test_dtype.py sets this per test to try both kinds of
+# CPU, and runs bf16 for real.
+os.environ.setdefault("VAESTUDIO_CPU_BF16", "0")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
