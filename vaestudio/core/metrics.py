@@ -1,7 +1,9 @@
 """Image quality metrics for a reconstruction: PSNR, SSIM, MAE, colour shift, difference map.
 
 PSNR, MAE and colour shift come from one place, ``pixel_errors`` (batched, float64), for one image
-(``compute_metrics``, ``psnr``, ``color_shift``) and for the evaluation's batches alike.
+(``compute_metrics``, ``psnr``, ``color_shift``), for the evaluation's batches and for the frames of a
+clip (``clip_metrics``, with ``flicker``: how the reconstruction's frame-to-frame change differs from the
+original's) alike.
 
 SSIM follows Wang et al. (2004) with an 11x11 Gaussian window (sigma 1.5), K1 = 0.01,
 K2 = 0.03, data range 1, averaged over RGB; it equals scikit-image's ``structural_similarity(...,
@@ -185,3 +187,55 @@ def _lpips(a: np.ndarray, b: np.ndarray) -> float:
         return torch.from_numpy(np.ascontiguousarray(x, np.float32)).permute(2, 0, 1)[None]
 
     return lpips_batch(t(a), t(b))[0]
+
+
+@dataclass
+class ClipMetrics:
+    """Per-frame PSNR (dB), SSIM and MAE of a reconstructed clip, and its ``flicker``."""
+
+    psnr: list[float]
+    ssim: list[float]
+    mae: list[float]
+    flicker: float
+
+    @property
+    def psnr_mean(self) -> float:
+        """The mean of the frames' PSNRs (infinite when one frame is exact)."""
+        return float(np.mean(self.psnr))
+
+    @property
+    def psnr_min_frame(self) -> int:
+        """The index of the worst frame (lowest PSNR)."""
+        return int(np.argmin(self.psnr))
+
+
+def _clip_batch(frames: np.ndarray) -> torch.Tensor:
+    """(T, H, W, C) frames as a (T, C, H, W) batch."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+
+
+def flicker(original: np.ndarray, recon: np.ndarray) -> float:
+    """How much a reconstruction's change between frames differs from the original's.
+
+    The mean over t >= 1 of the mean absolute ``(r_t - r_{t-1}) - (x_t - x_{t-1})`` over pixels and
+    channels, for (T, H, W, 3) clips ``x`` (original) and ``r`` (reconstruction) in [0, 1]. It is 0 for a
+    perfect round trip and for any error that is the same in every frame (a constant colour shift);
+    it grows with errors that change from frame to frame (flicker, ghosting, smeared motion). 0 for a
+    clip of one frame.
+    """
+    if original.shape != recon.shape:
+        raise ValueError(f"clips of different shapes: {original.shape} and {recon.shape}")
+    if original.shape[0] < 2:
+        return 0.0
+    err = recon.astype(np.float64) - original.astype(np.float64)  # (r_t - r_{t-1}) - (x_t - x_{t-1})
+    return float(np.abs(np.diff(err, axis=0)).mean(axis=(1, 2, 3)).mean())
+
+
+def clip_metrics(original: np.ndarray, recon: np.ndarray) -> ClipMetrics:
+    """PSNR, SSIM and MAE of each frame of two (T, H, W, 3) clips in [0, 1] (``pixel_errors`` and
+    ``ssim``, as for images), and the clip's ``flicker``."""
+    if original.shape != recon.shape:
+        raise ValueError(f"clips of different shapes: {original.shape} and {recon.shape}")
+    e = pixel_errors(_clip_batch(original), _clip_batch(recon))
+    return ClipMetrics([psnr_from_mse(float(m)) for m in e.mse], [ssim(a, b) for a, b in zip(original, recon, strict=True)],
+                       [float(m) for m in e.mae], flicker(original, recon))

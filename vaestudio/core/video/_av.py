@@ -1,0 +1,146 @@
+"""Video containers (.mp4 .webm .mov .mkv .avi ...) through PyAV, frame by frame.
+
+Frames come as RGB at their display orientation: the rotation of the display matrix (the side data
+FFmpeg attaches to each frame from the container's ``rotate``/display matrix) is applied, in steps of
+90 degrees (mirrored display matrices are rare and not undone). ``start`` seeks to the key frame before
+it and skips to the first frame at or after it. Every failure is a ``VideoError`` with one sentence.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from vaestudio.core.errors import one_line
+from vaestudio.core.video.clip import MAX_FRAME_PIXELS, FrameSource, VideoError
+
+#: FFmpeg demuxers that read one still image (a PNG or JPEG renamed .mp4 opens as one of these).
+_STILL_FORMATS = ("image2", "_pipe")
+
+
+def _ffmpeg_errors() -> tuple[type[BaseException], ...]:
+    import av
+
+    return (av.error.FFmpegError, OSError, ValueError, EOFError, MemoryError, RuntimeError)
+
+
+def _reason(exc: BaseException) -> str:
+    text = one_line(exc)
+    # PyAV's messages are "[Errno N] Invalid data found when processing input: '<path>'": keep the words
+    if text.startswith("[Errno"):
+        text = text.split("]", 1)[-1].strip()
+    return text.split(": '", 1)[0].rstrip(".").strip() or type(exc).__name__
+
+
+def _fps(stream) -> float | None:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate and float(rate) > 0:
+            return float(rate)
+    return None
+
+
+def _declared_frames(container, stream, fps: float) -> int:
+    """How many frames the file says it holds (0 when it does not say)."""
+    if stream.frames:
+        return int(stream.frames)
+    if stream.duration and stream.time_base:
+        return round(float(stream.duration * stream.time_base) * fps)
+    if container.duration and len(container.streams) == 1:  # with audio the container may be longer
+        return round(container.duration / 1_000_000 * fps)
+    return 0
+
+
+def _upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
+    """The frame as displayed: ``rotation`` is counter-clockwise degrees (PyAV's ``VideoFrame.rotation``)."""
+    quarter = round(rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, k=quarter)) if quarter else rgb
+
+
+def open_container(path: Path, *, start: float, frames: int | None, timeout: float
+                   ) -> tuple[FrameSource, Iterator[np.ndarray]]:
+    """Open ``path`` and return what it is and a generator of its frames ((H, W, 3) float32 in [0, 1])."""
+    import av
+
+    errors = _ffmpeg_errors()
+    label = str(path)
+    deadline = time.monotonic() + timeout
+    try:
+        container = av.open(str(path), timeout=timeout)
+    except errors as exc:
+        raise VideoError(f"not a video FFmpeg can read ({_reason(exc)})", label) from None
+    try:
+        fmt = container.format.name or ""
+        if any(fmt.endswith(s) for s in _STILL_FORMATS):
+            codec = container.streams.video[0].codec_context.name if container.streams.video else fmt
+            raise VideoError(f"a still {codec.upper()} image, not a video: open it as an image", label)
+        if not container.streams.video:
+            raise VideoError("the file has no video stream", label)
+        stream = container.streams.video[0]
+        if stream.codec_context is None:
+            raise VideoError("the video's codec is not one this FFmpeg can decode", label)
+        fps = _fps(stream)
+        notes = []
+        if fps is None:
+            fps = 24.0
+            notes.append("the video does not say its frame rate; taken as 24 fps")
+        stream.thread_type = "AUTO"
+        source = FrameSource(fps, stream.codec_context.name, notes)
+        declared = _declared_frames(container, stream, fps)
+    except VideoError:
+        container.close()
+        raise
+    except errors as exc:
+        container.close()
+        raise VideoError(f"could not read the video ({_reason(exc)})", label) from None
+    return source, _frames(container, stream, source, label, start, frames, deadline, timeout, declared)
+
+
+def _frames(container, stream, source: FrameSource, label: str, start: float, limit: int | None, deadline: float, timeout: float,
+            declared: int) -> Iterator[np.ndarray]:
+    errors = _ffmpeg_errors()
+    fps = source.fps
+    done = seen = 0
+    try:
+        if start > 0:
+            try:
+                container.seek(int(start / stream.time_base), stream=stream, backward=True, any_frame=False)
+            except errors:
+                container.seek(0, stream=stream)  # unseekable: decode from the start and skip
+        for packet in container.demux(stream):
+            if time.monotonic() > deadline:
+                raise VideoError(f"reading the video took longer than {timeout:g} s; gave up", label)
+            for frame in packet.decode():
+                seen += 1
+                t = frame.time if frame.time is not None else (seen - 1) / fps
+                if t < start - 0.5 / fps:
+                    continue
+                if frame.width * frame.height > MAX_FRAME_PIXELS:
+                    raise VideoError(f"the frames are {frame.width}x{frame.height}, more than the "
+                                     f"{MAX_FRAME_PIXELS / 1e6:.0f} MP limit", label)
+                rgb = frame.to_ndarray(format="rgb24")
+                if frame.rotation and not done:
+                    source.notes.append(f"turned {frame.rotation:+d} degrees to its display orientation "
+                                        "(the video's rotation metadata)")
+                yield _upright(rgb, frame.rotation).astype(np.float32) / np.float32(255.0)
+                done += 1
+                if limit is not None and done >= limit:
+                    return
+                if time.monotonic() > deadline:
+                    raise VideoError(f"reading the video took longer than {timeout:g} s; gave up", label)
+    except VideoError:
+        raise
+    except errors as exc:
+        where = f"after frame {done}" if done else "at its first frame"
+        raise VideoError(f"the video is broken or truncated {where} ({_reason(exc)})", label) from None
+    finally:
+        container.close()
+    if done == 0:
+        if start > 0 and seen:
+            raise VideoError(f"the video has no frames at or after {start:g} s", label)
+        raise VideoError("the video has no frames", label)
+    if start <= 0 and declared and seen < 0.9 * declared - 1:
+        raise VideoError(f"the video is truncated: {seen} of the {declared} frames it declares could be "
+                         "decoded", label)
