@@ -6,7 +6,9 @@ architecture keeps in fp32, else fp32; half precision on a GPU; a reduced precis
 NaN/Inf and retried in fp32), padding to the downscale factor, tiling (automatic above 1 megapixel and on running out
 of memory), progress, cancellation before each of the blocks the architecture declares, and the
 notes of each call. An architecture module subclasses it and supplies ``_encode_tensor`` and
-``_decode_tensor``; the latent spaces are described in ``vaestudio.core.vae``.
+``_decode_tensor``; the latent spaces are described in ``vaestudio.core.vae``. Clips
+(``encode_clip``, ``iter_decode_clip``...) come from ``vaestudio.core.clips.ClipMixin``: frame by
+frame for image VAEs, the architecture's causal chunks for video VAEs.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import torch
 
+from vaestudio.core.clips import ClipMixin
 from vaestudio.core.device import dtype_name, is_oom, pick_device, pick_dtype
 from vaestudio.core.errors import Cancelled, VaeStudioError
 from vaestudio.core.tensors import pad_to_multiple
@@ -34,7 +37,7 @@ if TYPE_CHECKING:
 AUTO_TILE_PIXELS = 1024 * 1024
 
 
-class TorchAutoencoder:
+class TorchAutoencoder(ClipMixin):
     """Base class for convolutional VAEs; see the module docstring.
 
     Subclasses set the class attributes and implement ``_encode_tensor`` (an image batch in
@@ -145,15 +148,19 @@ class TorchAutoencoder:
                 raise
             return self._guarded(fn, x, notes, half)
         if computes != torch.float32 and not torch.isfinite(out).all():
-            with self._precision:
-                if self.dtype != torch.float32 or self._autocast:
-                    self._cast(torch.float32)
-                    self.dtype = torch.float32
-                    self._autocast = set()
-                    self.dtype_reason += f"; {dtype_name(computes)} produced NaN/Inf, fp32 since"
-            notes.append(f"{dtype_name(computes)} produced NaN/Inf; retried in fp32")
+            self._fall_back_to_fp32(computes, notes)
             out = fn(x.to(self.device, torch.float32, memory_format=cl))
         return out.float().contiguous()
+
+    def _fall_back_to_fp32(self, computes: torch.dtype, notes: list[str]) -> None:
+        """``computes`` gave NaN/Inf: switch the VAE to fp32 for good (once, even with several jobs on it)."""
+        with self._precision:
+            if self.dtype != torch.float32 or self._autocast:
+                self._cast(torch.float32)
+                self.dtype = torch.float32
+                self._autocast = set()
+                self.dtype_reason += f"; {dtype_name(computes)} produced NaN/Inf, fp32 since"
+        notes.append(f"{dtype_name(computes)} produced NaN/Inf; retried in fp32")
 
     @contextlib.contextmanager
     def _stoppable(self, should_stop: ShouldStop | None):

@@ -17,6 +17,10 @@ Latents come in two spaces:
 Every call returns what happened during it (``Encoding.notes``, ``Decoding.notes``: a retry in
 fp32, tiles after running out of memory...), so jobs that share one VAE never see each other's notes.
 
+Clips (``encode_clip``, ``iter_decode_clip``, ``decode_clip``) are (T, H, W, 3) frames and latents
+(C, T', h, w): a video VAE (``VaeInfo.kind == "video"``) encodes the time axis in causal chunks
+(``ClipEncoding.chunks``), an image VAE encodes the frames one by one (batched).
+
 This module imports neither torch nor numpy: the registry, the CLI parser and the window can
 name these types without loading them.
 """
@@ -27,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     import numpy as np
     import torch
@@ -59,6 +63,8 @@ class VaeInfo:
     ignored_keys: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     force_upcast: bool = True
+    kind: str = "image"  # "image" or "video" (a VAE with a time axis)
+    temporal_downscale: int = 1  # frames per latent frame after the first (Wan: 4)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -96,6 +102,36 @@ class Decoding:
     seconds: float
     tiled: bool
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ClipEncoding:
+    """A clip encoded by one VAE: the frames it saw (after trimming), its latent in model space and
+    in the encoder's raw space, (C, T', h, w) each, and the frame ranges encoded together."""
+
+    original: np.ndarray  # (T, H, W, 3) float32 in [0, 1]: the frames the VAE was given, after trimming
+    latent: torch.Tensor  # model space, (C, T', h, w) float32 on the CPU
+    raw: torch.Tensor  # the encoder's latent (the mean), (C, T', h, w)
+    frames: int  # T
+    height: int  # the frame size this latent decodes back to
+    width: int
+    seconds: float
+    tiled: bool
+    chunks: list[tuple[int, int]] = field(default_factory=list)  # frame ranges [start, end) encoded together
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ClipDecoding:
+    """A clip latent decoded by one VAE; ``complete`` is False when it was cancelled part-way, and
+    ``frames`` then holds the frames decoded until then."""
+
+    frames: np.ndarray  # (T, H, W, 3) float32 in [0, 1]
+    seconds: float
+    tiled: bool
+    chunks: list[tuple[int, int]] = field(default_factory=list)  # frame ranges [start, end) decoded together
+    notes: list[str] = field(default_factory=list)
+    complete: bool = True
 
 
 @runtime_checkable
@@ -153,6 +189,31 @@ class Autoencoder(Protocol):
         ...
 
     def from_model(self, latent: torch.Tensor) -> torch.Tensor: ...
+
+    def frames_valid(self, n: int) -> int:
+        """The largest frame count <= n this VAE takes (1 + k * temporal_downscale for a causal video
+        VAE, n for an image VAE)."""
+        ...
+
+    def encode_clip(self, frames: np.ndarray, *, tile: str = "auto", progress: Progress | None = None,
+                    should_stop: ShouldStop | None = None) -> ClipEncoding:
+        """Encode (T, H, W, 3) float frames in [0, 1], trimmed to ``frames_valid`` (and noted); an
+        image VAE encodes them frame by frame. Progress is reported per chunk."""
+        ...
+
+    def iter_decode_clip(self, latent: torch.Tensor, height: int | None = None, width: int | None = None, *,
+                         tile: str = "auto", progress: Progress | None = None,
+                         should_stop: ShouldStop | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Decode a model-space clip latent (C, T', h, w) chunk by chunk: yields ``(start_frame, frames)``
+        with frames (t, H, W, 3) float32 in [0, 1] as each temporal chunk is decoded; stops (without
+        raising) when ``should_stop`` says so."""
+        ...
+
+    def decode_clip(self, latent: torch.Tensor, height: int | None = None, width: int | None = None, *,
+                    tile: str = "auto", progress: Progress | None = None,
+                    should_stop: ShouldStop | None = None) -> ClipDecoding:
+        """``iter_decode_clip`` collected; ``complete`` False when cancelled part-way."""
+        ...
 
     def family_choices(self) -> list[Family]:
         """The families this VAE may be switched to (those whose latent it has)."""
