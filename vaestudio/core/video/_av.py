@@ -68,7 +68,13 @@ def open_container(path: Path, *, start: float, frames: int | None, timeout: flo
     label = str(path)
     deadline = time.monotonic() + timeout
     try:
-        container = av.open(str(path), timeout=timeout)
+        # FFmpeg's own interrupt bounds the open (at least a second, so a tiny read budget still opens)
+        container = av.open(str(path), timeout=max(timeout, 1.0))
+    except av.error.ExitError:
+        raise VideoError(f"opening the video took longer than {max(timeout, 1.0):g} s; gave up", label) from None
+    except av.error.EOFError:
+        raise VideoError("the video has no frames (the file ends before its first one: truncated or empty)",
+                         label) from None
     except errors as exc:
         raise VideoError(f"not a video FFmpeg can read ({_reason(exc)})", label) from None
     try:
@@ -77,7 +83,7 @@ def open_container(path: Path, *, start: float, frames: int | None, timeout: flo
             codec = container.streams.video[0].codec_context.name if container.streams.video else fmt
             raise VideoError(f"a still {codec.upper()} image, not a video: open it as an image", label)
         if not container.streams.video:
-            raise VideoError("the file has no video stream", label)
+            raise VideoError("the file has no video stream (no frames to read)", label)
         stream = container.streams.video[0]
         if stream.codec_context is None:
             raise VideoError("the video's codec is not one this FFmpeg can decode", label)
@@ -137,10 +143,10 @@ def _frames(container, stream, source: FrameSource, label: str, start: float, li
         raise VideoError(f"the video is broken or truncated {where} ({_reason(exc)})", label) from None
     finally:
         container.close()
-    if done == 0:
-        if start > 0 and seen:
-            raise VideoError(f"the video has no frames at or after {start:g} s", label)
-        raise VideoError("the video has no frames", label)
+    if done == 0 and start > 0 and seen:
+        raise VideoError(f"the video has no frames at or after {start:g} s", label)
     if start <= 0 and declared and seen < 0.9 * declared - 1:
         raise VideoError(f"the video is truncated: {seen} of the {declared} frames it declares could be "
                          "decoded", label)
+    if done == 0:
+        raise VideoError("the video has no frames", label)
