@@ -73,6 +73,15 @@ class ClipMixin:
         return 1 + (latent_frames - 1) * td if self._is_video and td > 1 else latent_frames
 
     # -- the interface ----------------------------------------------------------------------
+    def clip_to_model(self, raw: torch.Tensor) -> torch.Tensor:
+        """A raw clip latent (C, T', h, w) to model space: ``to_model`` of each latent frame (``to_model``
+        reads a 4-D tensor as a batch of images, (N, C, h, w))."""
+        return self.to_model(raw.movedim(0, 1)).movedim(0, 1)
+
+    def clip_from_model(self, latent: torch.Tensor) -> torch.Tensor:
+        """The inverse of ``clip_to_model``."""
+        return self.from_model(latent.movedim(0, 1)).movedim(0, 1)
+
     def frames_valid(self, n: int) -> int:
         td = self.info.temporal_downscale
         if not self._is_video or td <= 1 or n < 1:
@@ -103,7 +112,7 @@ class ClipMixin:
                 notes.extend(ns)
             original = np.ascontiguousarray(np.stack([p for p, _ in prepared]), dtype=np.float32)
             raw, tiled, chunks = self._encode_frames(original, tile, progress, should_stop, notes)
-        latent = self.to_model(raw) if self._is_video else self.to_model(raw.movedim(0, 1)).movedim(0, 1)
+        latent = self.clip_to_model(raw)
         h, w = original.shape[1:3]
         return ClipEncoding(original, latent.contiguous(), raw.contiguous(), len(original), h, w,
                             time.perf_counter() - t0, tiled, chunks, list(dict.fromkeys(notes)))
@@ -216,7 +225,7 @@ class ClipMixin:
         if not self._is_video:
             yield from self._decode_frames(latent, height, width, tile, progress, should_stop, notes, chunks, tiled)
             return
-        z = self.from_model(latent.float())[None]  # (1, C, T', h, w) raw
+        z = self.clip_from_model(latent.float())[None]  # (1, C, T', h, w) raw
         f = self.downscale
         self._untiled_note(tile, z.shape[-2] * z.shape[-1] * f * f, notes)
         total = len(self._clip_chunks(self._clip_frames(int(z.shape[2])), z.shape[-2] * f, z.shape[-1] * f))
