@@ -1,4 +1,5 @@
-"""``vaestudio reconstruct``: encode and decode images, write reconstructions and difference maps."""
+"""``vaestudio reconstruct``: encode and decode images and clips, write reconstructions and difference maps
+(a clip's half is in ``reconstruct_clip.py``)."""
 
 from __future__ import annotations
 
@@ -24,12 +25,18 @@ ORDER = 10
 
 
 def add_parser(sub) -> None:
-    r = sub.add_parser("reconstruct", help="encode and decode images, write reconstructions and difference maps")
-    r.add_argument("images", nargs="+", metavar="IMAGE")
+    r = sub.add_parser("reconstruct", help="encode and decode images and clips, write reconstructions and "
+                                           "difference maps")
+    r.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="images, folders of images, or video clips (.mp4 .webm .mov .mkv .avi, animated "
+                        ".gif .webp .png)")
     r.add_argument("--vae", required=True, metavar="SOURCE",
                    help="weight file, diffusers folder, or Hugging Face id (org/name[/subfolder])")
     r.add_argument("--out", default=".", metavar="DIR", help="output folder (default: current folder)")
     add_size_option(r)
+    r.add_argument("--frames", type=int, default=None, metavar="N", help="a clip: at most N frames (trimmed "
+                   "to the count the VAE takes: 1 + 4k for Wan)")
+    r.add_argument("--start", type=float, default=0.0, metavar="S", help="a clip: start S seconds in")
     grp = r.add_mutually_exclusive_group()
     grp.add_argument("--noise", type=float, default=None, metavar="S", help="add noise of strength S to the latent")
     grp.add_argument("--timestep", type=float, default=None, metavar="T", help="noise the latent to diffusion timestep T")
@@ -41,13 +48,19 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from vaestudio.cli.reconstruct_clip import clip_line, reconstruct_clip_file
     from vaestudio.core.device import dtype_name
+    from vaestudio.core.filetypes import is_clip
     from vaestudio.core.images import list_images, load_image, save_png
     from vaestudio.core.metrics import json_float
     from vaestudio.core.noise import NoiseSpec
     from vaestudio.core.pipeline import reconstruct
 
     check_size(args)
+    if args.frames is not None and args.frames < 1:
+        return usage("--frames must be at least 1")
+    if not (math.isfinite(args.start) and args.start >= 0):
+        return usage("--start must be a number of seconds >= 0")
     paths = list_images(args.images)  # an empty folder is a usage error, before the VAE is loaded
     try:
         vae = load(args, args.vae)
@@ -68,6 +81,14 @@ def run(args) -> int:
     code = EXIT_OK
     stems: set[str] = set()
     for path in paths:
+        if is_clip(path):
+            try:
+                record = reconstruct_clip_file(vae, path, args, noise, out_dir, stems)
+            except Exception as exc:  # noqa: BLE001 - report and go on with the rest of the batch
+                code = max(code, report(exc, args.debug, path))
+                continue
+            print(json.dumps(record) if args.json else clip_line(record), flush=True)
+            continue
         try:
             image = load_image(path, size=args.size)
             rec = reconstruct(vae, image, noise=noise, seed=args.seed, sample=args.sample, tile=args.tile)
