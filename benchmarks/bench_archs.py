@@ -47,6 +47,7 @@ def configs(small: bool) -> dict[str, tuple[str, dict]]:
             "hunyuan-image": ("AutoencoderKLHunyuanImage", dict(
                 in_channels=3, out_channels=3, latent_channels=64, block_out_channels=(32, 32, 32, 64, 64, 128),
                 layers_per_block=1, spatial_compression_ratio=32, sample_size=256, scaling_factor=0.75289)),
+            "qwen-image-2.1": ("AutoencoderKLQwenImage21", dict(base_dim=8, decoder_base_dim=12, num_res_blocks=1)),
         }
     from vaestudio.core.archs._common import shipped_config
 
@@ -57,6 +58,7 @@ def configs(small: bool) -> dict[str, tuple[str, dict]]:
         "wan2.2": ("AutoencoderKLWan", shipped_config("wan2.2")),
         "dc-ae": ("AutoencoderDC", shipped_config("dc-ae-f32c32-sana")),
         "hunyuan-image": ("AutoencoderKLHunyuanImage", shipped_config("hunyuan-image-2.1")),
+        "qwen-image-2.1": ("AutoencoderKLQwenImage21", shipped_config("qwen-image-2.1")),
     }
 
 
@@ -72,9 +74,11 @@ def build(cls_name: str, cfg: dict):
 
 
 def plain(model, x: torch.Tensor):
-    video = type(model).__name__ in ("AutoencoderKLWan", "AutoencoderKLQwenImage")
+    video = type(model).__name__ in ("AutoencoderKLWan", "AutoencoderKLQwenImage", "AutoencoderKLQwenImage21")
     with torch.inference_mode():
         t0 = time.perf_counter()
+        if model.config.get("in_channels") == 4:  # Qwen-Image 2.1: RGBA, opaque (as its pipeline feeds RGB)
+            x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
         inp = x[:, :, None] if video else x
         out = model.encode(inp)
         z = out.latent if hasattr(out, "latent") else out.latent_dist.mean
@@ -97,7 +101,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--archs", default="flux2,wan2.1,qwen-image,wan2.2,dc-ae,hunyuan-image")
+    ap.add_argument("--archs", default="flux2,wan2.1,qwen-image,wan2.2,dc-ae,hunyuan-image,qwen-image-2.1")
     ap.add_argument("--small", action="store_true")
     args = ap.parse_args()
     from diffusers.utils import logging as dlog

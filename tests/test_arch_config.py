@@ -17,6 +17,7 @@ from vaestudio.core.tensors import patchify
 
 H, W = 64, 96  # a multiple of every downscale factor (32 for DC-AE and HunyuanImage)
 MEAN16, STD16 = [0.05 * (i - 8) for i in range(16)], [0.6 + 0.1 * (i % 4) for i in range(16)]
+MEAN64, STD64 = [0.03 * (i - 32) for i in range(64)], [0.5 + 0.05 * (i % 8) for i in range(64)]
 MEAN48, STD48 = [0.02 * (i - 24) for i in range(48)], [0.7 + 0.05 * (i % 6) for i in range(48)]
 WAN = dict(base_dim=8, dim_mult=[1, 2, 4, 4], num_res_blocks=2, dropout=0.1)
 DC_TYPES = ("ResBlock",) * 3 + ("EfficientViTBlock",) * 3
@@ -30,6 +31,11 @@ def _kl(model, x):  # the KL models: the posterior's mean, and its decode
 def _wan(model, x):  # one frame of a video VAE
     mean = model.encode(x[:, :, None]).latent_dist.mean
     return mean[:, :, 0], model.decode(mean).sample[:, :, 0]
+
+
+def _rgba(model, x):  # one frame of Qwen-Image 2.1's RGBA VAE: an opaque alpha channel in, RGB out
+    mean = model.encode(torch.cat([x, torch.ones_like(x[:, :1])], 1)[:, :, None]).latent_dist.mean
+    return mean[:, :, 0], model.decode(mean).sample[:, :3, 0]
 
 
 def _dc(model, x):
@@ -85,6 +91,10 @@ def _make(name: str):
                                        patch_size=2, scale_factor_spatial=16, latents_mean=MEAN48, latents_std=STD48,
                                        **WAN)
         return m, _wan, _normalised
+    if name == "qwen-image-2.1":  # RGBA: the image fed opaque, as QwenImage21Pipeline converts RGB to RGBA
+        m = diffusers.AutoencoderKLQwenImage21(base_dim=8, decoder_base_dim=12, dim_mult=[1, 2, 4, 8, 8],
+                                               num_res_blocks=1, dropout=0.1, latents_mean=MEAN64, latents_std=STD64)
+        return m, _rgba, _normalised
     if name == "dc-ae":
         m = diffusers.AutoencoderDC(
             in_channels=3, latent_channels=32, attention_head_dim=8, encoder_block_types=DC_TYPES,
@@ -109,6 +119,7 @@ def _make(name: str):
 
 #: case -> the architecture that must load it
 ARCHS = {"autoencoder-kl": "autoencoder-kl", "flux2": "flux2", "wan2.1": "wan", "qwen-image": "wan", "wan2.2": "wan",
+         "qwen-image-2.1": "qwen-image-2.1",
          "dc-ae": "dc-ae", "hunyuan-image": "hunyuan-image", "taesd": "taesd"}
 
 

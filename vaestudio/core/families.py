@@ -65,6 +65,9 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("wan", "Wan 2.1 (and Wan 2.2 A14B)", 16, 1.0, 0.0, "flow", hints=("wan2", "wan_2", "wan-2", "wan21")),
     Family("qwen-image", "Qwen-Image", 16, 1.0, 0.0, "flow", hints=("qwen-image", "qwen_image", "qwenimage", "qwen")),
     Family("wan22", "Wan 2.2 (TI2V-5B)", 48, 1.0, 0.0, "flow", 16, hints=("wan2.2", "wan2_2", "wan22", "wan_2.2", "wan-2.2")),
+    # per-channel (z - latents_mean) / latents_std (the config), RGBA images (core/archs/qwen_image21.py)
+    Family("qwen-image-2.1", "Qwen-Image 2.1", 64, 1.0, 0.0, "flow", 16,
+           hints=("qwen-image-2.1", "qwen_image_2.1", "qwen-image-2_1", "qwenimage21", "qwen_image21")),
     Family("hunyuan-image", "HunyuanImage 2.1", 64, 0.75289, 0.0, "flow", 32,
            hints=("hunyuanimage", "hunyuan_image", "hunyuan-image", "hunyuan")),
     Family("mnist", "MNIST VAE (vaestudio)", 0, 1.0, 0.0, "ddpm", 1),
@@ -73,7 +76,8 @@ ALIASES = {"sd15": "sd1", "sd1.5": "sd1", "sd2": "sd1", "sd21": "sd1", "xl": "sd
            "flux.1": "flux", "flux.2": "flux2", "dc-ae": "sana", "wan2.1": "wan", "wan21": "wan", "wan2.2": "wan22",
            "qwen": "qwen-image", "qwenimage": "qwen-image", "qwen_image": "qwen-image", "hunyuanimage": "hunyuan-image",
            "hunyuan-image-2.1": "hunyuan-image", "playground": "playground-v2.5", "playground-v2": "playground-v2.5",
-           "x4-upscaler": "sd-x4-upscaler", "zimage": "z-image", "lumina": "lumina2", "lumina-2": "lumina2"}
+           "x4-upscaler": "sd-x4-upscaler", "zimage": "z-image", "lumina": "lumina2", "lumina-2": "lumina2",
+           "qwen-image-21": "qwen-image-2.1", "qwenimage21": "qwen-image-2.1", "qwen2.1": "qwen-image-2.1"}
 
 
 def get_family(name: str) -> Family:
