@@ -3,7 +3,8 @@
 Offscreen, it opens the main window, builds a tiny VAE, writes it to a temporary file in the LDM
 single-file layout and loads it back through the real file loader, reconstructs a bundled sample
 photo through the window's own worker path, loads a tiny autoencoder pair written as .pth pickles
-(the safe loader, no diffusers) and reconstructs with it, runs a few training steps of the MNIST VAE
+(the safe loader, no diffusers) and reconstructs with it, writes a tiny clip with PyAV, reads it back and
+reconstructs it with that pair, runs a few training steps of the MNIST VAE
 on generated digits, closes the window cleanly, and prints what it did with timings. Exit code 0 only if every
 step passed.
 """
@@ -113,6 +114,24 @@ def run_self_test(json_out: bool = False) -> int:
         return (f"{vae.info.architecture} pair, family {vae.info.family}, latent {tuple(rec.encoded.raw.shape)}, "
                 f"decoded {rec.decoded.shape[1]}x{rec.decoded.shape[0]}")
 
+    def clip():
+        import numpy as np
+
+        from vaestudio.core.clip_pipeline import reconstruct_clip
+        from vaestudio.core.sources import load_vae
+        from vaestudio.core.video import read_clip, write_video
+
+        ramp = np.linspace(0.1, 0.9, 5, dtype=np.float32)[:, None, None, None]
+        frames = np.broadcast_to(ramp, (5, 32, 48, 3)).copy()
+        frames[:, 8:16, 8:24, 0] = 1.0
+        codec = write_video(tmp / "clip.mp4", frames, 8)
+        got = read_clip(tmp / "clip.mp4")
+        if got.frames.shape != frames.shape or abs(got.fps - 8) > 1e-6:
+            raise RuntimeError(f"wrote {frames.shape} at 8 fps, read {got.frames.shape} at {got.fps} fps")
+        rec = reconstruct_clip(load_vae(tmp / "taesd_decoder.pth"), got)
+        return (f"{codec} wrote and PyAV read back 5 frames 48x32 at 8 fps; reconstructed, PSNR "
+                f"{rec.metrics.psnr_mean:.2f} dB, flicker {rec.metrics.flicker:.4f}")
+
     def train():
         import numpy as np
 
@@ -146,6 +165,7 @@ def run_self_test(json_out: bool = False) -> int:
         ok = step("load it through the file loader", load_vae) and ok
         ok = step("reconstruct a sample image", reconstruct) and ok
     ok = step("load a tiny autoencoder pair (.pth, read safely) and reconstruct", tiny_autoencoder) and ok
+    ok = step("write, read (PyAV) and reconstruct a tiny clip", clip) and ok
     ok = step("train the MNIST VAE for a few steps", train) and ok
     if "win" in state:
         ok = step("close the window", close) and ok
