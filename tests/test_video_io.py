@@ -236,3 +236,28 @@ def test_read_time_and_memory_are_bounded(tmp_path):
     with pytest.raises(VideoError, match="choose fewer frames"):
         read_clip(path, max_bytes=3 * 32 * 48 * 3 * 4)
     assert read_clip(path, frames=3, max_bytes=3 * 32 * 48 * 3 * 4).count == 3
+
+
+def test_streaming_memory_does_not_grow_with_the_clip(tmp_path):
+    """iter_frames holds about one frame at a time: the peak of Python/numpy allocations while streaming
+    a 240-frame clip is a few frames, not the clip (tracemalloc sees numpy's buffers)."""
+    import tracemalloc
+
+    n, h, w = 240, 64, 96
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    path = write_av(tmp_path / "long.mp4", np.stack([np.roll(base, i, axis=1) for i in range(n)]), fps=24)
+    del base
+    frame_bytes = h * w * 3 * 4
+    tracemalloc.start()
+    try:
+        count = 0
+        with iter_frames(path) as stream:
+            for f in stream:
+                count += 1
+                assert f.shape == (h, w, 3)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == n
+    assert peak < 8 * frame_bytes, f"peak {peak / frame_bytes:.1f} frames while streaming {n}"

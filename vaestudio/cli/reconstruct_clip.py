@@ -39,7 +39,7 @@ def reconstruct_clip_file(vae, path: Path, args, noise, out_dir: Path, stems: se
         "fps": round(clip.fps, 6),
         "width": enc.width,
         "height": enc.height,
-        "latent_shape": list(enc.latent.shape),
+        "latent_shape": list(enc.raw.shape),  # [C, T', H', W'], as images give the raw latent's
         "psnr": json_float(m.psnr_mean),
         "psnr_min_frame": m.psnr_min_frame,
         "psnr_min": json_float(min(m.psnr)),

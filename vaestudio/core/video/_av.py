@@ -130,7 +130,9 @@ def _frames(container, stream, source: FrameSource, label: str, start: float, li
                 if frame.rotation and not done:
                     source.notes.append(f"turned {frame.rotation:+d} degrees to its display orientation "
                                         "(the video's rotation metadata)")
-                yield _upright(rgb, frame.rotation).astype(np.float32) / np.float32(255.0)
+                out = _upright(rgb, frame.rotation).astype(np.float32)
+                out *= np.float32(1 / 255)
+                yield out
                 done += 1
                 if limit is not None and done >= limit:
                     return
