@@ -1,8 +1,13 @@
 """The Wan-layout VAEs: Wan 2.1 (also used by Wan 2.2 A14B), the Qwen-Image VAE and Wan 2.2's (TI2V-5B).
 
-Video VAEs with causal 3D convolutions (diffusers' ``AutoencoderKLWan`` / ``AutoencoderKLQwenImage``),
-used here on one frame: an image is a video of one frame, as the image pipelines (QwenImagePipeline)
-feed it. Wan 2.1 and Qwen-Image: 16 latent channels at 1/8; Wan 2.2: the image patchified 2x2 into
+Video VAEs with causal 3D convolutions (diffusers' ``AutoencoderKLWan`` / ``AutoencoderKLQwenImage``).
+An image is a video of one frame, as the image pipelines (QwenImagePipeline) feed it; Wan 2.1 and 2.2
+(``kind`` video, ``temporal_downscale`` 4) also take clips of 1 + 4k frames through the full temporal
+path (``_wan_video``: the first frame alone, then chunks of 4 with the causal feature cache, equal to
+diffusers' ``encode``/``decode``). Qwen-Image's VAE is a one-frame-only family (its pipelines never
+give it more), so it stays ``kind`` image and takes a clip frame by frame.
+
+Wan 2.1 and Qwen-Image: 16 latent channels at 1/8; Wan 2.2: the image patchified 2x2 into
 12 channels, residual down/up blocks, 48 latent channels at 1/16. The model space is what the
 pipelines give their transformer: per channel ``(z - latents_mean) / latents_std`` from the config.
 
@@ -32,6 +37,7 @@ import torch.nn.functional as F
 
 from vaestudio.core.archs._common import count_index
 from vaestudio.core.archs._diffusers import DiffusersArchitecture, Found, Layout
+from vaestudio.core.archs._wan_video import causal_chunks, iter_decode, iter_encode, temporal_factor
 from vaestudio.core.autoencoder import TorchAutoencoder
 from vaestudio.core.errors import VaeLoadError
 from vaestudio.core.families import FAMILIES, FamilyGuess
@@ -239,6 +245,18 @@ class WanVae(TorchAutoencoder):
             out = wan_unpatchify(out, patch_size=self._patch)
         return out[:, :, 0].clamp(-1.0, 1.0)
 
+    # clips (kind video only: Qwen-Image's VAE takes a clip frame by frame, the ClipMixin default)
+    def _clip_chunks(self, frames: int, height: int, width: int) -> list[tuple[int, int]]:
+        if not self._is_video:
+            return super()._clip_chunks(frames, height, width)
+        return causal_chunks(frames, self.info.temporal_downscale)
+
+    def _iter_encode_clip_tensor(self, x: torch.Tensor):
+        return iter_encode(self.model, x, self._clip_chunks(x.shape[2], *x.shape[-2:]), self._patch)
+
+    def _iter_decode_clip_tensor(self, z: torch.Tensor):
+        return iter_decode(self.model, z, self._patch)
+
     def to_model(self, raw: torch.Tensor) -> torch.Tensor:
         return (raw - self._mean.to(raw.device, raw.dtype)) * self._inv_std.to(raw.device, raw.dtype)
 
@@ -273,6 +291,16 @@ class WanArchitecture(DiffusersArchitecture):
     space_notes = ("model space: per channel (z - latents_mean) / latents_std from the config, as the Wan and "
                    "Qwen-Image pipelines do", "encoded and decoded as a video of one frame")
     infer_config = staticmethod(infer_config)
+
+    def prepare_weights(self, wf: WeightFile, label: str, **kw) -> PreparedVae:
+        prepared = super().prepare_weights(wf, label, **kw)
+        if self.model_class(prepared) == "AutoencoderKLWan":
+            prepared.info.kind = "video"
+            prepared.info.temporal_downscale = temporal_factor(prepared.config)
+            td = prepared.info.temporal_downscale
+            prepared.info.notes.append(f"clips: 1 + {td}k frames, the first encoded alone, then causal chunks of {td} "
+                                       "(as diffusers' AutoencoderKLWan)")
+        return prepared
 
     def claims(self, wf: WeightFile, path: Path | None) -> bool:
         return find_prefix(wf.tensors, _ORIGINAL_MARK) is not None or find_prefix(wf.tensors, _DIFFUSERS_MARK) is not None

@@ -1,0 +1,172 @@
+"""The Wan temporal path (Wan 2.1, Wan 2.2 TI2V-5B): a 9-frame clip encoded (mean) and decoded equal to
+diffusers' own AutoencoderKLWan.encode / decode within 1e-5, the model space the Wan pipelines' latent
+code, chunked decoding (iter_decode_clip) equal to the whole, the ComfyUI single file, trimming, progress
+and cancellation per chunk, and inspect-vae's kind / temporal_downscale.
+
+Tiny random models of the real diffusers class (perturbed weights), 32x32 frames: the code paths real
+Wan files take, in a few seconds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from helpers.archs import ZeroTransformer, close, perturbed, pipeline_quiet, scheduler, state
+from safetensors.torch import save_file
+
+from vaestudio.cli import main
+from vaestudio.core.archs._common import shipped_config
+from vaestudio.core.archs.wan import diffusers_to_original
+from vaestudio.core.sources import load_vae
+
+# the block layout of the real VAEs (diffusers' converter assumes it), 8 channels wide
+SMALL = dict(base_dim=8, dim_mult=[1, 2, 4, 4], num_res_blocks=2)
+# a single file has no config: its latent statistics are the published ones (the shipped config)
+WAN22 = shipped_config("wan2.2")
+MODELS: dict[str, torch.nn.Module] = {}
+
+
+def model_of(kind: str) -> torch.nn.Module:
+    from diffusers import AutoencoderKLQwenImage, AutoencoderKLWan
+
+    if kind not in MODELS:
+        torch.manual_seed(3)
+        if kind == "wan2.1":
+            MODELS[kind] = perturbed(AutoencoderKLWan(z_dim=16, **SMALL))
+        elif kind == "qwen-image":
+            MODELS[kind] = perturbed(AutoencoderKLQwenImage(z_dim=16, **SMALL))
+        else:  # Wan 2.2 TI2V-5B: patchified 2x2, residual blocks, its own decoder width
+            MODELS[kind] = perturbed(AutoencoderKLWan(
+                z_dim=48, decoder_base_dim=12, is_residual=True, in_channels=12, out_channels=12, patch_size=2,
+                scale_factor_spatial=16, latents_mean=WAN22["latents_mean"], latents_std=WAN22["latents_std"], **SMALL))
+    return MODELS[kind]
+
+
+def write(kind: str, layout: str, tmp_path):
+    m = model_of(kind)
+    if layout == "diffusers-folder":
+        m.save_pretrained(tmp_path / "vae")
+        return tmp_path / "vae"
+    name = {"wan2.1": "wan_2.1_vae", "wan2.2": "wan2.2_vae", "qwen-image": "qwen_image_vae"}[kind]
+    save_file(diffusers_to_original(state(m)), str(tmp_path / f"{name}.safetensors"))  # ComfyUI's original keys
+    return tmp_path / f"{name}.safetensors"
+
+
+def clip(t: int = 9, h: int = 32, w: int = 32, seed: int = 0) -> np.ndarray:
+    """A gradient moving right, with noise: frames that differ, so a wrong frame order or cache shows."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    frames = [np.stack([(xx + 2 * i) % w / w, yy / h, 0.5 + 0.2 * rng.standard_normal((h, w))], axis=2)
+              for i in range(t)]
+    return np.clip(np.stack(frames), 0, 1).astype(np.float32)
+
+
+def reference(m, x: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    """diffusers' own AutoencoderKLWan on the whole clip: encode(...).latent_dist.mean and decode(mean)."""
+    video = torch.from_numpy(x).permute(3, 0, 1, 2)[None] * 2 - 1  # (1, 3, T, H, W) in [-1, 1]
+    with torch.no_grad():
+        mean = m.encode(video).latent_dist.mean
+        out = m.decode(mean).sample
+    return mean[0], (out[0] / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).numpy()
+
+
+def normalised(m, mean: torch.Tensor) -> torch.Tensor:
+    """The Wan pipelines' latent code: (z - latents_mean) * (1 / latents_std) per channel."""
+    c = m.config
+    return (mean - torch.tensor(c.latents_mean).view(-1, 1, 1, 1)) * (1.0 / torch.tensor(c.latents_std).view(-1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("kind", ["wan2.1", "wan2.2"])
+@pytest.mark.parametrize("layout", ["diffusers-folder", "comfyui-safetensors"])
+def test_clip_encode_and_decode_equal_diffusers(tmp_path, kind, layout):
+    m = model_of(kind)
+    vae = load_vae(write(kind, layout, tmp_path))
+    assert (vae.info.kind, vae.info.temporal_downscale) == ("video", 4)
+    x = clip()
+    mean, ref = reference(m, x)
+    steps = []
+    enc = vae.encode_clip(x, progress=lambda i, n: steps.append((i, n)))
+    channels, f = (16, 8) if kind == "wan2.1" else (48, 16)
+    assert enc.raw.shape == (channels, 3, 32 // f, 32 // f) and enc.frames == 9
+    assert enc.chunks == [(0, 1), (1, 5), (5, 9)] and steps == [(1, 3), (2, 3), (3, 3)]
+    close(enc.raw, mean)
+    close(enc.latent, normalised(m, mean))
+    close(vae.clip_from_model(enc.latent), mean)
+
+    steps.clear()
+    dec = vae.decode_clip(enc.latent, 32, 32, progress=lambda i, n: steps.append((i, n)))
+    assert dec.complete and dec.frames.shape == (9, 32, 32, 3) and dec.chunks == [(0, 1), (1, 5), (5, 9)]
+    assert steps == [(1, 3), (2, 3), (3, 3)]
+    close(dec.frames, ref)
+
+    parts = list(vae.iter_decode_clip(enc.latent, 32, 32))  # frames as they come, chunk by chunk
+    assert [(s, len(p)) for s, p in parts] == [(0, 1), (1, 4), (5, 4)]
+    np.testing.assert_array_equal(np.concatenate([p for _, p in parts]), dec.frames)
+
+
+@pytest.mark.parametrize("kind", ["wan2.1", "wan2.2"])
+def test_model_space_decodes_as_the_wan_pipeline_does(tmp_path, kind):
+    """WanPipeline run on our model-space clip latent with a zero-velocity transformer gives our frames."""
+    from diffusers.pipelines.wan.pipeline_wan import WanPipeline
+
+    m = model_of(kind)
+    vae = load_vae(write(kind, "diffusers-folder", tmp_path))
+    enc = vae.encode_clip(clip(seed=5))
+    pipe = pipeline_quiet(WanPipeline(scheduler=scheduler(), vae=m, text_encoder=None, tokenizer=None,
+                                      transformer=ZeroTransformer(in_channels=m.config.z_dim, patch_size=(1, 2, 2))))
+    with torch.no_grad():
+        frames = pipe(prompt_embeds=torch.zeros(1, 4, 8), latents=enc.latent[None], height=32, width=32, num_frames=9,
+                      num_inference_steps=1, guidance_scale=1.0, output_type="pt").frames
+    close(vae.decode_clip(enc.latent, 32, 32).frames, frames[0].permute(0, 2, 3, 1))
+
+
+def test_trimmed_to_one_plus_4k_frames_with_a_note(tmp_path):
+    m = model_of("wan2.1")
+    vae = load_vae(write("wan2.1", "comfyui-safetensors", tmp_path))
+    assert [vae.frames_valid(n) for n in (1, 2, 4, 5, 9, 10, 12, 13)] == [1, 1, 1, 5, 9, 9, 9, 13]
+    x = clip(10)
+    enc = vae.encode_clip(x)
+    assert enc.frames == 9 and enc.original.shape == (9, 32, 32, 3)
+    assert "trimmed 10 frames to 9 (this VAE takes 1 + 4k frames)" in enc.notes
+    np.testing.assert_array_equal(enc.original, x[:9])
+    close(enc.raw, reference(m, x[:9])[0])
+    # one frame is an image: the clip path and the one-frame (2D) speed-up agree
+    one = vae.encode_clip(x[:1])
+    assert one.chunks == [(0, 1)]
+    close(one.raw[:, 0], vae.encode(x[0]).raw)
+    close(vae.decode_clip(one.latent, 32, 32).frames[0], vae.decode(one.latent[:, 0], 32, 32).pixels)
+
+
+def test_cancel_mid_clip_keeps_the_decoded_frames(tmp_path):
+    vae = load_vae(write("wan2.1", "diffusers-folder", tmp_path))
+    enc = vae.encode_clip(clip())
+    whole = vae.decode_clip(enc.latent, 32, 32).frames
+    steps = []
+    dec = vae.decode_clip(enc.latent, 32, 32, progress=lambda i, n: steps.append(i),
+                          should_stop=lambda: len(steps) >= 2)
+    assert not dec.complete and dec.chunks == [(0, 1), (1, 5)] and len(dec.frames) == 5
+    np.testing.assert_array_equal(dec.frames, whole[:5])
+    # a stop asked inside a chunk (before a residual block) ends the generator cleanly
+    asked = []
+    parts = list(vae.iter_decode_clip(enc.latent, 32, 32, should_stop=lambda: asked.append(1) or len(asked) > 3))
+    assert parts == [] and len(asked) == 4
+
+
+def test_qwen_image_stays_an_image_vae(tmp_path):
+    vae = load_vae(write("qwen-image", "diffusers-folder", tmp_path))
+    assert (vae.info.kind, vae.info.temporal_downscale, vae.frames_valid(10)) == ("image", 1, 10)
+    x = clip(3)
+    enc = vae.encode_clip(x)
+    assert "an image VAE: the clip is encoded frame by frame" in enc.notes
+    close(enc.raw[:, 2], vae.encode(x[2]).raw)
+
+
+@pytest.mark.parametrize("kind", ["wan2.1", "wan2.2", "qwen-image"])
+def test_inspect_vae_json_says_kind_and_temporal_downscale(tmp_path, capsys, kind):
+    path = write(kind, "diffusers-folder" if kind == "qwen-image" else "comfyui-safetensors", tmp_path)
+    assert main(["inspect-vae", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    want = ("image", 1) if kind == "qwen-image" else ("video", 4)
+    assert (info["architecture"], info["kind"], info["temporal_downscale"]) == ("wan", *want)
