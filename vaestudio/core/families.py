@@ -62,9 +62,15 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("flux2", "FLUX.2", 32, 1.0, 0.0, "flow", tiny="taef2", patch=2, hints=("flux2", "flux.2", "flux-2")),
     Family("sana", "SANA (DC-AE f32c32)", 32, 0.41407, 0.0, "flow", 32, "taesana", hints=("sana", "dc-ae", "dcae")),
     # model space of the Wan-layout VAEs: per-channel (z - latents_mean) / latents_std (the architecture's config)
-    Family("wan", "Wan 2.1 (and Wan 2.2 A14B)", 16, 1.0, 0.0, "flow", hints=("wan2", "wan_2", "wan-2", "wan21")),
-    Family("qwen-image", "Qwen-Image", 16, 1.0, 0.0, "flow", hints=("qwen-image", "qwen_image", "qwenimage", "qwen")),
-    Family("wan22", "Wan 2.2 (TI2V-5B)", 48, 1.0, 0.0, "flow", 16, hints=("wan2.2", "wan2_2", "wan22", "wan_2.2", "wan-2.2")),
+    Family("wan", "Wan 2.1 (and Wan 2.2 A14B)", 16, 1.0, 0.0, "flow", tiny="taew2_1", hints=("wan2", "wan_2", "wan-2", "wan21")),
+    Family("qwen-image", "Qwen-Image", 16, 1.0, 0.0, "flow", tiny="taew2_1", hints=("qwen-image", "qwen_image", "qwenimage", "qwen")),
+    Family("wan22", "Wan 2.2 (TI2V-5B)", 48, 1.0, 0.0, "flow", 16, "taew2_2", hints=("wan2.2", "wan2_2", "wan22", "wan_2.2", "wan-2.2")),
+    # video models whose tiny autoencoders (madebyollin's TAEHV) vaestudio reads; their full VAEs not yet
+    Family("hunyuan-video", "HunyuanVideo", 16, 0.476986, 0.0, "flow", tiny="taehv",
+           hints=("hunyuanvideo", "hunyuan_video", "hunyuan-video")),
+    # model space: the VAE's per-channel statistics (the diffusion model's latents, as the tiny one makes them)
+    Family("ltx2", "LTX-2", 128, 1.0, 0.0, "flow", 32, "taeltx_2", hints=("ltx2", "ltx-2", "ltx_2", "ltxv2")),
+    Family("ltx2.3", "LTX-2.3", 128, 1.0, 0.0, "flow", 32, "taeltx2_3", hints=("ltx2.3", "ltx2_3", "ltx-2.3")),
     # per-channel (z - latents_mean) / latents_std (the config), RGBA images (core/archs/qwen_image21.py)
     Family("qwen-image-2.1", "Qwen-Image 2.1", 64, 1.0, 0.0, "flow", 16,
            hints=("qwen-image-2.1", "qwen_image_2.1", "qwen-image-2_1", "qwenimage21", "qwen_image21")),
@@ -76,7 +82,8 @@ ALIASES = {"sd15": "sd1", "sd1.5": "sd1", "sd2": "sd1", "sd21": "sd1", "xl": "sd
            "flux.1": "flux", "flux.2": "flux2", "dc-ae": "sana", "wan2.1": "wan", "wan21": "wan", "wan2.2": "wan22",
            "qwen": "qwen-image", "qwenimage": "qwen-image", "qwen_image": "qwen-image", "hunyuanimage": "hunyuan-image",
            "hunyuan-image-2.1": "hunyuan-image", "playground": "playground-v2.5", "playground-v2": "playground-v2.5",
-           "x4-upscaler": "sd-x4-upscaler", "zimage": "z-image", "lumina": "lumina2", "lumina-2": "lumina2",
+           "x4-upscaler": "sd-x4-upscaler", "hunyuanvideo": "hunyuan-video", "ltx-2": "ltx2", "ltx-2.3": "ltx2.3",
+           "zimage": "z-image", "lumina": "lumina2", "lumina-2": "lumina2",
            "qwen-image-21": "qwen-image-2.1", "qwenimage21": "qwen-image-2.1", "qwen2.1": "qwen-image-2.1"}
 
 
