@@ -48,6 +48,10 @@ def configs(small: bool) -> dict[str, tuple[str, dict]]:
                 in_channels=3, out_channels=3, latent_channels=64, block_out_channels=(32, 32, 32, 64, 64, 128),
                 layers_per_block=1, spatial_compression_ratio=32, sample_size=256, scaling_factor=0.75289)),
             "qwen-image-2.1": ("AutoencoderKLQwenImage21", dict(base_dim=8, decoder_base_dim=12, num_res_blocks=1)),
+            "asymmetric": ("AsymmetricAutoencoderKL", dict(
+                down_block_types=("DownEncoderBlock2D",) * 4, down_block_out_channels=(32,) * 4, layers_per_down_block=1,
+                up_block_types=("UpDecoderBlock2D",) * 4, up_block_out_channels=(32, 32, 64, 64), layers_per_up_block=2,
+                norm_num_groups=8)),
         }
     from vaestudio.core.archs._common import shipped_config
 
@@ -59,6 +63,7 @@ def configs(small: bool) -> dict[str, tuple[str, dict]]:
         "dc-ae": ("AutoencoderDC", shipped_config("dc-ae-f32c32-sana")),
         "hunyuan-image": ("AutoencoderKLHunyuanImage", shipped_config("hunyuan-image-2.1")),
         "qwen-image-2.1": ("AutoencoderKLQwenImage21", shipped_config("qwen-image-2.1")),
+        "asymmetric": ("AsymmetricAutoencoderKL", shipped_config("asymmetric-kl-x-1-5")),
     }
 
 
@@ -101,7 +106,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--archs", default="flux2,wan2.1,qwen-image,wan2.2,dc-ae,hunyuan-image,qwen-image-2.1")
+    ap.add_argument("--archs", default="flux2,wan2.1,qwen-image,wan2.2,dc-ae,hunyuan-image,qwen-image-2.1,asymmetric")
     ap.add_argument("--small", action="store_true")
     args = ap.parse_args()
     from diffusers.utils import logging as dlog

@@ -95,6 +95,12 @@ def _make(name: str):
         m = diffusers.AutoencoderKLQwenImage21(base_dim=8, decoder_base_dim=12, dim_mult=[1, 2, 4, 8, 8],
                                                num_res_blocks=1, dropout=0.1, latents_mean=MEAN64, latents_std=STD64)
         return m, _rgba, _normalised
+    if name == "asymmetric":  # decoded without a mask, as AsymmetricAutoencoderKL.decode(z)
+        m = diffusers.AsymmetricAutoencoderKL(
+            down_block_types=("DownEncoderBlock2D",) * 4, down_block_out_channels=(32,) * 4, layers_per_down_block=1,
+            up_block_types=("UpDecoderBlock2D",) * 4, up_block_out_channels=(32, 32, 64, 64), layers_per_up_block=2,
+            norm_num_groups=8, act_fn="mish", scaling_factor=0.5)
+        return m, _kl, _scaled
     if name == "dc-ae":
         m = diffusers.AutoencoderDC(
             in_channels=3, latent_channels=32, attention_head_dim=8, encoder_block_types=DC_TYPES,
@@ -119,7 +125,7 @@ def _make(name: str):
 
 #: case -> the architecture that must load it
 ARCHS = {"autoencoder-kl": "autoencoder-kl", "flux2": "flux2", "wan2.1": "wan", "qwen-image": "wan", "wan2.2": "wan",
-         "qwen-image-2.1": "qwen-image-2.1",
+         "qwen-image-2.1": "qwen-image-2.1", "asymmetric": "asymmetric-kl",
          "dc-ae": "dc-ae", "hunyuan-image": "hunyuan-image", "taesd": "taesd"}
 
 
