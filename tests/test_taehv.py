@@ -238,6 +238,9 @@ def test_an_image_is_a_one_frame_clip(tmp_path):
     assert tuple(enc.raw.shape) == (48, 3, 3)
     close(enc.raw, ref_z[0])
     close(vae.decode(enc.latent, 48, 48).pixels, ref_x[0].permute(1, 2, 0))
+    vae.encode_tile, vae.tile_overlap = 32, 16  # images tile as for any VAE (each tile a one-frame clip)
+    tiled = vae.encode(img, tile="on")
+    assert tiled.tiled and tiled.raw.shape == enc.raw.shape
     assert vae.frames_valid(10) == 9 and vae.frames_valid(1) == 1
     trimmed = vae.encode_clip(clip(10))
     assert trimmed.frames == 9 and any("trimmed 10 frames to 9" in n for n in trimmed.notes)
@@ -333,3 +336,35 @@ def test_broken_files_give_one_sentence(tmp_path, rgb_image, capsys):
         assert "\n" not in str(e.value)
         assert main(["inspect-vae", str(path)]) == 4
         assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_reconstruct_a_clip_file_through_the_cli(tmp_path, capsys):
+    av = pytest.importorskip("av")
+    path = tmp_path / "walk.mp4"
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=12, options={"crf": "12"})
+        s.height, s.width, s.pix_fmt = 32, 32, "yuv420p"
+        for f in (clip(10) * 255).round().astype(np.uint8):
+            for pkt in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(pkt)
+        for pkt in s.encode():
+            out.mux(pkt)
+    vae = write(tmp_path, "taew2_1", reference_state("taew2_1"))
+    assert main(["reconstruct", str(path), "--vae", str(vae), "--out", str(tmp_path / "out"), "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert (rec["frames"], rec["latent_shape"], rec["kind"], rec["family"]) == (9, [16, 3, 4, 4], "video", "wan")
+    assert any("trimmed 10 frames to 9" in n for n in rec["notes"])
+
+
+def test_cancel_keeps_the_frames_decoded(tmp_path, monkeypatch):
+    import vaestudio.core.archs.taehv as taehv
+
+    vae = load_vae(write(tmp_path, "taew2_1", reference_state("taew2_1")))
+    z = vae.encode_clip(clip(9)).latent
+    whole = vae.decode_clip(z)
+    done = []
+    monkeypatch.setattr(taehv, "CHUNK_PIXELS", 1)  # one latent frame per chunk: 1 + 4 + 4 frames
+    # Cancel pressed as the second chunk arrives
+    part = vae.decode_clip(z, progress=lambda i, n: done.append(i), should_stop=lambda: len(done) >= 2)
+    assert not part.complete and len(part.frames) == 5 and part.chunks == [(0, 1), (1, 5)]
+    close(part.frames, whole.frames[: len(part.frames)])
