@@ -38,7 +38,10 @@ def test_worst_and_best_never_share_an_image(n, metric):
             bad(value[i]) for i in best)
 
 
-def test_a_small_evaluation_reads_well(tmp_path, vae_dir, capsys):
+def test_a_small_evaluation_reads_well(tmp_path, vae_dir, capsys, monkeypatch):
+    from vaestudio.core import lpips
+
+    monkeypatch.setattr(lpips, "WEIGHTS", tmp_path / "absent.safetensors")  # an install without LPIPS's weights
     (tmp_path / "data").mkdir()
     images = [photo(tmp_path / "data", f"p{i}.png", size=(24 + 4 * i, 40), seed=i) for i in range(10)]
     out = tmp_path / "out"
@@ -46,7 +49,7 @@ def test_a_small_evaluation_reads_well(tmp_path, vae_dir, capsys):
                  "--workers", "0", "--metrics", "psnr,lpips"]) == 0
     err = capsys.readouterr().err
     # the table shows LPIPS as "-": why, once, on stderr
-    assert err.count("note: LPIPS: unavailable (the lpips package is not installed)\n") == 1
+    assert err.count("note: LPIPS: unavailable (the LPIPS weights file is missing from this install)\n") == 1
     page = (out / "report.html").read_text()
     headings = re.findall(r"<h[1-4][^>]*>(.*?)</h[1-4]>", page)
     # the analyses are titled by their own fragments, not by the accumulators' internal names
@@ -58,4 +61,4 @@ def test_a_small_evaluation_reads_well(tmp_path, vae_dir, capsys):
         shown[which] = re.findall(r'<div class="cap" title="([^"]+)"', cards)
     assert (len(shown["worst"]), len(shown["best"])) == (N_EXAMPLES, 10 - N_EXAMPLES)
     assert not set(shown["worst"]) & set(shown["best"])
-    assert "LPIPS: unavailable (the lpips package is not installed)" in page
+    assert "LPIPS: unavailable (the LPIPS weights file is missing from this install)" in page

