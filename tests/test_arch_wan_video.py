@@ -170,3 +170,58 @@ def test_inspect_vae_json_says_kind_and_temporal_downscale(tmp_path, capsys, kin
     info = json.loads(capsys.readouterr().out)
     want = ("image", 1) if kind == "qwen-image" else ("video", 4)
     assert (info["architecture"], info["kind"], info["temporal_downscale"]) == ("wan", *want)
+
+
+def test_clip_tiles_are_the_model_on_each_tile(tmp_path):
+    """Two tiles side by side (32 px, overlapping by 16), each with its own causal cache: the tiled clip is
+    each tile's untiled clip where only one covers it, and their linear blend where both do."""
+    vae = load_vae(write("wan2.1", "diffusers-folder", tmp_path))
+    vae.encode_tile, vae.tile_overlap = 32, 16
+    x = clip(5, 32, 48, seed=7)
+    tiled = vae.encode_clip(x, tile="on")
+    left, right = vae.encode_clip(x[:, :, :32], tile="off").raw, vae.encode_clip(x[:, :, 16:], tile="off").raw
+    assert tiled.tiled and tiled.raw.shape == (16, 2, 4, 6) and tiled.chunks == [(0, 1), (1, 5)]
+    close(tiled.raw[..., :2], left[..., :2])
+    close(tiled.raw[..., 4:], right[..., 2:])
+    close(tiled.raw[..., 2], left[..., 2] * 2 / 3 + right[..., 0] / 3)  # the 2 shared latent columns, ramped
+    close(tiled.raw[..., 3], left[..., 3] / 3 + right[..., 1] * 2 / 3)
+
+    z = tiled.latent
+    dec = vae.decode_clip(z, 32, 48, tile="on")
+    a = vae.decode_clip(z[..., :4], 32, 32, tile="off").frames
+    b = vae.decode_clip(z[..., 2:], 32, 32, tile="off").frames
+    assert dec.tiled and dec.complete and dec.frames.shape == (5, 32, 48, 3)
+    close(dec.frames[:, :, :16], a[:, :, :16])
+    close(dec.frames[:, :, 32:], b[:, :, 16:])
+    ramp = (np.arange(1, 17, dtype=np.float32) / 17)[None, None, :, None]  # the right tile's weight
+    close(dec.frames[:, :, 16:32], a[:, :, 16:] * (1 - ramp) + b[:, :, :16] * ramp)
+
+
+def test_out_of_memory_falls_back_to_tiles(tmp_path):
+    from vaestudio.core.errors import VaeStudioError
+
+    vae = load_vae(write("wan2.1", "diffusers-folder", tmp_path))
+    vae.encode_tile, vae.tile_overlap = 32, 16
+    x = clip(5, 32, 48, seed=7)
+    want_enc = vae.encode_clip(x, tile="on")
+    want_dec = vae.decode_clip(want_enc.latent, 32, 48, tile="on").frames
+    for half, limit in (("encoder", 32 * 32), ("decoder", 4 * 4)):  # more than one tile runs out of memory
+        module = getattr(vae.model, half)
+        real = module.forward
+
+        def forward(x, *a, real=real, limit=limit, **k):
+            if x.shape[-1] * x.shape[-2] > limit:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+            return real(x, *a, **k)
+
+        module.forward = forward
+    enc = vae.encode_clip(x)
+    assert enc.tiled and "ran out of memory; retried with tiles" in enc.notes
+    close(enc.raw, want_enc.raw)
+    dec = vae.decode_clip(enc.latent, 32, 48)
+    assert dec.tiled and dec.complete and "ran out of memory; retried with tiles" in dec.notes
+    close(dec.frames, want_dec)
+    with pytest.raises(VaeStudioError, match="ran out of memory"):
+        vae.encode_clip(x, tile="off")
+    with pytest.raises(VaeStudioError, match="ran out of memory"):
+        vae.decode_clip(enc.latent, 32, 48, tile="off")

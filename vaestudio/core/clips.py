@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 #: an image VAE encodes a clip in batches of at most this many frames (fewer for large frames)
 CLIP_BATCH = 4
+_NO_TILES = "spatial tiling is not available for this VAE's clips yet: the frames were run whole"
 
 
 def _oom() -> VaeStudioError:
@@ -45,6 +46,9 @@ def _oom() -> VaeStudioError:
 
 class ClipMixin:
     """The clip methods of ``TorchAutoencoder`` (see the module docstring)."""
+
+    #: a video VAE whose clip hooks take ``tiles=`` (``tiling.run_tiled``'s tile, overlap, up, down)
+    clip_tiles: ClassVar[bool] = False
 
     # -- what a video VAE provides ------------------------------------------------------------
     def _encode_clip_tensor(self, x: torch.Tensor) -> torch.Tensor:
@@ -185,21 +189,32 @@ class ClipMixin:
         lo, hi = self.input_range
         return (x * (hi - lo) + lo).permute(1, 0, 2, 3)[None]  # (1, 3, T, H, W)
 
-    def _untiled_note(self, tile: str, pixels: int, notes: list[str]) -> None:
-        if tile == "on" or (tile == "auto" and pixels > self.auto_tile_pixels):
-            notes.append("spatial tiling is not available for clips of video VAEs yet: the frames were run whole")
+    def _clip_tiles(self, tile: str, pixels: int, half: str, notes: list[str], oom: bool = False) -> dict | None:
+        """``run_tiled``'s arguments when a video VAE's clip is tiled (``tile`` on, auto above
+        ``auto_tile_pixels`` or after running out of memory), else None."""
+        if not (tile == "on" or (tile == "auto" and (oom or pixels > self.auto_tile_pixels))):
+            return None
+        if not self.clip_tiles:
+            notes.append(_NO_TILES)
+            return None
+        size, overlap = self._tiles(None, None)
+        f = self.downscale
+        if half == "encode":
+            return {"tile": size, "overlap": overlap, "up": 1, "down": f}
+        return {"tile": size // f, "overlap": overlap // f, "up": f, "down": 1}
 
     def _encode_video(self, original, tile, progress, should_stop, notes):
         t, h, w = original.shape[:3]
-        self._untiled_note(tile, h * w, notes)
         x = self._video_input(original)
         total = len(self._clip_chunks(t, *x.shape[-2:]))
         chunks: list[tuple[int, int]] = []
+        tiles = [self._clip_tiles(tile, h * w, "encode", notes)]
 
         def run(xx: torch.Tensor) -> torch.Tensor:
             chunks.clear()
             outs = []
-            for rng, piece in self._iter_encode_clip_tensor(xx):
+            kw = {} if tiles[0] is None else {"tiles": tiles[0]}
+            for rng, piece in self._iter_encode_clip_tensor(xx, **kw):
                 outs.append(piece.float().cpu())
                 chunks.append(rng)
                 if progress is not None:
@@ -208,16 +223,22 @@ class ClipMixin:
                     raise Cancelled()
             return torch.cat(outs, dim=2)
 
-        try:
-            with self._stoppable(should_stop), torch.inference_mode():
-                raw = self._guarded(run, x, notes, "encode")
-        except Cancelled:
-            raise
-        except Exception as exc:
-            if is_oom(exc):
-                raise _oom() from None
-            raise
-        return raw[0], False, chunks
+        while True:
+            try:
+                with self._stoppable(should_stop), torch.inference_mode():
+                    raw = self._guarded(run, x, notes, "encode")
+                return raw[0], tiles[0] is not None, chunks
+            except Cancelled:
+                raise
+            except Exception as exc:
+                retry = self._clip_tiles(tile, h * w, "encode", [], oom=True) if tiles[0] is None else None
+                if not is_oom(exc) or retry is None:
+                    if is_oom(exc):
+                        raise _oom() from None
+                    raise
+                notes.append("ran out of memory; retried with tiles")
+                tiles[0] = retry
+                self._free()
 
     def _iter_decode(self, latent, height, width, tile, progress, should_stop, notes, chunks, tiled=None):
         self._need("decoder")
@@ -227,12 +248,14 @@ class ClipMixin:
             return
         z = self.clip_from_model(latent.float())[None]  # (1, C, T', h, w) raw
         f = self.downscale
-        self._untiled_note(tile, z.shape[-2] * z.shape[-1] * f * f, notes)
+        pixels = z.shape[-2] * z.shape[-1] * f * f
+        tiles = self._clip_tiles(tile, pixels, "decode", notes)
         total = len(self._clip_chunks(self._clip_frames(int(z.shape[2])), z.shape[-2] * f, z.shape[-1] * f))
         given = 0  # frames yielded so far (a run again in fp32 skips them)
         while True:
             dtype, computes = self.dtype, self._computes("decode")
-            gen = self._iter_decode_clip_tensor(z.to(self.device, dtype))
+            tiled[0] = tiles is not None
+            gen = self._iter_decode_clip_tensor(z.to(self.device, dtype), **({} if tiles is None else {"tiles": tiles}))
             start, restart = 0, False
             while True:
                 if should_stop is not None and should_stop():
@@ -243,10 +266,15 @@ class ClipMixin:
                     return
                 except RuntimeError as exc:
                     if is_oom(exc):
-                        raise _oom() from None
-                    if self.dtype == dtype:
+                        retry = self._clip_tiles(tile, pixels, "decode", [], oom=True) if tiles is None else None
+                        if retry is None:
+                            raise _oom() from None
+                        notes.append("ran out of memory; retried with tiles")
+                        tiles = retry
+                        self._free()
+                    elif self.dtype == dtype:
                         raise
-                    restart = True  # another job switched the weights to fp32 under this one
+                    restart = True  # tiles now, or another job switched the weights to fp32 under this one
                     break
                 if out is None:
                     return
@@ -265,6 +293,10 @@ class ClipMixin:
                 start = end
             if not restart:
                 return
+
+    def _free(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def _step(self, gen, should_stop, computes, dtype):
         """The next chunk of ``gen``, computed in the VAE's precision with cancellation hooks set

@@ -6,16 +6,20 @@ reset by ``clear_cache``); ``_decode`` runs the decoder one latent frame at a ti
 first with ``first_chunk=True``: Wan 2.2's repeating shortcut drops the frames a first chunk does not
 have). Here the same calls are made with a cache of the caller's own, one chunk per step, so a clip is
 encoded and decoded with memory bounded by the chunk (not the clip), the window gets frames as they are
-decoded, and jobs sharing one model never share a cache. Wan 2.2 patchifies the frames 2x2 before its
-encoder and unpatchifies after its decoder, per chunk here (a spatial operation, so equal to diffusers'
-whole-clip one).
+decoded, and jobs sharing one model never share a cache. Spatial tiles (large frames, or on running
+out of memory) each keep a stream and cache of their own and are blended per chunk as image tiles are
+(``tiling.run_tiled``; diffusers' own ``tiled_encode`` blends differently). Wan 2.2 patchifies the
+frames 2x2 before its encoder and unpatchifies after its decoder, per chunk (or tile) here: a spatial
+operation, so equal to diffusers' whole-clip one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
+
+from vaestudio.core.tiling import run_tiled
 
 
 def temporal_factor(cfg: dict) -> int:
@@ -33,28 +37,75 @@ def _cache(module: torch.nn.Module) -> list:
     return [None] * sum(type(m).__name__ == "WanCausalConv3d" for m in module.modules())
 
 
-def iter_encode(model: torch.nn.Module, x: torch.Tensor, chunks: list[tuple[int, int]],
-                patch: int) -> Iterator[tuple[tuple[int, int], torch.Tensor]]:
-    """(1, 3, T, H, W) in [-1, 1] -> ``((start, end), mean)`` per chunk, mean (1, C, t', h, w)."""
-    from diffusers.models.autoencoders.autoencoder_kl_wan import patchify
+class Stream:
+    """One causal pass over a clip, or over one spatial tile of it: the model with a feature cache of its own."""
 
-    cache = _cache(model.encoder)
+    def __init__(self, model: torch.nn.Module, half: str, patch: int) -> None:
+        self.model, self.patch = model, patch
+        self.cache = _cache(getattr(model, half))
+        self.steps = 0
+
+    def encode(self, part: torch.Tensor) -> torch.Tensor:
+        """The next frames (1, 3, t, H, W) in [-1, 1] -> the posterior's mean (1, C, t', h, w)."""
+        from diffusers.models.autoencoders.autoencoder_kl_wan import patchify
+
+        if self.patch > 1:
+            part = patchify(part, patch_size=self.patch)
+        h = self.model.quant_conv(self.model.encoder(part, feat_cache=self.cache, feat_idx=[0]))
+        return h[:, : h.shape[1] // 2]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The next latent frame (1, C, 1, h, w) -> (1, 3, t, H, W) in [-1, 1] (1 frame first, then 4 each)."""
+        from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+
+        out = self.model.decoder(self.model.post_quant_conv(z), feat_cache=self.cache, feat_idx=[0],
+                                 first_chunk=self.steps == 0)
+        self.steps += 1
+        if self.patch > 1:
+            out = unpatchify(out, patch_size=self.patch)
+        return out.clamp(-1.0, 1.0)
+
+
+def _tiled(streams: list[Stream], make: Callable[[], Stream], step: Callable[[Stream, torch.Tensor], torch.Tensor],
+           x: torch.Tensor, tiles: dict) -> torch.Tensor:
+    """``step`` of each tile's own stream on the spatial tiles of x (1, C, t, H, W), blended as images are
+    (``tiling.run_tiled``, the time axis folded into the channels). Tiles come in the same order every
+    chunk, so tile i always continues stream i (its own causal cache)."""
+    c, t = x.shape[1:3]
+    calls, shape = [0], []
+
+    def one(part: torch.Tensor) -> torch.Tensor:
+        i = calls[0]
+        calls[0] += 1
+        if i == len(streams):
+            streams.append(make())
+        out = step(streams[i], part.unflatten(1, (c, t)))
+        shape[:] = out.shape[1:3]
+        return out.flatten(1, 2)
+
+    res = run_tiled(x.flatten(1, 2), one, **tiles)
+    return res.unflatten(1, tuple(shape))
+
+
+def iter_encode(model: torch.nn.Module, x: torch.Tensor, chunks: list[tuple[int, int]], patch: int,
+                tiles: dict | None = None) -> Iterator[tuple[tuple[int, int], torch.Tensor]]:
+    """(1, 3, T, H, W) in [-1, 1] -> ``((start, end), mean)`` per chunk, mean (1, C, t', h, w); spatially
+    tiled when ``tiles`` gives ``run_tiled``'s tile, overlap, up and down."""
+    def make() -> Stream:
+        return Stream(model, "encoder", patch)
+
+    streams = [make()]
     for s, e in chunks:
         part = x[:, :, s:e]
-        if patch > 1:
-            part = patchify(part, patch_size=patch)
-        h = model.quant_conv(model.encoder(part, feat_cache=cache, feat_idx=[0]))
-        yield (s, e), h[:, : h.shape[1] // 2]  # the posterior's mean
+        yield (s, e), streams[0].encode(part) if tiles is None else _tiled(streams, make, Stream.encode, part, tiles)
 
 
-def iter_decode(model: torch.nn.Module, z: torch.Tensor, patch: int) -> Iterator[torch.Tensor]:
+def iter_decode(model: torch.nn.Module, z: torch.Tensor, patch: int, tiles: dict | None = None) -> Iterator[torch.Tensor]:
     """Raw (1, C, T', h, w) -> (1, 3, t, H, W) in [-1, 1] per latent frame (1 frame, then 4 each)."""
-    from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+    def make() -> Stream:
+        return Stream(model, "decoder", patch)
 
-    cache = _cache(model.decoder)
+    streams = [make()]
     for i in range(z.shape[2]):
-        x = model.post_quant_conv(z[:, :, i : i + 1])
-        out = model.decoder(x, feat_cache=cache, feat_idx=[0], first_chunk=i == 0)
-        if patch > 1:
-            out = unpatchify(out, patch_size=patch)
-        yield out.clamp(-1.0, 1.0)
+        part = z[:, :, i : i + 1]
+        yield streams[0].decode(part) if tiles is None else _tiled(streams, make, Stream.decode, part, tiles)

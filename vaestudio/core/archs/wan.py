@@ -218,6 +218,7 @@ class WanVae(TorchAutoencoder):
     architecture = "wan"
     channels_last = False  # 5-D weights
     cancel_blocks = ("WanResidualBlock", "WanAttentionBlock", "QwenImageResidualBlock", "QwenImageAttentionBlock")
+    clip_tiles = True  # (kind video: _wan_video tiles each chunk, one causal cache per tile)
 
     def __init__(self, model, info, family, device=None, dtype=None) -> None:
         super().__init__(model, info, family, device=device, dtype=dtype)
@@ -251,11 +252,11 @@ class WanVae(TorchAutoencoder):
             return super()._clip_chunks(frames, height, width)
         return causal_chunks(frames, self.info.temporal_downscale)
 
-    def _iter_encode_clip_tensor(self, x: torch.Tensor):
-        return iter_encode(self.model, x, self._clip_chunks(x.shape[2], *x.shape[-2:]), self._patch)
+    def _iter_encode_clip_tensor(self, x: torch.Tensor, tiles: dict | None = None):
+        return iter_encode(self.model, x, self._clip_chunks(x.shape[2], *x.shape[-2:]), self._patch, tiles)
 
-    def _iter_decode_clip_tensor(self, z: torch.Tensor):
-        return iter_decode(self.model, z, self._patch)
+    def _iter_decode_clip_tensor(self, z: torch.Tensor, tiles: dict | None = None):
+        return iter_decode(self.model, z, self._patch, tiles)
 
     def to_model(self, raw: torch.Tensor) -> torch.Tensor:
         return (raw - self._mean.to(raw.device, raw.dtype)) * self._inv_std.to(raw.device, raw.dtype)
