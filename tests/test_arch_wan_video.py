@@ -170,6 +170,9 @@ def test_inspect_vae_json_says_kind_and_temporal_downscale(tmp_path, capsys, kin
     info = json.loads(capsys.readouterr().out)
     want = ("image", 1) if kind == "qwen-image" else ("video", 4)
     assert (info["architecture"], info["kind"], info["temporal_downscale"]) == ("wan", *want)
+    assert main(["inspect-vae", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert ("kind:            video (temporal_downscale 4)" in text) == (kind != "qwen-image")
 
 
 def test_clip_tiles_are_the_model_on_each_tile(tmp_path):

@@ -41,6 +41,8 @@ def run(args) -> int:
         model = ""
         if info.model_latent_channels:
             model = f"\n  model space:     {info.model_latent_channels} channels at 1/{info.model_downscale}"
+        if info.kind != "image":
+            model += f"\n  kind:            {info.kind} (temporal_downscale {info.temporal_downscale})"
         print(f"{source}\n  architecture:    {info.architecture}\n  format:          {info.format}\n"
               f"  key layout:      {info.key_layout}\n"
               f"  family:          {info.family}{guessed}\n  latent_channels: {info.latent_channels}\n"
