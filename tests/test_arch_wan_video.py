@@ -228,3 +228,31 @@ def test_out_of_memory_falls_back_to_tiles(tmp_path):
         vae.encode_clip(x, tile="off")
     with pytest.raises(VaeStudioError, match="ran out of memory"):
         vae.decode_clip(enc.latent, 32, 48, tile="off")
+
+
+def test_memory_is_bounded_by_the_chunk_not_the_clip():
+    """The causal cache carries at most 2 frames per convolution, whatever the clip's length: after the
+    first chunks its size stays the same however many more latent frames are decoded or encoded."""
+    from vaestudio.core.archs._wan_video import Stream
+
+    def cached(stream: Stream) -> tuple[int, int]:
+        tensors = [c for c in stream.cache if isinstance(c, torch.Tensor)]
+        return max(c.shape[2] for c in tensors), sum(c.numel() for c in tensors)
+
+    m = model_of("wan2.1")
+    with torch.no_grad():
+        enc, dec = Stream(m, "encoder", 1), Stream(m, "decoder", 1)
+        x = torch.from_numpy(clip(17)).permute(3, 0, 1, 2)[None] * 2 - 1
+        sizes = []
+        for s in range(1, 17, 4):
+            if s == 1:
+                enc.encode(x[:, :, :1])
+            enc.encode(x[:, :, s : s + 4])
+            sizes.append(cached(enc))
+        assert sizes[1:] == sizes[1:2] * 3 and sizes[-1][0] <= 2
+        z = torch.randn(1, 16, 6, 4, 4)
+        sizes = []
+        for i in range(6):
+            dec.decode(z[:, :, i : i + 1])
+            sizes.append(cached(dec))
+        assert sizes[2:] == sizes[2:3] * 4 and sizes[-1][0] <= 2
