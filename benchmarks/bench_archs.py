@@ -52,6 +52,9 @@ def configs(small: bool) -> dict[str, tuple[str, dict]]:
                 down_block_types=("DownEncoderBlock2D",) * 4, down_block_out_channels=(32,) * 4, layers_per_down_block=1,
                 up_block_types=("UpDecoderBlock2D",) * 4, up_block_out_channels=(32, 32, 64, 64), layers_per_up_block=2,
                 norm_num_groups=8)),
+            "consistency-decoder": ("ConsistencyDecoderVAE", dict(
+                encoder_block_out_channels=(32,) * 4, encoder_layers_per_block=1, encoder_norm_num_groups=8,
+                decoder_block_out_channels=(32, 32, 64, 64), decoder_layers_per_block=1, decoder_norm_num_groups=8)),
         }
     from vaestudio.core.archs._common import shipped_config
 
@@ -64,6 +67,7 @@ def configs(small: bool) -> dict[str, tuple[str, dict]]:
         "hunyuan-image": ("AutoencoderKLHunyuanImage", shipped_config("hunyuan-image-2.1")),
         "qwen-image-2.1": ("AutoencoderKLQwenImage21", shipped_config("qwen-image-2.1")),
         "asymmetric": ("AsymmetricAutoencoderKL", shipped_config("asymmetric-kl-x-1-5")),
+        "consistency-decoder": ("ConsistencyDecoderVAE", shipped_config("consistency-decoder")),  # 2 UNet steps
     }
 
 
@@ -106,7 +110,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--archs", default="flux2,wan2.1,qwen-image,wan2.2,dc-ae,hunyuan-image,qwen-image-2.1,asymmetric")
+    ap.add_argument("--archs", default="flux2,wan2.1,qwen-image,wan2.2,dc-ae,hunyuan-image,qwen-image-2.1,asymmetric,consistency-decoder")
     ap.add_argument("--small", action="store_true")
     args = ap.parse_args()
     from diffusers.utils import logging as dlog

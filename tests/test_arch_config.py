@@ -38,6 +38,11 @@ def _rgba(model, x):  # one frame of Qwen-Image 2.1's RGBA VAE: an opaque alpha 
     return mean[:, :, 0], model.decode(mean).sample[:, :3, 0]
 
 
+def _seeded(model, x):  # the consistency decoder: 2 steps from noise seeded 0, as vaestudio decodes
+    mean = model.encode(x).latent_dist.mean
+    return mean, model.decode(mean, generator=torch.Generator().manual_seed(0)).sample
+
+
 def _dc(model, x):
     lat = model.encode(x).latent
     return lat, model.decode(lat).sample
@@ -101,6 +106,12 @@ def _make(name: str):
             up_block_types=("UpDecoderBlock2D",) * 4, up_block_out_channels=(32, 32, 64, 64), layers_per_up_block=2,
             norm_num_groups=8, act_fn="mish", scaling_factor=0.5)
         return m, _kl, _scaled
+    if name == "consistency-decoder":
+        m = diffusers.ConsistencyDecoderVAE(
+            encoder_block_out_channels=(8, 8, 16, 16), encoder_layers_per_block=1, encoder_norm_num_groups=4,
+            encoder_act_fn="mish", decoder_block_out_channels=(8, 16, 16, 32), decoder_layers_per_block=1,
+            decoder_norm_num_groups=4, decoder_norm_eps=0.1, scaling_factor=0.5)
+        return m, _seeded, _scaled
     if name == "dc-ae":
         m = diffusers.AutoencoderDC(
             in_channels=3, latent_channels=32, attention_head_dim=8, encoder_block_types=DC_TYPES,
@@ -126,6 +137,7 @@ def _make(name: str):
 #: case -> the architecture that must load it
 ARCHS = {"autoencoder-kl": "autoencoder-kl", "flux2": "flux2", "wan2.1": "wan", "qwen-image": "wan", "wan2.2": "wan",
          "qwen-image-2.1": "qwen-image-2.1", "asymmetric": "asymmetric-kl",
+         "consistency-decoder": "consistency-decoder",
          "dc-ae": "dc-ae", "hunyuan-image": "hunyuan-image", "taesd": "taesd"}
 
 

@@ -14,7 +14,9 @@ too, the two must agree. A single file has no config: the shapes and the shipped
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -61,17 +63,42 @@ class Found:
         return (self.config or {}).get("_class_name")
 
 
-def load_state_into(cls_name: str, config: dict, tensors: dict[str, torch.Tensor], label: str) -> torch.nn.Module:
+_META_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _parameters_on_meta():
+    """Only parameters are made on the meta device (buffers and plain tensors, a scheduler's, are real).
+    Modules made meanwhile by other threads are left alone; one such build runs at a time."""
+    owner = threading.get_ident()
+    with _META_LOCK:
+        register = torch.nn.Module.register_parameter
+
+        def on_meta(module, name, param):
+            register(module, name, param)
+            if param is not None and threading.get_ident() == owner:
+                module._parameters[name] = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+        torch.nn.Module.register_parameter = on_meta
+        try:
+            yield
+        finally:
+            torch.nn.Module.register_parameter = register
+
+
+def load_state_into(cls_name: str, config: dict, tensors: dict[str, torch.Tensor], label: str, *,
+                    real_buffers: bool = False) -> torch.nn.Module:
     """The diffusers model ``cls_name`` built from ``config`` on the meta device with these weights assigned
     (no random initialisation). Weights that do not fit, and the assertions some constructors make about
-    channel counts read from a broken file, become one-sentence VaeLoadErrors."""
+    channel counts read from a broken file, become one-sentence VaeLoadErrors. ``real_buffers``: only the
+    parameters go on the meta device (a model with constant non-persistent buffers or a scheduler)."""
     import diffusers
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.set_verbosity_error()  # its dtype-cast advice does not apply to a plain VAE
     cls = getattr(diffusers, cls_name)
     try:
-        with torch.device("meta"):
+        with _parameters_on_meta() if real_buffers else torch.device("meta"):
             model = cls.from_config(config)
         result = model.load_state_dict(tensors, strict=False, assign=True)
     except (RuntimeError, ValueError, TypeError) as exc:
@@ -132,6 +159,10 @@ class DiffusersArchitecture(Architecture):
     upcast: ClassVar[bool] = False
     #: How the model space is made, for inspect-vae's notes.
     space_notes: ClassVar[tuple[str, ...]] = ()
+    #: The first key part of each half (a model whose decoder is a UNet: "decoder_unet").
+    half_keys: ClassVar[dict[str, str]] = {"encoder": "encoder", "decoder": "decoder"}
+    #: Build with real buffers (see ``load_state_into``).
+    real_buffers: ClassVar[bool] = False
 
     # -- hooks --------------------------------------------------------------------------------
     def infer_config(self, tensors: dict[str, torch.Tensor], label: str) -> dict:
@@ -215,7 +246,7 @@ class DiffusersArchitecture(Architecture):
         layout = self._layout(wf.tensors, label)
         tensors, ignored = extract(wf.tensors, layout.anchor, self.parts)
         for have, other in (("encoder", "decoder"), ("decoder", "encoder")):
-            if not any(k.startswith(other + ".") for k in tensors):
+            if not any(k.startswith(self.half_keys[other] + ".") for k in tensors):
                 raise VaeLoadError(f"holds only a {self.short} {have}; the {other} is missing", label)
         self.check(tensors, layout, label)
         try:
@@ -280,5 +311,6 @@ class DiffusersArchitecture(Architecture):
 
     def build(self, prepared: PreparedVae, *, device, dtype, halves) -> TorchAutoencoder:
         info = prepared.info
-        model = load_state_into(self.model_class(prepared), self.model_config(prepared), prepared.tensors, info.source)
+        model = load_state_into(self.model_class(prepared), self.model_config(prepared), prepared.tensors, info.source,
+                                real_buffers=self.real_buffers)
         return self.vae_class(self.wrap(model), info, prepared.family, device=device, dtype=dtype)
