@@ -93,3 +93,21 @@ def test_a_clip_that_is_not_frames_is_one_sentence(vae):
     for bad in (np.zeros((0, 8, 8, 3), np.float32), np.zeros((8, 8, 3), np.float32)):
         with pytest.raises(VaeStudioError, match="a clip is"):
             vae.encode_clip(bad)
+
+
+def test_the_mnist_vae_takes_a_clip_digit_by_digit():
+    """The MNIST VAE is no TorchAutoencoder: its clips go through its own encode_batch/decode_batch."""
+    from vaestudio.core.archs.mnist import MnistVae
+    from vaestudio.core.mnist.model import make_model
+
+    torch.manual_seed(0)
+    vae = MnistVae.from_trained(make_model("mlp", 32, 4))
+    x = clip(3, 40, 56)
+    enc = vae.encode_clip(x)
+    assert enc.original.shape == (3, 28, 28, 3) and enc.latent.shape == (4, 3)
+    assert "resized from 56x40 to 28x28 for the MNIST VAE" in enc.notes
+    for t in range(3):
+        torch.testing.assert_close(enc.latent[:, t], vae.encode(x[t]).latent)
+    dec = vae.decode_clip(enc.latent)
+    assert dec.complete and dec.frames.shape == (3, 28, 28, 3)
+    np.testing.assert_allclose(dec.frames[2], vae.decode(enc.latent[:, 2]).pixels, atol=1e-6)

@@ -2,7 +2,8 @@
 (``frames_valid``, ``encode_clip``, ``iter_decode_clip``, ``decode_clip``; see ``vaestudio.core.vae``).
 
 An image VAE (``info.kind == "image"``) encodes and decodes a clip frame by frame, a few frames per
-batch (each frame exactly as ``encode`` would alone). A video VAE overrides the hooks:
+batch (each frame exactly as ``encode`` would alone), through ``encode_batch``/``decode_batch`` (so the
+MNIST VAE, which is no ``TorchAutoencoder``, has clips too). A video VAE overrides the hooks:
 
 - ``_encode_clip_tensor(x)``: (1, 3, T, H, W) in the model's input range -> raw (1, C, T', h, w);
   or, to report progress and take cancellation between causal chunks, ``_iter_encode_clip_tensor(x)``
@@ -59,6 +60,14 @@ class ClipMixin:
 
     def _iter_decode_clip_tensor(self, z: torch.Tensor) -> Iterator[torch.Tensor]:
         raise NotImplementedError
+
+    # -- what TorchAutoencoder has (these defaults serve a VAE outside it: the MNIST VAE) ---------
+    def _need(self, half: str) -> None:
+        if not (self.can_encode if half == "encoder" else self.can_decode):
+            raise VaeStudioError(f"this VAE source has no {half}")
+
+    def _decode_batch(self, latent, *, tile, tile_size, tile_overlap, progress, should_stop, notes):
+        return self.decode_batch(latent, tile=tile, progress=progress, should_stop=should_stop, notes=notes), False
 
     @property
     def _is_video(self) -> bool:

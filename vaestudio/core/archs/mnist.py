@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from vaestudio.core.archs._common import misfit
+from vaestudio.core.clips import ClipMixin
 from vaestudio.core.errors import VaeLoadError
 from vaestudio.core.families import FAMILIES, Family
 from vaestudio.core.registry import Architecture, PreparedVae
@@ -34,7 +35,7 @@ def _info(source: str, fmt: str, reason: str, latent_dim: int, parameters: int, 
 ALWAYS_FP32 = "fp32, as the MNIST model always runs (tiny: bf16 would gain nothing)"
 
 
-class MnistVae:
+class MnistVae(ClipMixin):
     """The inspector's view of an MNIST VAE: images become 28x28 grey digits, latents are vectors."""
 
     architecture = "mnist"
