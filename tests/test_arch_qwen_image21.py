@@ -51,18 +51,22 @@ def sd(model):
     return state(model)
 
 
-def comfyui_keys(sd):
+def comfyui_keys(sd, five_d=True):
     """The weights as ComfyUI's file holds them: Wan 2.2's original nested names, and each causal
-    convolution as a 5-D weight with one temporal tap."""
+    convolution as a 5-D weight with one temporal tap (``five_d``; else stored 2D, as some exports do)."""
     from vaestudio.core.archs._wan_layout import diffusers_to_original
 
-    return {k: v[:, :, None].contiguous() if _CAUSAL.search(k) else v for k, v in diffusers_to_original(sd).items()}
+    return {k: v[:, :, None].contiguous() if five_d and _CAUSAL.search(k) else v
+            for k, v in diffusers_to_original(sd).items()}
 
 
 def write(layout: str, model, sd, tmp_path):
     if layout == "comfyui-file":
         save_file(comfyui_keys(sd), str(tmp_path / "qwen_image_2.1_vae_bf16.safetensors"))
         return tmp_path / "qwen_image_2.1_vae_bf16.safetensors"
+    if layout == "original-2d-file":
+        save_file(comfyui_keys(sd, five_d=False), str(tmp_path / "qwen_image_2.1_vae.safetensors"))
+        return tmp_path / "qwen_image_2.1_vae.safetensors"
     if layout == "diffusers-folder":
         model.save_pretrained(tmp_path / "vae")
         return tmp_path / "vae"
@@ -87,14 +91,14 @@ def reference(model, x):
 
 
 @pytest.mark.parametrize("layout", ["diffusers-folder", "pipeline-folder", "diffusers-file", "diffusers-pth",
-                                    "comfyui-file"])
+                                    "comfyui-file", "original-2d-file"])
 def test_every_layout_loads_equal_to_its_weights(tmp_path, model, sd, layout):
     vae = load_vae(write(layout, model, sd, tmp_path))
     assert_weights(vae, sd)
     d = vae.info.to_dict()
     assert (d["architecture"], d["family"], d["family_guessed"]) == ("qwen-image-2.1", "qwen-image-2.1", False)
-    assert (d["latent_channels"], d["downscale"], d["key_layout"]) == (64, 16, "comfyui" if "comfy" in layout
-                                                                      else "diffusers")
+    assert (d["latent_channels"], d["downscale"], d["key_layout"]) == (64, 16, "diffusers" if "diffusers" in layout
+                                                                      or "pipeline" in layout else "comfyui")
 
 
 def test_comfyui_file_is_read_in_its_own_layout_and_reconstructs_as_diffusers(tmp_path, model, sd):

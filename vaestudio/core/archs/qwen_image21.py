@@ -12,8 +12,8 @@ Hugging Face id (``Qwen/Qwen-Image-2.1``, the repository diffusers' single-file 
 file with diffusers keys, and the ComfyUI file (``qwen_image_2.1_vae_bf16.safetensors``, Comfy-Org's
 repackaging): Wan 2.2's original nested keys (``decoder.upsamples.0.upsamples.0``, mapped by
 ``_wan_layout``) with each causal convolution stored as Wan's 5-D weight with one temporal tap, squeezed
-to the 2D kernel here. That file's layout is not verified against ComfyUI's own code (its repository was
-not readable here; see docs/ARCHITECTURE.md). Recognised, before the Wan architecture, by a Wan-layout
+to the 2D kernel here (stored 2D, it loads too). That file's layout is taken from third-party loaders
+of it, not verified against ComfyUI's own code (its repository was too large to read here). Recognised, before the Wan architecture, by a Wan-layout
 middle block whose first and last convolutions have 2D kernels (Wan's have three temporal taps).
 """
 
