@@ -93,6 +93,24 @@ def test_an_image_vae_reconstructs_each_frame_as_the_image_path_does(tmp_path, c
         assert float(row["ssim"]) == pytest.approx(rec.metrics.ssim, abs=1e-4)
 
 
+def test_a_video_vae_trims_the_clip_and_says_so(tmp_path, clip_file, capsys):
+    """A tiny random Wan 2.1 VAE (diffusers' AutoencoderKLWan) takes 1 + 4k frames: 7 become 5."""
+    import torch
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(0)
+    folder = tmp_path / "wan"
+    AutoencoderKLWan(z_dim=16, base_dim=8, dim_mult=[1, 2, 4, 4], num_res_blocks=2).save_pretrained(folder)
+    code, (r,), err = run_json(capsys, clip_file, "--vae", folder, "--out", tmp_path / "o")
+    assert code == 0, err
+    assert r["kind"] == "video" and r["frames"] == 5
+    assert r["latent_shape"] == [16, 2, 4, 4]  # T' = 1 + (5 - 1) / 4
+    assert any("trimmed 7 frames to 5" in n for n in r["notes"]) and "trimmed" in err
+    with open(r["csv"], newline="") as fh:
+        assert len(list(csv.reader(fh))) == 1 + 5
+    assert read_clip(r["output"]).count == read_clip(r["diff"]).count == 5
+
+
 def test_noise_over_the_clip_latent(tmp_path, clip_file, vae_dir, capsys):
     code, (clean,), _ = run_json(capsys, clip_file, "--vae", vae_dir, "--out", tmp_path / "a", "--frames", "5")
     code2, (noisy,), _ = run_json(capsys, clip_file, "--vae", vae_dir, "--out", tmp_path / "b", "--frames", "5",
