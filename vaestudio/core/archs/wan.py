@@ -213,7 +213,8 @@ def single_frame(model: torch.nn.Module) -> torch.nn.Module:
 
 
 class WanVae(TorchAutoencoder):
-    """A Wan-layout VAE on single images; the model space is per-channel normalised."""
+    """A Wan-layout VAE: images as one frame (2D), clips chunk by chunk (kind video); the model space is
+    per-channel normalised."""
 
     architecture = "wan"
     channels_last = False  # 5-D weights
