@@ -71,8 +71,9 @@ def test_orientation_from_rotation_metadata(tmp_path, rotation, corner):
     assert bool(clip.notes) == (rotation != 0)
 
 
-def test_start_frames_and_size(tmp_path):
-    path = write_av(tmp_path / "s.mp4", frames_u8(12), fps=12)
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".ts", ".avi"])  # TS starts at 1.4 s; AVI's H.264 a frame late
+def test_start_frames_and_size(tmp_path, suffix):
+    path = write_av(tmp_path / f"s{suffix}", frames_u8(12), fps=12)
     part = read_clip(path, start=0.25, frames=3)
     assert levels(part.frames) == [3, 4, 5]
     assert levels(read_clip(path, start=0.5).frames) == list(range(6, 12))

@@ -2,8 +2,9 @@
 
 WEIGHT_SUFFIXES = frozenset({".safetensors", ".ckpt", ".pt", ".pth", ".bin"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
-#: Video containers (read through PyAV); any file with one of these suffixes is a clip.
-VIDEO_SUFFIXES = frozenset({".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v"})
+#: Video containers (read through PyAV, which opens more: these name a clip by their suffix alone).
+VIDEO_SUFFIXES = frozenset({".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v", ".ts", ".mpg", ".mpeg", ".ogv",
+                            ".flv", ".wmv", ".3gp"})
 #: Images that may be animated (read through Pillow): a clip when they hold more than one frame.
 ANIMATED_SUFFIXES = frozenset({".gif", ".webp", ".png", ".apng"})
 CLIP_SUFFIXES = VIDEO_SUFFIXES | ANIMATED_SUFFIXES

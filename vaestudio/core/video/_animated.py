@@ -76,7 +76,7 @@ def _frames(im: Image.Image, durations: list[float], label: str, start: float, l
             if time.monotonic() > deadline:
                 raise VideoError(f"reading the animation took longer than {timeout:g} s; gave up", label)
             at, t = t, t + ms / 1000.0
-            if at < start - 1e-6:
+            if at < start - 0.5 * ms / 1000.0 - 1e-9:  # the frame nearest ``start``, as for videos
                 continue
             im.seek(i)
             yield _to_float_rgb(im.convert("RGBA"), (1.0, 1.0, 1.0))

@@ -8,6 +8,8 @@ it and skips to the first frame at or after it. Every failure is a ``VideoError`
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,40 +106,63 @@ def open_container(path: Path, *, start: float, frames: int | None, timeout: flo
     return source, _frames(container, stream, source, label, start, frames, deadline, timeout, declared)
 
 
-def _frames(container, stream, source: FrameSource, label: str, start: float, limit: int | None, deadline: float, timeout: float,
-            declared: int) -> Iterator[np.ndarray]:
+def _decoded(container, stream, fps: float, count: list[int], deadline: float, timeout: float,
+             label: str) -> Iterator[tuple[float, object]]:
+    """(seconds, frame) as they are decoded; ``count[0]`` counts them."""
+    for packet in container.demux(stream):
+        if time.monotonic() > deadline:
+            raise VideoError(f"reading the video took longer than {timeout:g} s; gave up", label)
+        for frame in packet.decode():
+            count[0] += 1
+            yield (frame.time if frame.time is not None else (count[0] - 1) / fps), frame
+
+
+def _from(container, stream, start: float, fps: float, count: list[int], deadline: float, timeout: float,
+          label: str) -> tuple[float, Iterator[tuple[float, object]]]:
+    """The time of the first frame (an MPEG-TS clip may begin at 1.4 s, H.264 in AVI one frame late),
+    and the decoded frames from about ``start`` seconds after it: a seek to the key frame before, or,
+    where the seek lands after it or on frames that do not decode (MPEG-TS seeks by bytes), all of them
+    from the beginning."""
+    frames = _decoded(container, stream, fps, count, deadline, timeout, label)
+    first = next(frames, None)
+    origin = first[0] if first is not None else 0.0
+    if start <= 0 or first is None:
+        return origin, (frames if first is None else itertools.chain([first], frames))
+    with contextlib.suppress(*_ffmpeg_errors()):
+        container.seek(int((origin + start) / stream.time_base), stream=stream, backward=True, any_frame=False)
+        after = next(frames, None)
+        if after is not None and after[0] - origin <= start + 0.5 / fps:
+            return origin, itertools.chain([after], frames)
+    container.seek(0, stream=stream)
+    count[0] = 0
+    return origin, _decoded(container, stream, fps, count, deadline, timeout, label)
+
+
+def _frames(container, stream, source: FrameSource, label: str, start: float, limit: int | None, deadline: float,
+            timeout: float, declared: int) -> Iterator[np.ndarray]:
     errors = _ffmpeg_errors()
     fps = source.fps
-    done = seen = 0
+    done, count = 0, [0]
     try:
-        if start > 0:
-            try:
-                container.seek(int(start / stream.time_base), stream=stream, backward=True, any_frame=False)
-            except errors:
-                container.seek(0, stream=stream)  # unseekable: decode from the start and skip
-        for packet in container.demux(stream):
+        origin, decoded = _from(container, stream, start, fps, count, deadline, timeout, label)
+        for t, frame in decoded:
+            if t - origin < start - 0.5 / fps:
+                continue
+            if frame.width * frame.height > MAX_FRAME_PIXELS:
+                raise VideoError(f"the frames are {frame.width}x{frame.height}, more than the "
+                                 f"{MAX_FRAME_PIXELS / 1e6:.0f} MP limit", label)
+            rgb = frame.to_ndarray(format="rgb24")
+            if frame.rotation and not done:
+                source.notes.append(f"turned {frame.rotation:+d} degrees to its display orientation "
+                                    "(the video's rotation metadata)")
+            out = _upright(rgb, frame.rotation).astype(np.float32)
+            out *= np.float32(1 / 255)
+            yield out
+            done += 1
+            if limit is not None and done >= limit:
+                return
             if time.monotonic() > deadline:
                 raise VideoError(f"reading the video took longer than {timeout:g} s; gave up", label)
-            for frame in packet.decode():
-                seen += 1
-                t = frame.time if frame.time is not None else (seen - 1) / fps
-                if t < start - 0.5 / fps:
-                    continue
-                if frame.width * frame.height > MAX_FRAME_PIXELS:
-                    raise VideoError(f"the frames are {frame.width}x{frame.height}, more than the "
-                                     f"{MAX_FRAME_PIXELS / 1e6:.0f} MP limit", label)
-                rgb = frame.to_ndarray(format="rgb24")
-                if frame.rotation and not done:
-                    source.notes.append(f"turned {frame.rotation:+d} degrees to its display orientation "
-                                        "(the video's rotation metadata)")
-                out = _upright(rgb, frame.rotation).astype(np.float32)
-                out *= np.float32(1 / 255)
-                yield out
-                done += 1
-                if limit is not None and done >= limit:
-                    return
-                if time.monotonic() > deadline:
-                    raise VideoError(f"reading the video took longer than {timeout:g} s; gave up", label)
     except VideoError:
         raise
     except errors as exc:
@@ -145,6 +170,7 @@ def _frames(container, stream, source: FrameSource, label: str, start: float, li
         raise VideoError(f"the video is broken or truncated {where} ({_reason(exc)})", label) from None
     finally:
         container.close()
+    seen = count[0]
     if done == 0 and start > 0 and seen:
         raise VideoError(f"the video has no frames at or after {start:g} s", label)
     if start <= 0 and declared and seen < 0.9 * declared - 1:
