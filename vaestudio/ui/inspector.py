@@ -18,6 +18,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSplitter, QTabWidget, QVBoxLayout, QWidget
 
 from vaestudio.ui import jobs
+from vaestudio.ui.clip_view import ClipView
 from vaestudio.ui.latents import LatentPanel
 from vaestudio.ui.metrics_panel import MetricsPanel, psnr_text
 from vaestudio.ui.panels import NoisePanel, VaePanel, snr_text
@@ -28,7 +29,7 @@ SIDE_WIDTH = 400
 #: The inspector's own jobs, dropped when the image or VAE A changes.
 OWN_KINDS = ("encode", "decode", "preview", "b")
 #: What Esc and the Cancel button stop: the image being opened, and the inspector's jobs.
-DECODE_KINDS = ("image", *OWN_KINDS)
+DECODE_KINDS = ("image", *OWN_KINDS, "clip")
 
 
 class InspectorTab(QWidget):
@@ -63,6 +64,8 @@ class InspectorTab(QWidget):
         tl.setContentsMargins(0, 0, 0, 0)
         tl.addWidget(self.hint)
         tl.addWidget(self.compare, 1)
+        self.clip = ClipView(session, self.compare, self.latents, self.metrics, self.noise)  # shown for a clip
+        tl.addWidget(self.clip)
         tl.addLayout(nav)
         center.addWidget(top)
         center.addWidget(self.lower)
@@ -110,6 +113,7 @@ class InspectorTab(QWidget):
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         self._connect_session(False)
+        self.clip.close()
         super().closeEvent(event)
 
     def _jobs_changed(self) -> None:
@@ -161,14 +165,14 @@ class InspectorTab(QWidget):
         n = len(s.images)
         self.prev_btn.setEnabled(n > 1)
         self.next_btn.setEnabled(n > 1)
-        note = "  (could not be read)" if n and s.image is None else ""
+        note = "  (could not be read)" if n and s.image is None and s.clip is None else ""
         self.nav_label.setText(f"{s.index + 1} / {n}: {source_name(s.source())}{note}" if n else "")
 
     def _image_changed(self) -> None:
         s = self.session
         for kind in OWN_KINDS:
             s.runner.drop(kind)
-        if s.image is not None:
+        if s.image is not None or s.clip is not None:
             self.hint.hide()
         self._clear_views(s.image.pixels if s.image is not None else None)
         if s.image is not None and s.vae is not None:

@@ -53,7 +53,17 @@ def load_preview_decoder_job(location, family, *, progress, should_stop):
     return None if path is None else load_vae(path, halves=("decoder",), device="cpu")
 
 
-def load_image_job(source, *, progress, should_stop):
+def load_media_job(source, *, progress, should_stop):
+    """An image (``LoadedImage``) or, for a clip file, the clip (``core.video.Clip``), read whole within
+    the window's limit (``clip_jobs.WINDOW_CLIP_BYTES``)."""
+    if not isinstance(source, bytes):
+        from vaestudio.core.filetypes import is_clip
+
+        if is_clip(source):
+            from vaestudio.core.video import read_clip
+            from vaestudio.ui.clip_jobs import WINDOW_CLIP_BYTES
+
+            return read_clip(source, max_bytes=WINDOW_CLIP_BYTES)
     from vaestudio.core.images import load_image
 
     return load_image(source)

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QPushButton,
+    QSlider,
     QSpinBox,
     QSplitter,
     QTableView,
@@ -98,6 +99,10 @@ class LatentPanel(QWidget):
         self.shared = QCheckBox("One colour scale")
         self.shared.setChecked(True)
         self.shared.setToolTip("One colour scale for all channels (compare channels), or one per channel (see detail)")
+        self.frame = QSlider(Qt.Orientation.Horizontal)  # a clip's latent frame (C, T', h, w): which one is shown
+        self.frame.setToolTip("The latent frame shown: mosaic, statistics, histogram and preview")
+        self.frame_label = QLabel("")
+        self.clip_latents = None  # a clip's (model, raw, previews, note), (C, T', h, w) each
         self.caption = QLabel("")
         self.caption.setWordWrap(True)
         self.view = pg.GraphicsLayoutWidget()
@@ -155,6 +160,10 @@ class LatentPanel(QWidget):
         for w in (QLabel("Show"), self.space, self.order, self.shared):
             top.addWidget(w)
         top.addStretch(1)
+        top.addWidget(self.frame_label)
+        top.addWidget(self.frame, 1)
+        self.frame.hide()
+        self.frame_label.hide()
         ab = QHBoxLayout()
         for w in (QLabel("Channel"), self.ab_channel, self.ab_mode, self.ab_factor, self.ab_button):
             ab.addWidget(w)
@@ -196,13 +205,49 @@ class LatentPanel(QWidget):
         self.space.currentIndexChanged.connect(self._redraw)
         self.order.currentIndexChanged.connect(self._redraw)
         self.shared.toggled.connect(self._redraw)
+        self.frame.valueChanged.connect(self._show_frame)
         self.view.scene().sigMouseMoved.connect(self._moved)
         self.view.scene().sigMouseClicked.connect(self._clicked)
 
     # -- data -------------------------------------------------------------------------------------
+    def set_clip_latents(self, model: np.ndarray | None, raw: np.ndarray | None = None, previews=None,
+                         note: str = "") -> None:
+        """Show a clip's latent (C, T', h, w): the latent-frame slider picks the frame whose mosaic,
+        statistics, histogram and latent-to-RGB preview (``previews[i]``) are shown."""
+        if model is None:
+            if self.clip_latents is not None:
+                self.set_latents(None)
+            return
+        self.set_latents(None)
+        self.clip_latents = (model, raw, previews, note)
+        self.frame.setVisible(model.shape[1] > 1)
+        self.frame_label.setVisible(True)
+        self.frame.blockSignals(True)
+        self.frame.setRange(0, model.shape[1] - 1)
+        self.frame.setValue(min(self.frame.value(), model.shape[1] - 1))
+        self.frame.blockSignals(False)
+        self._show_frame()
+
+    def _show_frame(self) -> None:
+        if self.clip_latents is None:
+            return
+        model, raw, previews, note = self.clip_latents
+        i, n = self.frame.value(), model.shape[1]
+        self.frame_label.setText(f"latent frame {i + 1} of {n}")
+        what = f"latent frame {i + 1} of {n}" + (f"; {note}" if note else "")
+        self._set(model[:, i], None if raw is None else raw[:, i], what)
+        preview = previews[i] if previews else None
+        self.set_preview(preview, f"Latent-to-RGB preview of latent frame {i + 1}")
+
     def set_latents(self, model: np.ndarray | None, raw: np.ndarray | None = None, note: str = "") -> None:
         """Show a latent in model space (and its raw form, when it differs). ``note`` says what it is
         (e.g. that noise is not shown)."""
+        self.clip_latents = None
+        self.frame.hide()
+        self.frame_label.hide()
+        self._set(model, raw, note)
+
+    def _set(self, model: np.ndarray | None, raw: np.ndarray | None, note: str) -> None:
         if model is None:
             self.latents, self.arr, self.mosaic = {}, None, None
             self.image.clear()

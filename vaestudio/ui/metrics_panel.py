@@ -32,6 +32,11 @@ class MetricsPanel(QGroupBox):
         self.latent_shape = self._row("Latent shape")
         self.compression = self._row("Compression")
         self.b = self._row("B: PSNR / SSIM")
+        self.worst = self._row("Worst frame")
+        self.flicker = self._row("Flicker")
+        self.flicker.setToolTip("Mean over frames of |(r_t - r_t-1) - (x_t - x_t-1)|: how much the reconstruction's "
+                                "change between frames differs from the original's (0: none)")
+        self._clip_rows(False)
 
     def _row(self, name: str) -> QLabel:
         lab = QLabel("-")
@@ -56,5 +61,40 @@ class MetricsPanel(QGroupBox):
             self.decode: seconds_text(r.decode_s) if r is not None else "-",
             self.b: f"{b.metrics.psnr:.2f} dB / {b.metrics.ssim:.4f}" if b is not None else "-",
         }
+        self._clip_rows(False)
+        for label, text in texts.items():
+            label.setText(text)
+
+    def _clip_rows(self, clip: bool) -> None:
+        for row in (self.worst, self.flicker):
+            self.form.setRowVisible(row, clip)
+        self.form.setRowVisible(self.b, not clip)
+
+    def set_clip_values(self, encoded=None, progress=None) -> None:
+        """A clip's encoding (``ClipEncoding``) and its reconstruction so far (``ui.clip_jobs.ClipProgress``):
+        means over the frames decoded, the worst frame and the flicker; each may be None."""
+        e, r = encoded, progress
+        psnr = r.psnr_mean if r is not None else None
+        part = "" if r is None or r.complete else f" ({r.decoded} of {r.total} frames)"
+        worst = r.worst_frame if r is not None else None
+
+        def mean(name: str) -> str:
+            v = r.mean(name) if r is not None else None
+            return "-" if v is None else f"{v:.4f}"
+
+        texts = {
+            self.encode: seconds_text(e.seconds) if e is not None else "-",
+            self.latent_shape: " x ".join(map(str, e.raw.shape)) if e is not None else "-",
+            self.compression: f"{e.original.size / max(1, e.raw.numel()):.0f}x fewer values" if e is not None else "-",
+            self.tiled: ("yes" if e.tiled else "no") if e is not None else "-",
+            self.psnr: f"mean {psnr_text(psnr)}{part}" if psnr is not None else "-",
+            self.ssim: mean("ssim"),
+            self.mae: mean("mae"),
+            self.colour_shift: "-",
+            self.decode: seconds_text(r.seconds) if r is not None and r.complete else "-",
+            self.worst: f"frame {worst + 1}: {psnr_text(r.psnr[worst])}" if worst is not None else "-",
+            self.flicker: f"{r.flicker:.4f}" if r is not None and r.flicker is not None else "-",
+        }
+        self._clip_rows(True)
         for label, text in texts.items():
             label.setText(text)

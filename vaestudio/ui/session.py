@@ -15,11 +15,17 @@ State (read the attributes; change them through the methods, which emit the sign
 - ``encoded``: VAE A's encoding of the image; ``result``, ``result_b``: the last complete
   reconstructions by A and B; ``preview_vae``: the tiny decoder that previews A's latents, if any.
 - ``recent_vaes``: the recently loaded VAE sources, newest first; ``devices``: what this machine offers.
+- ``clip``: the current clip (``core.video.Clip``) when ``images[index]`` is a video (``image`` is then
+  None); ``clip_encoded``: its ``ClipEncoded`` by VAE A; ``clip_result``: the ``ClipProgress`` of its
+  reconstruction, filled chunk by chunk by the "clip" job (``reconstruct_clip``; ui/clip_jobs.py).
 
 Signals
 
 - ``images_changed()``: ``images`` or ``index`` changed.
-- ``image_changed()``: ``image`` changed; ``encoded``, ``result`` and ``result_b`` were cleared with it.
+- ``image_changed()``: ``image`` changed; ``encoded``, ``result`` and ``result_b`` were cleared with it
+  (and the clip state: a clip opened emits it too, with ``image`` None, then ``clip_changed``).
+- ``clip_changed()``: ``clip`` changed (``clip_encoded`` and ``clip_result`` cleared with it);
+  ``clip_encoding_changed()``; ``clip_frames_changed()``: ``clip_result`` was replaced or gained frames.
 - ``vae_changed(slot)``: VAE ``"a"`` or ``"b"`` was set or cleared (a family change counts); for A,
   ``encoded``, ``result`` and ``preview_vae`` were cleared with it, for B ``result_b``.
 - ``vae_loading(what, done, total)``: a VAE load is under way (``what`` is "Loading" or
@@ -40,7 +46,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from vaestudio.ui import jobs
+from vaestudio.ui import clip_jobs, jobs
 from vaestudio.ui.settings import Preferences
 from vaestudio.ui.workers import JobRunner
 
@@ -76,6 +82,9 @@ class Session(QObject):
     prefs_changed = Signal()
     recent_vaes_changed = Signal()
     devices_changed = Signal()
+    clip_changed = Signal()
+    clip_encoding_changed = Signal()
+    clip_frames_changed = Signal()
     message = Signal(str)
     error = Signal(str)
 
@@ -93,6 +102,7 @@ class Session(QObject):
         self.result = None
         self.result_b = None
         self.preview_vae = None
+        self.clip = self.clip_encoded = self.clip_result = None
         self.recent_vaes: list[str] = []
         self.devices: list[str] = ["auto", "cpu"]
         self._tokens = {"a": 0, "b": 0}  # per VAE set: id() of a freed VAE can be reused by the next one
@@ -115,7 +125,7 @@ class Session(QObject):
 
     def _load(self, images: list, index: int, keep_on_failure: bool) -> None:
         def loaded(image) -> None:
-            self._set_images(images, index, image)
+            self._set_images(images, index, image)  # a LoadedImage, or a clip (core.video.Clip)
             for note in image.notes:
                 self.message.emit(note)
 
@@ -124,14 +134,22 @@ class Session(QObject):
             if not keep_on_failure:  # stepping onto a broken file: say so, show nothing stale
                 self._set_images(images, index, None)
 
-        self.runner.start("image", jobs.load_image_job, images[index], on_result=loaded, on_error=failed)
+        self.runner.start("image", jobs.load_media_job, images[index], on_result=loaded, on_error=failed)
 
     def _set_images(self, images: list, index: int, image) -> None:
+        from vaestudio.core.video.clip import Clip  # light: no PyAV on the UI thread
+
+        had_clip = self.clip is not None
+        self.runner.drop("clip")
+        self.clip = image if isinstance(image, Clip) else None
+        self.clip_encoded = self.clip_result = None
         self.images, self.index = images, index
-        self.image = image
+        self.image = None if self.clip is not None else image
         self.encoded = self.result = self.result_b = None
         self.images_changed.emit()
         self.image_changed.emit()
+        if had_clip or self.clip is not None:
+            self.clip_changed.emit()
 
     # -- VAEs -----------------------------------------------------------------------------------
     def lent_vaes(self) -> dict[str, object]:
@@ -176,7 +194,9 @@ class Session(QObject):
             self.vae_changed.emit("b")
             return
         self.runner.drop("preview_vae")  # nothing of the old VAE's may arrive after this
+        self.runner.drop("clip")
         self.vae, self.encoded, self.result, self.preview_vae = vae, None, None, None
+        self.clip_encoded = self.clip_result = None
         if vae is not None:
             self.message.emit(f"VAE ready: {source_name(vae.info.source)}")
         self.vae_changed.emit("a")
@@ -263,6 +283,46 @@ class Session(QObject):
         else:
             self.result = result
         self.result_changed.emit(slot)
+
+    # -- clips ----------------------------------------------------------------------------------
+    def reconstruct_clip(self, noise=None) -> None:
+        """Run the clip through VAE A in the "clip" job (encoding it unless ``clip_encoded`` holds it),
+        with ``noise`` (a NoiseSpec) on its latent; frames arrive in ``clip_result`` chunk by chunk."""
+        if self.vae is None or self.clip is None:
+            return
+        enc = self.clip_encoded
+
+        def item(x) -> None:
+            if isinstance(x, clip_jobs.ClipEncoded):
+                self.clip_encoded = x
+                for note in x.encoding.notes:
+                    self.message.emit(note)
+                self.clip_encoding_changed.emit()
+            elif isinstance(x, clip_jobs.ClipStart):
+                self.clip_result = clip_jobs.ClipProgress(x.frames, x.snr_db)
+                self.message.emit(f"Decoding {x.frames} frames ...")
+                self.clip_frames_changed.emit()
+            else:
+                self.clip_result.add(x)
+                self.clip_frames_changed.emit()
+
+        def done(seconds: float) -> None:
+            r = self.clip_result
+            r.seconds, r.complete = seconds, r.decoded == r.total
+            self.message.emit(f"Clip reconstructed: {r.total} frames, mean PSNR {r.psnr_mean:.2f} dB, "
+                              f"flicker {r.flicker:.4f}")
+            self.clip_frames_changed.emit()
+
+        def cancelled() -> None:
+            r = self.clip_result
+            kept = f"kept {r.decoded} of {r.total} decoded frames" if r is not None else "nothing decoded yet"
+            self.message.emit(f"Cancelled; {kept}")
+            self.clip_frames_changed.emit()
+
+        self.message.emit("Decoding the clip ..." if enc is not None else "Encoding the clip ...")
+        self.runner.start("clip", clip_jobs.clip_job, self.vae, self.clip.frames, enc.encoding if enc else None,
+                          noise, self.prefs.tile, on_yield=item, on_result=done, on_error=self.error.emit,
+                          on_cancel=cancelled)
 
     # -- preferences, recent VAEs, devices ----------------------------------------------------------
     def set_prefs(self, new: Preferences) -> None:

@@ -1,0 +1,241 @@
+"""The inspector with a clip (issue 19, the window): the real window offscreen, real clips written with
+PyAV, tiny real VAEs (the AutoencoderKL of conftest, frame by frame; a tiny taew2_1, a video VAE).
+
+A clip opened shows its frames; the slider, the step keys and play move the three views, the latent
+frame and the plot marker together; chunks arrive progressively; Cancel keeps what was decoded; the UI
+thread keeps ticking while a clip is reconstructed; closing the window mid-job leaves no thread behind.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import av
+import numpy as np
+import pytest
+from helpers.gui import make_window
+from PySide6.QtCore import QElapsedTimer, Qt, QTimer
+from PySide6.QtWidgets import QApplication
+from test_gui import drop
+
+from vaestudio.core.metrics import clip_metrics, flicker
+from vaestudio.core.video import read_clip
+
+
+def write_clip(path, frames: int = 9, size: int = 32, fps: int = 12):
+    """A square moving over a gradient, H.264 at high quality."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=fps, options={"crf": "12"})
+        s.height, s.width, s.pix_fmt = size, size, "yuv420p"
+        for i in range(frames):
+            f = np.zeros((size, size, 3), np.uint8)
+            f[..., 0], f[..., 1], f[..., 2] = 60 + 3 * xx * 32 // size, 80 + 2 * yy * 32 // size, 120
+            f[size // 3:size // 3 + 8, 2 + 2 * i:10 + 2 * i, 2] = 240
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    return path
+
+
+def gate_decode(vae, after: int = 1):
+    """Hold the decode of every chunk after the first ``after`` until the returned event is set (or the
+    job is cancelled): the real model still decodes each chunk, the test only chooses when."""
+    gate, calls = threading.Event(), []
+    real = vae._decode_batch
+
+    def gated(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > after:
+            while not gate.is_set() and not kwargs["should_stop"]():
+                time.sleep(0.005)
+        return real(*args, **kwargs)
+
+    vae._decode_batch = gated
+    return gate
+
+
+def open_clip(qtbot, win, clip, vae_source):
+    win.session.load_vae(str(vae_source))
+    qtbot.waitUntil(lambda: win.session.vae is not None, timeout=30000)
+    drop(win, [clip])
+    qtbot.waitUntil(lambda: win.session.clip is not None, timeout=10000)
+
+
+def complete(win) -> bool:
+    r = win.session.clip_result
+    return r is not None and r.complete
+
+
+def test_a_clip_shows_its_frames_in_sync(qtbot, win, tmp_path, vae_dir):
+    path = write_clip(tmp_path / "walk.mp4")
+    open_clip(qtbot, win, path, vae_dir)
+    ins, view, s = win.inspector, win.inspector.clip, win.session
+    qtbot.waitUntil(lambda: complete(win), timeout=30000)
+    assert view.isVisible() and not ins.hint.isVisible() and s.image is None
+    assert ins.nav_label.text() == "1 / 1: walk.mp4"
+    enc, r = s.clip_encoded.encoding, s.clip_result
+    assert enc.frames == 9 and tuple(enc.latent.shape) == (4, 9, 4, 4)
+    assert "an image VAE: the clip is encoded frame by frame" in enc.notes
+    assert enc.chunks == [(0, 4), (4, 8), (8, 9)]
+    read = read_clip(path).frames
+    np.testing.assert_array_equal(enc.original, read)
+    # the reconstruction is the clip interface's, measured as the CLI measures it
+    whole = s.vae.decode_clip(enc.latent, enc.height, enc.width)
+    np.testing.assert_allclose(np.stack(r.frames), whole.frames, atol=1e-6)
+    m = clip_metrics(enc.original, whole.frames)
+    np.testing.assert_allclose(r.psnr, m.psnr, rtol=1e-6)
+    assert r.flicker == pytest.approx(flicker(enc.original, whole.frames), rel=1e-9)
+    # the slider moves all three views, the plot marker and the latent frame (frame by frame: t' = t)
+    view.slider.setValue(6)
+    assert view.frame == 6 and view.marker.value() == 6 and view.frame_label.text() == "frame 7 / 9"
+    np.testing.assert_array_equal(ins.compare.original.data, enc.original[6])
+    np.testing.assert_array_equal(ins.compare.reconstruction.data, r.frames[6])
+    np.testing.assert_array_equal(ins.compare.difference.data, r.diffs[6])
+    assert "frame 7" in ins.compare.reconstruction.title.text
+    lat = ins.latents
+    assert lat.frame.value() == 6 and lat.frame.isVisibleTo(lat)
+    np.testing.assert_array_equal(lat.arr, enc.latent[:, 6].numpy())
+    assert "latent frame 7 of 9" in lat.caption.text()
+    counts, _ = np.histogram(enc.latent[:, 6][lat.selected].numpy().reshape(-1), bins=32)
+    np.testing.assert_array_equal(lat.hist_curve.yData, counts)
+    # the plot: one point per frame, the chunk boundaries
+    xs, ys = view.curve.getData()
+    assert list(xs) == list(range(9)) and np.allclose(ys, np.minimum(m.psnr, 99.0))
+    assert [line.value() for line in view.boundaries] == [3.5, 7.5]
+    # the metrics panel: mean, worst frame, flicker
+    worst = int(np.argmin(m.psnr))
+    assert ins.metrics.psnr.text() == f"mean {np.mean(m.psnr):.2f} dB"
+    assert ins.metrics.worst.text().startswith(f"frame {worst + 1}: ")
+    assert ins.metrics.flicker.text() == f"{m.flicker:.4f}" and ins.metrics.latent_shape.text() == "4 x 9 x 4 x 4"
+    # the step keys and play
+    win.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is win, timeout=5000)
+    qtbot.keyClick(win, Qt.Key.Key_Period)
+    assert view.frame == 7
+    qtbot.keyClick(win, Qt.Key.Key_Comma)
+    qtbot.keyClick(win, Qt.Key.Key_Comma)
+    assert view.frame == 5 and view.slider.value() == 5
+    assert view.timer.interval() == round(1000 / 12)
+    seen = []
+    view.frame_shown.connect(seen.append)
+    view.play_btn.click()
+    qtbot.waitUntil(lambda: len(seen) >= 6, timeout=5000)
+    view.play_btn.click()
+    assert not view.timer.isActive() and view.play_btn.text() == "Play"
+    assert seen[:6] == [(5 + i) % 9 for i in range(1, 7)]  # it plays round, one frame per tick
+    np.testing.assert_array_equal(ins.compare.reconstruction.data, r.frames[view.frame])
+    # export: the CLI's names, read back
+    view.save_videos(tmp_path)
+    qtbot.waitUntil(lambda: not win.runner.busy(), timeout=20000)
+    assert read_clip(tmp_path / "walk_recon.mp4").count == 9 and read_clip(tmp_path / "walk_diff.mp4").count == 9
+
+
+def test_chunks_arrive_progressively_and_cancel_keeps_them(qtbot, win, tmp_path, vae_dir):
+    win.session.load_vae(str(vae_dir))
+    qtbot.waitUntil(lambda: win.session.vae is not None, timeout=30000)
+    gate = gate_decode(win.session.vae)
+    drop(win, [write_clip(tmp_path / "walk.mp4")])
+    ins, view, s = win.inspector, win.inspector.clip, win.session
+    qtbot.waitUntil(lambda: s.clip_result is not None and s.clip_result.decoded == 4, timeout=30000)
+    assert "clip" in win.runner.running and ins.cancel_btn.isEnabled()
+    assert view.status.text() == "decoded 4 of 9 frames"
+    assert list(view.curve.getData()[0]) == [0, 1, 2, 3]
+    view.slider.setValue(2)
+    assert ins.compare.reconstruction.data is not None and ins.compare.difference.data is not None
+    view.slider.setValue(5)  # not decoded yet: the original alone
+    assert ins.compare.reconstruction.data is None and ins.compare.original.data is not None
+    assert "decoding" in ins.compare.reconstruction.title.text
+    assert ins.metrics.psnr.text().endswith("(4 of 9 frames)")
+    kept = [f.copy() for f in s.clip_result.frames[:4]]
+    ins.cancel_btn.click()
+    gate.set()
+    qtbot.waitUntil(lambda: not win.runner.busy(), timeout=10000)
+    r = s.clip_result
+    assert r.decoded == 4 and not r.complete and r.frames[4] is None
+    for a, b in zip(kept, r.frames[:4], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert view.status.text() == "decoded 4 of 9 frames" and not ins.cancel_btn.isEnabled()
+    assert "kept 4 of 9 decoded frames" in win.statusBar().currentMessage()
+    view.slider.setValue(1)
+    np.testing.assert_array_equal(ins.compare.reconstruction.data, r.frames[1])
+    # noise over the whole clip latent: decoded again from the same encoding, all frames this time
+    enc = s.clip_encoded
+    ins.noise.strength.setChecked(True)
+    ins.noise.slider.setValue(500)
+    qtbot.waitUntil(lambda: complete(win), timeout=30000)
+    assert s.clip_encoded is enc and s.clip_result.snr_db is not None
+    assert ins.noise.snr.text().startswith("SNR: ") and "clean latent" in ins.latents.caption.text()
+    from vaestudio.core.noise import add_noise
+
+    e = enc.encoding  # the noise is the clip latent's as a whole, as the CLI's --noise
+    noised = add_noise(e.latent, s.vae.family, spec=ins.noise.params())
+    expected = s.vae.decode_clip(noised.latent, e.height, e.width).frames
+    np.testing.assert_allclose(np.stack(s.clip_result.frames), expected, atol=1e-6)
+    assert s.clip_result.snr_db == pytest.approx(noised.snr_db)
+    assert not np.allclose(expected[:4], np.stack(r.frames[:4]), atol=1e-3)
+
+
+def test_a_video_vae_clip_and_its_latent_frames(qtbot, win, tmp_path):
+    from test_taehv import reference_state, write
+
+    vae = write(tmp_path, "taew2_1", reference_state("taew2_1"))
+    path = write_clip(tmp_path / "walk.mp4", frames=10)
+    open_clip(qtbot, win, path, vae)
+    qtbot.waitUntil(lambda: complete(win), timeout=30000)
+    ins, view, s = win.inspector, win.inspector.clip, win.session
+    enc = s.clip_encoded.encoding
+    assert enc.frames == 9 and tuple(enc.latent.shape) == (16, 3, 4, 4)  # trimmed to 1 + 4k
+    assert view.slider.maximum() == 8 and ins.latents.frame.maximum() == 2
+    for t, latent_frame in ((0, 0), (1, 1), (4, 1), (5, 2), (8, 2)):
+        view.slider.setValue(t)
+        assert ins.latents.frame.value() == latent_frame
+        np.testing.assert_array_equal(ins.latents.arr, enc.latent[:, latent_frame].numpy())
+        assert ins.latents.preview_label.text().endswith(f"latent frame {latent_frame + 1}")
+    ins.latents.frame.setValue(0)  # the latent slider alone: the mosaic and statistics follow it
+    np.testing.assert_array_equal(ins.latents.arr, enc.latent[:, 0].numpy())
+    assert ins.latents.stats.rowCount() == 16
+    whole = s.vae.decode_clip(enc.latent, enc.height, enc.width)
+    np.testing.assert_allclose(np.stack(s.clip_result.frames), whole.frames, atol=1e-6)
+    # an image opened after the clip: the clip view goes, the image path is as before
+    from helpers.data import photo
+
+    win.open_images([str(photo(tmp_path))])
+    qtbot.waitUntil(lambda: win.session.image is not None, timeout=10000)
+    assert s.clip is None and not view.isVisible() and not ins.latents.frame.isVisible()
+
+
+def test_the_ui_thread_keeps_ticking_while_a_clip_is_reconstructed(qtbot, win, tmp_path, vae_dir):
+    ticks = []
+    clock = QElapsedTimer()
+    clock.start()
+    beat = QTimer()
+    beat.setInterval(10)
+    beat.timeout.connect(lambda: ticks.append(clock.elapsed()))
+    beat.start()
+    open_clip(qtbot, win, write_clip(tmp_path / "walk.mp4", size=96), vae_dir)
+    t0 = clock.elapsed()
+    qtbot.waitUntil(lambda: complete(win), timeout=60000)
+    beat.stop()
+    during = [t for t in ticks if t >= t0]
+    lateness = max(np.diff(during)) if len(during) > 1 else clock.elapsed() - t0
+    print(f"clip job {clock.elapsed() - t0} ms, {len(during)} ticks, the longest gap {lateness} ms")
+    assert len(during) > 5 and lateness < 500, f"the UI thread was blocked for {lateness} ms"
+
+
+def test_closing_the_window_mid_clip_is_clean(qtbot, tmp_path, vae_dir):
+    w = make_window(tmp_path)
+    w.show()
+    w.session.load_vae(str(vae_dir))
+    qtbot.waitUntil(lambda: w.session.vae is not None, timeout=30000)
+    gate_decode(w.session.vae)  # held after the first chunk until cancelled
+    drop(w, [write_clip(tmp_path / "walk.mp4")])
+    qtbot.waitUntil(lambda: w.session.clip_result is not None and w.session.clip_result.decoded == 4,
+                    timeout=30000)
+    assert w.runner.is_running("clip")
+    t0 = time.monotonic()
+    w._close_approved = True
+    w.close()
+    assert time.monotonic() - t0 < 5 and not w.runner.busy()

@@ -1,0 +1,166 @@
+"""A clip in the window: what its worker job yields, and the reconstruction so far as the session holds it.
+
+``clip_job`` is a generator run by the worker layer: it encodes the clip through the clip interface
+(``vae.encode_clip``: a video VAE's causal chunks, an image VAE frame by frame) unless the session
+already holds the encoding, noises the model-space latent (C, T', h, w) as a whole when asked, and
+decodes it with ``vae.iter_decode_clip``, yielding each temporal chunk as it arrives with its difference
+heat maps and per-frame metrics computed in the worker. ``ClipProgress`` collects the chunks on the UI
+thread: a cancelled job keeps what was decoded. torch is imported inside the functions only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: The most float32 frame bytes the window reads for one clip; the window keeps the original, the
+#: reconstruction and the difference of every frame, three times this.
+WINDOW_CLIP_BYTES = 1 << 30
+
+
+@dataclass
+class ClipEncoded:
+    """A clip's encoding by VAE A and the latent-to-RGB picture of each latent frame."""
+
+    encoding: object  # core.vae.ClipEncoding
+    previews: list  # (h, w, 3) or None per latent frame
+
+
+@dataclass
+class ClipStart:
+    """The decode begins: how many frames will come, and the SNR of the noise applied (None: clean)."""
+
+    frames: int
+    snr_db: float | None = None
+
+
+@dataclass
+class ClipChunk:
+    """One decoded temporal chunk: frames [start, start + len(frames))."""
+
+    start: int
+    frames: np.ndarray  # (t, H, W, 3) reconstruction in [0, 1]
+    diffs: np.ndarray  # (t, H, W, 3) difference heat maps (as the image difference map)
+    psnr: list[float]
+    ssim: list[float]
+    mae: list[float]
+    flicker_sum: float  # the flicker terms of this chunk's frames (each frame against the previous)
+    flicker_terms: int
+
+
+@dataclass
+class ClipProgress:
+    """The reconstruction of the clip so far: frames arrive chunk by chunk; ``complete`` once all came."""
+
+    total: int
+    snr_db: float | None = None
+    frames: list = field(default_factory=list)  # per frame: (H, W, 3) or None until decoded
+    diffs: list = field(default_factory=list)
+    psnr: list = field(default_factory=list)  # per frame, NaN until decoded
+    ssim: list = field(default_factory=list)
+    mae: list = field(default_factory=list)
+    seconds: float = 0.0
+    complete: bool = False
+    _flicker: list = field(default_factory=lambda: [0.0, 0])
+
+    def __post_init__(self) -> None:
+        n = self.total
+        self.frames, self.diffs = [None] * n, [None] * n
+        self.psnr, self.ssim, self.mae = [math.nan] * n, [math.nan] * n, [math.nan] * n
+
+    def add(self, chunk: ClipChunk) -> None:
+        for i in range(len(chunk.frames)):
+            t = chunk.start + i
+            self.frames[t], self.diffs[t] = chunk.frames[i], chunk.diffs[i]
+            self.psnr[t], self.ssim[t], self.mae[t] = chunk.psnr[i], chunk.ssim[i], chunk.mae[i]
+        self._flicker[0] += chunk.flicker_sum
+        self._flicker[1] += chunk.flicker_terms
+
+    @property
+    def decoded(self) -> int:
+        """How many frames have been decoded (chunks come in order, from the first frame)."""
+        return sum(f is not None for f in self.frames)
+
+    def _done(self) -> list[int]:
+        return [t for t, f in enumerate(self.frames) if f is not None]
+
+    @property
+    def psnr_mean(self) -> float | None:
+        done = self._done()
+        return float(np.mean([self.psnr[t] for t in done])) if done else None
+
+    @property
+    def worst_frame(self) -> int | None:
+        done = self._done()
+        return min(done, key=lambda t: self.psnr[t]) if done else None
+
+    @property
+    def flicker(self) -> float | None:
+        """``metrics.flicker`` of the frames decoded so far (0 for one frame), None before any."""
+        if not self._done():
+            return None
+        s, n = self._flicker
+        return s / n if n else 0.0
+
+    def mean(self, name: str) -> float | None:
+        done = self._done()
+        values = getattr(self, name)
+        return float(np.mean([values[t] for t in done])) if done else None
+
+
+def clip_job(vae, frames, encoding, noise, tile, *, progress, should_stop):
+    """Encode ``frames`` (unless ``encoding`` is given), noise the latent, decode chunk by chunk.
+
+    Yields a ``ClipEncoded`` (when it encoded), a ``ClipStart``, then one ``ClipChunk`` per decoded chunk.
+    """
+    import time
+
+    from vaestudio.core.latents import latent_preview
+
+    if encoding is None:
+        encoding = vae.encode_clip(frames, tile=tile, progress=progress, should_stop=should_stop)
+        previews = [latent_preview(encoding.latent[:, i], vae.family.name) for i in range(encoding.latent.shape[1])]
+        yield ClipEncoded(encoding, previews)
+    latent, snr_db = encoding.latent, None
+    if noise is not None:
+        from vaestudio.core.noise import add_noise
+
+        noised = add_noise(latent, vae.family, spec=noise)
+        latent, snr_db = noised.latent, noised.snr_db
+    yield ClipStart(encoding.frames, snr_db)
+    t0, prev = time.perf_counter(), None
+    for start, rec in vae.iter_decode_clip(latent, encoding.height, encoding.width, tile=tile, progress=progress,
+                                           should_stop=should_stop):
+        yield measure_chunk(encoding.original, start, rec, prev)
+        prev = rec[-1]
+    return time.perf_counter() - t0
+
+
+def measure_chunk(original: np.ndarray, start: int, rec: np.ndarray, prev: np.ndarray | None) -> ClipChunk:
+    """A decoded chunk with its difference maps and metrics (``metrics.clip_metrics``, the flicker terms
+    counted with the previous chunk's last frame so that they add up to the clip's flicker)."""
+    from vaestudio.core.metrics import clip_metrics, colorize, difference_map
+
+    orig = original[start:start + len(rec)]
+    if prev is not None and start > 0:
+        m = clip_metrics(original[start - 1:start + len(rec)], np.concatenate([prev[None], rec]))
+        psnr, ssim, mae, terms = m.psnr[1:], m.ssim[1:], m.mae[1:], len(rec)
+    else:
+        m = clip_metrics(orig, rec)
+        psnr, ssim, mae, terms = m.psnr, m.ssim, m.mae, len(rec) - 1
+    diffs = np.stack([colorize(difference_map(a, b)) for a, b in zip(orig, rec, strict=True)])
+    return ClipChunk(start, rec, diffs, psnr, ssim, mae, m.flicker * terms, terms)
+
+
+def save_clip_videos_job(folder, name: str, frames: list, diffs: list, fps: float, *, progress, should_stop) -> str:
+    """Write ``<name>_recon.mp4`` and ``<name>_diff.mp4`` (the CLI's names) into ``folder``."""
+    from pathlib import Path
+
+    from vaestudio.core.video import write_video
+
+    out = Path(folder)
+    codec = write_video(out / f"{name}_recon.mp4", frames, fps)
+    write_video(out / f"{name}_diff.mp4", diffs, fps)
+    return f"Saved {name}_recon.mp4 and {name}_diff.mp4 ({codec}) in {out}"
