@@ -90,15 +90,15 @@ def test_a_clip_shows_its_frames_in_sync(qtbot, win, tmp_path, vae_dir):
     assert r.flicker == pytest.approx(flicker(enc.original, whole.frames), rel=1e-9)
     # the slider moves all three views, the plot marker and the latent frame (frame by frame: t' = t)
     view.slider.setValue(6)
-    assert view.frame == 6 and view.marker.value() == 6 and view.frame_label.text() == "frame 7 / 9"
+    assert view.frame == 6 and view.marker.value() == 6 and view.frame_label.text() == "frame 6 (0-8)"
     np.testing.assert_array_equal(ins.compare.original.data, enc.original[6])
     np.testing.assert_array_equal(ins.compare.reconstruction.data, r.frames[6])
     np.testing.assert_array_equal(ins.compare.difference.data, r.diffs[6])
-    assert "frame 7" in ins.compare.reconstruction.title.text
+    assert "frame 6: " in ins.compare.reconstruction.title.text
     lat = ins.latents
     assert lat.frame.value() == 6 and lat.frame.isVisibleTo(lat)
     np.testing.assert_array_equal(lat.arr, enc.latent[:, 6].numpy())
-    assert "latent frame 7 of 9" in lat.caption.text()
+    assert "latent frame 6 (0-8)" in lat.caption.text() and not lat.ab_button.isEnabled()
     counts, _ = np.histogram(enc.latent[:, 6][lat.selected].numpy().reshape(-1), bins=32)
     np.testing.assert_array_equal(lat.hist_curve.yData, counts)
     # the plot: one point per frame, the chunk boundaries
@@ -108,7 +108,7 @@ def test_a_clip_shows_its_frames_in_sync(qtbot, win, tmp_path, vae_dir):
     # the metrics panel: mean, worst frame, flicker
     worst = int(np.argmin(m.psnr))
     assert ins.metrics.psnr.text() == f"mean {np.mean(m.psnr):.2f} dB"
-    assert ins.metrics.worst.text().startswith(f"frame {worst + 1}: ")
+    assert ins.metrics.worst.text().startswith(f"frame {worst}: ")
     assert ins.metrics.flicker.text() == f"{m.flicker:.4f}" and ins.metrics.latent_shape.text() == "4 x 9 x 4 x 4"
     # the step keys and play
     win.activateWindow()
@@ -193,7 +193,7 @@ def test_a_video_vae_clip_and_its_latent_frames(qtbot, win, tmp_path):
         view.slider.setValue(t)
         assert ins.latents.frame.value() == latent_frame
         np.testing.assert_array_equal(ins.latents.arr, enc.latent[:, latent_frame].numpy())
-        assert ins.latents.preview_label.text().endswith(f"latent frame {latent_frame + 1}")
+        assert ins.latents.preview_label.text().endswith(f"latent frame {latent_frame}")
     ins.latents.frame.setValue(0)  # the latent slider alone: the mosaic and statistics follow it
     np.testing.assert_array_equal(ins.latents.arr, enc.latent[:, 0].numpy())
     assert ins.latents.stats.rowCount() == 16

@@ -1,4 +1,4 @@
-"""``vaestudio gui [IMAGES...] [--vae SOURCE]`` (also what ``vaestudio`` alone does)."""
+"""``vaestudio gui [IMAGES or CLIPS...] [--vae SOURCE]`` (also what ``vaestudio`` alone does)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ ORDER = 0
 
 def add_parser(sub) -> None:
     g = sub.add_parser("gui", help="open the window (the default)")
-    g.add_argument("images", nargs="*", help="images to open")
+    g.add_argument("images", nargs="*", help="images or video clips to open")
     g.add_argument("--vae", default=None, help="VAE source to load")
     g.set_defaults(handler=run)
 

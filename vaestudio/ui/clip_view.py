@@ -192,7 +192,7 @@ class ClipView(QWidget):
             self.slider.blockSignals(True)
             self.slider.setValue(t)
             self.slider.blockSignals(False)
-        self.frame_label.setText(f"frame {t + 1} / {len(orig)}")
+        self.frame_label.setText(f"frame {t} (0-{len(orig) - 1})")  # numbered as the CLI's frames.csv
         self.marker.setValue(t)
         self.compare.set_original(orig[t])
         r = s.clip_result
@@ -202,7 +202,7 @@ class ClipView(QWidget):
             self.compare.set_diff(None)
         else:
             psnr = r.psnr[t]
-            self.compare.set_recon(rec, f"Reconstruction, frame {t + 1}: "
+            self.compare.set_recon(rec, f"Reconstruction, frame {t}: "
                                         f"{'inf' if math.isinf(psnr) else f'{psnr:.2f}'} dB")
             self.compare.set_diff(r.diffs[t])
         enc = s.clip_encoded

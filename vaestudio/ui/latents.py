@@ -101,6 +101,7 @@ class LatentPanel(QWidget):
         self.shared.setToolTip("One colour scale for all channels (compare channels), or one per channel (see detail)")
         self.frame = QSlider(Qt.Orientation.Horizontal)  # a clip's latent frame (C, T', h, w): which one is shown
         self.frame.setToolTip("The latent frame shown: mosaic, statistics, histogram and preview")
+        self.frame.setMinimumWidth(160)
         self.frame_label = QLabel("")
         self.clip_latents = None  # a clip's (model, raw, previews, note), (C, T', h, w) each
         self.caption = QLabel("")
@@ -220,6 +221,7 @@ class LatentPanel(QWidget):
             return
         self.set_latents(None)
         self.clip_latents = (model, raw, previews, note)
+        self.ab_button.setEnabled(False)  # the ablation decodes an image's latent, not a clip's
         self.frame.setVisible(model.shape[1] > 1)
         self.frame_label.setVisible(True)
         self.frame.blockSignals(True)
@@ -233,16 +235,17 @@ class LatentPanel(QWidget):
             return
         model, raw, previews, note = self.clip_latents
         i, n = self.frame.value(), model.shape[1]
-        self.frame_label.setText(f"latent frame {i + 1} of {n}")
-        what = f"latent frame {i + 1} of {n}" + (f"; {note}" if note else "")
+        self.frame_label.setText(f"latent frame {i} (0-{n - 1})")
+        what = f"latent frame {i} (0-{n - 1})" + (f"; {note}" if note else "")
         self._set(model[:, i], None if raw is None else raw[:, i], what)
         preview = previews[i] if previews else None
-        self.set_preview(preview, f"Latent-to-RGB preview of latent frame {i + 1}")
+        self.set_preview(preview, f"Latent-to-RGB preview of latent frame {i}")
 
     def set_latents(self, model: np.ndarray | None, raw: np.ndarray | None = None, note: str = "") -> None:
         """Show a latent in model space (and its raw form, when it differs). ``note`` says what it is
         (e.g. that noise is not shown)."""
         self.clip_latents = None
+        self.ab_button.setEnabled(True)
         self.frame.hide()
         self.frame_label.hide()
         self._set(model, raw, note)

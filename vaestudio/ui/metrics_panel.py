@@ -92,7 +92,7 @@ class MetricsPanel(QGroupBox):
             self.mae: mean("mae"),
             self.colour_shift: "-",
             self.decode: seconds_text(r.seconds) if r is not None and r.complete else "-",
-            self.worst: f"frame {worst + 1}: {psnr_text(r.psnr[worst])}" if worst is not None else "-",
+            self.worst: f"frame {worst}: {psnr_text(r.psnr[worst])}" if worst is not None else "-",
             self.flicker: f"{r.flicker:.4f}" if r is not None and r.flicker is not None else "-",
         }
         self._clip_rows(True)
