@@ -157,7 +157,8 @@ def test_chunks_arrive_progressively_and_cancel_keeps_them(qtbot, win, tmp_path,
     assert r.decoded == 4 and not r.complete and r.frames[4] is None
     for a, b in zip(kept, r.frames[:4], strict=True):
         np.testing.assert_array_equal(a, b)
-    assert view.status.text() == "decoded 4 of 9 frames" and not ins.cancel_btn.isEnabled()
+    assert view.status.text() == "cancelled: decoded 4 of 9 frames" and not ins.cancel_btn.isEnabled()
+    assert view.run_btn.isVisible()
     assert "kept 4 of 9 decoded frames" in win.statusBar().currentMessage()
     view.slider.setValue(1)
     np.testing.assert_array_equal(ins.compare.reconstruction.data, r.frames[1])
@@ -205,6 +206,9 @@ def test_a_video_vae_clip_and_its_latent_frames(qtbot, win, tmp_path):
     win.open_images([str(photo(tmp_path))])
     qtbot.waitUntil(lambda: win.session.image is not None, timeout=10000)
     assert s.clip is None and not view.isVisible() and not ins.latents.frame.isVisible()
+    qtbot.waitUntil(lambda: win.session.result is not None, timeout=30000)
+    assert ins.metrics.psnr.text().endswith(" dB") and not ins.metrics.psnr.text().startswith("mean")
+    assert not ins.metrics.form.isRowVisible(ins.metrics.worst) and ins.latents.ab_button.isEnabled()
 
 
 def test_the_ui_thread_keeps_ticking_while_a_clip_is_reconstructed(qtbot, win, tmp_path, vae_dir):

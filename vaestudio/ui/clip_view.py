@@ -36,6 +36,9 @@ class ClipView(QWidget):
         self.slider.setToolTip("The frame shown in all three views (, and . step)")
         self.frame_label = QLabel("")
         self.status = QLabel("")
+        self.run_btn = QPushButton("Reconstruct")
+        self.run_btn.setToolTip("Encode (once) and decode the clip again, after a cancel")
+        self.run_btn.hide()
         self.save_btn = QPushButton("Save videos...")
         self.save_btn.setToolTip("Write <name>_recon.mp4 and <name>_diff.mp4 into a folder")
         self.save_btn.setEnabled(False)
@@ -55,6 +58,7 @@ class ClipView(QWidget):
         row.addWidget(self.slider, 1)
         row.addWidget(self.frame_label)
         row.addWidget(self.status)
+        row.addWidget(self.run_btn)
         row.addWidget(self.save_btn)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -65,6 +69,7 @@ class ClipView(QWidget):
         self.play_btn.toggled.connect(self.set_playing)
         self.slider.valueChanged.connect(self.show_frame)
         self.save_btn.clicked.connect(self.pick_folder)
+        self.run_btn.clicked.connect(lambda: self.session.reconstruct_clip(self.noise.params()))
         self.plot.scene().sigMouseClicked.connect(self._plot_clicked)
         self.shortcuts = []
         for key, slot in ((",", lambda: self.step(-1)), (".", lambda: self.step(1)),
@@ -85,7 +90,7 @@ class ClipView(QWidget):
         s = self.session
         wire([(s.clip_changed, self._clip_changed), (s.vae_changed, self._vae_changed),
               (s.clip_encoding_changed, self._encoding_changed), (s.clip_frames_changed, self._frames_changed),
-              (self.noise.settled, self._noise_settled)], connect)
+              (self.noise.settled, self._noise_settled), (s.runner.jobs_changed, self._frames_changed)], connect)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         self.set_playing(False)
@@ -160,17 +165,23 @@ class ClipView(QWidget):
         self.plot.setXRange(-0.5, max(0.5, self.count() - 0.5), padding=0.02)
 
     def _frames_changed(self) -> None:
-        r = self.session.clip_result
+        s = self.session
+        if s.clip is None:  # jobs_changed comes for every job: an image's metrics are not the clip's
+            return
+        r = s.clip_result
         n = self.count()
+        running = "clip" in s.runner.running
         if r is None:
             self.curve.setData([], [])
-            self.status.setText("encoding ..." if self.session.vae is not None else "load a VAE")
+            self.status.setText("load a VAE" if s.vae is None else "encoding ..." if running else "cancelled")
         else:
             done = [t for t in range(r.total) if r.frames[t] is not None]
             finite = [min(r.psnr[t], 99.0) for t in done]  # an exact frame (inf) sits at the top
             self.curve.setData(done, finite)
             what = "complete" if r.complete else f"decoded {r.decoded} of {r.total} frames"
-            self.status.setText(what)
+            self.status.setText(what if running or r.complete else f"cancelled: {what}")
+        self.run_btn.setVisible(s.vae is not None and s.clip is not None and not running
+                                and (r is None or not r.complete))
         self.save_btn.setEnabled(r is not None and r.decoded > 0)
         self.metrics.set_clip_values(None if self.session.clip_encoded is None else self.session.clip_encoded.encoding, r)
         if r is not None and r.snr_db is not None:

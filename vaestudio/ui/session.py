@@ -319,10 +319,14 @@ class Session(QObject):
             self.message.emit(f"Cancelled; {kept}")
             self.clip_frames_changed.emit()
 
+        def progress(done: int, total: int, _what: str) -> None:
+            if self.clip_result is None:  # chunks of the encode (the decode's arrive as frames)
+                self.message.emit(f"Encoding the clip: chunk {done} of {total}")
+
         self.message.emit("Decoding the clip ..." if enc is not None else "Encoding the clip ...")
         self.runner.start("clip", clip_jobs.clip_job, self.vae, self.clip.frames, enc.encoding if enc else None,
                           noise, self.prefs.tile, on_yield=item, on_result=done, on_error=self.error.emit,
-                          on_cancel=cancelled)
+                          on_cancel=cancelled, on_progress=progress)
 
     # -- preferences, recent VAEs, devices ----------------------------------------------------------
     def set_prefs(self, new: Preferences) -> None:
