@@ -5,9 +5,12 @@ A random-weight ``AutoencoderKLWan`` with the published Wan 2.1 config (base_dim
 peak RSS is its own): diffusers ``encode(clip).latent_dist.mean`` + ``decode(mean)`` of the whole clip,
 and vaestudio ``encode_clip`` + ``iter_decode_clip`` (chunked causal, with the time to the first decoded
 frame, what the window waits for). Both in fp32 unless ``--dtype`` says otherwise; the table also gives
-the largest difference between the two reconstructions. Prints a Markdown table and the CPU.
+the largest difference between the two reconstructions. With ``--repeats N`` the two sides run N times
+alternately (diffusers first, then vaestudio first, ...) and each time is the best of its N (on a
+shared machine other work slows whichever side it meets); the load average is printed with the table.
+Prints a Markdown table and the CPU.
 
-    python benchmarks/bench_video.py [--frames 33] [--size 256] [--dtype fp32]
+    python benchmarks/bench_video.py [--frames 33] [--size 256] [--dtype fp32] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=33)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--dtype", default="fp32", help="vaestudio's --dtype (diffusers runs fp32)")
+    ap.add_argument("--repeats", type=int, default=1, help="runs per side, alternating; the best is shown")
     ap.add_argument("--child", choices=["diffusers", "vaestudio"], help=argparse.SUPPRESS)
     ap.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -119,20 +123,27 @@ def main() -> None:
         params = sum(p.numel() for p in model.parameters())
         model.save_pretrained(folder)
         del model
-        rows = []
-        for side in ("diffusers", "vaestudio"):
-            out = Path(tmp) / f"{side}.npy"
-            cmd = [sys.executable, __file__, "--child", side, "--folder", str(folder), "--frames", str(a.frames),
-                   "--size", str(a.size), "--dtype", a.dtype, "--out", str(out)]
-            res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-            if res.returncode != 0:
-                sys.exit(f"{side} failed: {res.stderr.strip().splitlines()[-1:]}")
-            rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        runs: dict[str, list[dict]] = {"diffusers": [], "vaestudio": []}
+        load = [os.getloadavg()[0]]
+        for r in range(max(1, a.repeats)):
+            for side in ("diffusers", "vaestudio")[:: 1 if r % 2 == 0 else -1]:
+                out = Path(tmp) / f"{side}.npy"
+                cmd = [sys.executable, __file__, "--child", side, "--folder", str(folder), "--frames", str(a.frames),
+                       "--size", str(a.size), "--dtype", a.dtype, "--out", str(out)]
+                res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+                if res.returncode != 0:
+                    sys.exit(f"{side} failed: {res.stderr.strip().splitlines()[-1:]}")
+                runs[side].append(json.loads(res.stdout.strip().splitlines()[-1]))
+                load.append(os.getloadavg()[0])
+        rows = [{k: min(r[k] for r in rs) if k != "side" and rs[0][k] is not None else rs[0][k] for k in rs[0]}
+                for rs in runs.values()]
+        totals = {side: [r["encode_s"] + r["decode_s"] for r in rs] for side, rs in runs.items()}
         diff = float(np.abs(np.load(Path(tmp) / "diffusers.npy") - np.load(Path(tmp) / "vaestudio.npy")).max())
 
     print(f"Wan 2.1-sized AutoencoderKLWan ({params / 1e6:.0f} M parameters, random weights), "
           f"{a.frames} frames {a.size}x{a.size}; vaestudio --dtype {a.dtype}, diffusers fp32")
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}\n")
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}; "
+          f"1-minute load average {min(load):.1f} to {max(load):.1f} during the runs; best of {max(1, a.repeats)}\n")
     print("| | encode s | decode s | total s | first frame s | RSS after load MiB | peak RSS MiB |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
@@ -140,6 +151,9 @@ def main() -> None:
         print(f"| {r['side']} | {r['encode_s']:.1f} | {r['decode_s']:.1f} | {r['encode_s'] + r['decode_s']:.1f} "
               f"| {first} | {r['loaded_mib']:.0f} | {r['peak_mib']:.0f} |")
     print(f"\nlargest |vaestudio - diffusers| over the reconstructed frames: {diff:.2e}")
+    if a.repeats > 1:
+        print("every run's encode + decode s: " + "; ".join(
+            f"{side} {', '.join(f'{t:.1f}' for t in ts)}" for side, ts in totals.items()))
 
 
 if __name__ == "__main__":
