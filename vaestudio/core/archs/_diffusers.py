@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -63,42 +62,20 @@ class Found:
         return (self.config or {}).get("_class_name")
 
 
-_META_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _parameters_on_meta():
-    """Only parameters are made on the meta device (buffers and plain tensors, a scheduler's, are real).
-    Modules made meanwhile by other threads are left alone; one such build runs at a time."""
-    owner = threading.get_ident()
-    with _META_LOCK:
-        register = torch.nn.Module.register_parameter
-
-        def on_meta(module, name, param):
-            register(module, name, param)
-            if param is not None and threading.get_ident() == owner:
-                module._parameters[name] = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
-
-        torch.nn.Module.register_parameter = on_meta
-        try:
-            yield
-        finally:
-            torch.nn.Module.register_parameter = register
-
-
 def load_state_into(cls_name: str, config: dict, tensors: dict[str, torch.Tensor], label: str, *,
                     real_buffers: bool = False) -> torch.nn.Module:
     """The diffusers model ``cls_name`` built from ``config`` on the meta device with these weights assigned
     (no random initialisation). Weights that do not fit, and the assertions some constructors make about
-    channel counts read from a broken file, become one-sentence VaeLoadErrors. ``real_buffers``: only the
-    parameters go on the meta device (a model with constant non-persistent buffers or a scheduler)."""
+    channel counts read from a broken file, become one-sentence VaeLoadErrors. ``real_buffers``: built on the
+    CPU instead, paying for a random initialisation (a model with constant non-persistent buffers or a
+    scheduler, which the meta device would leave without values)."""
     import diffusers
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.set_verbosity_error()  # its dtype-cast advice does not apply to a plain VAE
     cls = getattr(diffusers, cls_name)
     try:
-        with _parameters_on_meta() if real_buffers else torch.device("meta"):
+        with contextlib.nullcontext() if real_buffers else torch.device("meta"):
             model = cls.from_config(config)
         result = model.load_state_dict(tensors, strict=False, assign=True)
     except (RuntimeError, ValueError, TypeError) as exc:
