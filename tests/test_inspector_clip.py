@@ -121,11 +121,19 @@ def test_a_clip_shows_its_frames_in_sync(qtbot, win, tmp_path, vae_dir):
     assert view.timer.interval() == round(1000 / 12)
     seen = []
     view.frame_shown.connect(seen.append)
+    clock = time.monotonic()
     view.play_btn.click()
     qtbot.waitUntil(lambda: len(seen) >= 6, timeout=5000)
+    assert view.play_btn.text() == "Pause" and ins.latents.frame.value() == 5  # the mosaic waits for a pause
+    assert ins.latents.preview_label.text().endswith(f"latent frame {seen[-1]}")  # the preview plays
+    played = list(seen)
     view.play_btn.click()
+    elapsed = time.monotonic() - clock
     assert not view.timer.isActive() and view.play_btn.text() == "Play"
-    assert seen[:6] == [(5 + i) % 9 for i in range(1, 7)]  # it plays round, one frame per tick
+    assert ins.latents.frame.value() == view.frame  # caught up at the pause
+    steps = [(b - a) % 9 for a, b in zip([5, *played[:-1]], played, strict=True)]
+    assert all(k >= 1 for k in steps) and 5 + sum(steps) >= 9  # forward, and round past the last frame
+    assert len(played) <= elapsed * 12 + 2  # at the clip's rate, never faster
     np.testing.assert_array_equal(ins.compare.reconstruction.data, r.frames[view.frame])
     # export: the CLI's names, read back
     view.save_videos(tmp_path)
@@ -160,6 +168,8 @@ def test_chunks_arrive_progressively_and_cancel_keeps_them(qtbot, win, tmp_path,
     assert view.status.text() == "cancelled: decoded 4 of 9 frames" and not ins.cancel_btn.isEnabled()
     assert view.run_btn.isVisible()
     assert "kept 4 of 9 decoded frames" in win.statusBar().currentMessage()
+    view.slider.setValue(6)
+    assert ins.compare.reconstruction.data is None and ins.compare.reconstruction.title.text.endswith("not decoded")
     view.slider.setValue(1)
     np.testing.assert_array_equal(ins.compare.reconstruction.data, r.frames[1])
     # noise over the whole clip latent: decoded again from the same encoding, all frames this time

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QElapsedTimer, Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QSlider, QVBoxLayout, QWidget
 
@@ -65,7 +65,9 @@ class ClipView(QWidget):
         lay.addLayout(row)
         lay.addWidget(self.plot)
         self.timer = QTimer(self)
-        self.timer.timeout.connect(lambda: self.step(1, wrap=True))
+        self.timer.timeout.connect(self._tick)
+        self.clock = QElapsedTimer()
+        self._play_from = 0
         self.play_btn.toggled.connect(self.set_playing)
         self.slider.valueChanged.connect(self.show_frame)
         self.save_btn.clicked.connect(self.pick_folder)
@@ -209,7 +211,8 @@ class ClipView(QWidget):
         r = s.clip_result
         rec = r.frames[t] if r is not None and t < r.total else None
         if rec is None:
-            self.compare.set_recon(None, "Reconstruction: decoding ..." if r is None or not r.complete else "")
+            running = "clip" in s.runner.running
+            self.compare.set_recon(None, "Reconstruction: decoding ..." if running else "Reconstruction: not decoded")
             self.compare.set_diff(None)
         else:
             psnr = r.psnr[t]
@@ -219,7 +222,11 @@ class ClipView(QWidget):
         enc = s.clip_encoded
         if enc is not None and self.latents.clip_latents is not None:
             td = max(1, int(s.vae.info.temporal_downscale)) if s.vae is not None and s.vae.info.kind == "video" else 1
-            self.latents.frame.setValue(min(-(-t // td), enc.encoding.latent.shape[1] - 1))
+            latent_frame = min(-(-t // td), enc.encoding.latent.shape[1] - 1)
+            if self.timer.isActive():  # playing: the latent-to-RGB preview plays; the mosaic waits for a pause
+                self.latents.set_preview(enc.previews[latent_frame], f"Latent-to-RGB preview of latent frame {latent_frame}")
+            else:
+                self.latents.frame.setValue(latent_frame)
         self.frame_shown.emit(t)
 
     def step(self, delta: int, wrap: bool = False) -> None:
@@ -237,9 +244,21 @@ class ClipView(QWidget):
             self.play_btn.blockSignals(False)
         self.play_btn.setText("Pause" if on else "Play")
         if on:
+            self._play_from = self.frame
+            self.clock.start()
             self.timer.start()
-        else:
+        elif self.timer.isActive():
             self.timer.stop()
+            self.show_frame(self.frame)  # the latent panel catches up
+
+    def _tick(self) -> None:
+        """Playing: the frame due by the clock at the clip's rate (frames are skipped, never slowed down)."""
+        n, fps = self.count(), self.session.clip.fps if self.session.clip is not None else 0
+        if not n or fps <= 0:
+            return
+        due = (self._play_from + int(self.clock.elapsed() * fps / 1000)) % n
+        if due != self.frame:
+            self.show_frame(due)
 
     def _plot_clicked(self, event) -> None:
         vb = self.plot.getPlotItem().vb
