@@ -46,7 +46,7 @@ class ClipView(QWidget):
         self.plot.setFixedHeight(150)
         self.plot.setLabel("bottom", "frame")
         self.plot.setLabel("left", "PSNR", units="dB")
-        self.plot.showGrid(x=True, y=True, alpha=0.2)
+        self.plot.showGrid(x=False, y=False)
         self.plot.setMenuEnabled(False)
         self.curve = self.plot.plot([], [], pen=pg.mkPen((90, 160, 240), width=2), symbol="o", symbolSize=5,
                                     symbolBrush=(90, 160, 240))
