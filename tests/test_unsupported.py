@@ -19,8 +19,6 @@ CASES = {
     "mochi-comfy": ({"decoder.blocks.2.blocks.3.stack.5.weight": Z(4)}, "Mochi video VAE"),
     "mochi-diffusers": ({"encoder.proj_in.weight": Z(8, 8), "encoder.block_in.resnets.0.norm1.norm_layer.weight": Z(8),
                          "decoder.up_blocks.0.resnets.0.norm1.norm_layer.weight": Z(8)}, "Mochi video VAE"),
-    "ltx-comfy": ({"decoder.up_blocks.0.res_blocks.0.conv1.conv.weight": Z(512, 8, 3, 3, 3),
-                   "decoder.conv_in.conv.weight": Z(8, 128, 3, 3, 3)}, "LTX-Video video VAE"),
     "ltx-diffusers": ({"latents_mean": Z(128), "decoder.up_blocks.0.resnets.0.conv1.conv.weight": Z(512, 8, 3, 3, 3),
                        "decoder.conv_in.conv.weight": Z(8, 128, 3, 3, 3)}, "LTX-2 video VAE"),
     "cogvideox": ({"encoder.conv_in.conv.weight": Z(8, 3, 3, 3, 3), "decoder.conv_in.conv.weight": Z(8, 16, 3, 3, 3),

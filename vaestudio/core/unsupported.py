@@ -39,7 +39,6 @@ MARKERS: tuple[Marker, ...] = (
                                                 "layers.4.layers.1.attn_block.attn.qkv.weight",
                                                 "decoder.block_in.resnets.0.norm1.norm_layer.weight",
                                                 "encoder.block_in.resnets.0.norm1.norm_layer.weight")),
-    Marker("an LTX-Video video VAE" + _UNREAD, _key("decoder.up_blocks.0.res_blocks.0.conv1.conv.weight")),
     Marker("an LTX-Video / LTX-2 video VAE" + _UNREAD, _key("decoder.up_blocks.0.resnets.0.conv1.conv.weight"),
            lambda t: t.ndim == 5 and t.shape[0] >= 512),
     Marker("a CogVideoX video VAE" + _UNREAD, r"(?:^|\.)decoder\.up_blocks\.\d+\.resnets\.\d+\.norm1\.norm_layer\.weight$"),

@@ -1,0 +1,157 @@
+"""LTX-Video 0.9.x (AutoencoderKLLTXVideo): tiny random models of the real diffusers class in the 0.9.0,
+0.9.1 (timestep-conditioned, noise-injecting decoder) and 0.9.5 block layouts, written as a diffusers
+folder, the original single file (ComfyUI's keys, converted by diffusers' own single-file converter) and a
+diffusers-key file; a 9-frame clip encoded (mean) and decoded equal to diffusers' encode/decode within
+1e-5, the model space LTXPipeline's _normalize_latents, the family, kind video with temporal_downscale 8."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from helpers.archs import assert_weights, check_broken, close, perturbed, state
+from safetensors.torch import save_file
+from test_arch_wan_video import clip
+
+from vaestudio.cli import main
+from vaestudio.core.sources import load_vae
+
+MODELS: dict[str, torch.nn.Module] = {}
+
+
+def model_of(kind: str) -> torch.nn.Module:
+    from diffusers import AutoencoderKLLTXVideo
+
+    if kind not in MODELS:
+        torch.manual_seed(1)
+        small = dict(latent_channels=128, layers_per_block=(1, 1, 1, 1, 1))
+        if kind == "0.9.0":
+            m = AutoencoderKLLTXVideo(block_out_channels=(8, 8, 16, 16), decoder_block_out_channels=(8, 8, 16, 16),
+                                      decoder_layers_per_block=(1, 1, 1, 1, 1), **small)
+        elif kind == "0.9.1":
+            m = AutoencoderKLLTXVideo(
+                block_out_channels=(8, 8, 16, 16), decoder_block_out_channels=(8, 16, 32), decoder_layers_per_block=(1,) * 4,
+                decoder_spatio_temporal_scaling=(True,) * 3, decoder_inject_noise=(True, True, True, False),
+                upsample_residual=(True,) * 3, upsample_factor=(2, 2, 2), timestep_conditioning=True, **small)
+        else:
+            m = AutoencoderKLLTXVideo(
+                block_out_channels=(8, 8, 16, 16, 32), down_block_types=("LTXVideo095DownBlock3D",) * 4,
+                decoder_block_out_channels=(8, 16, 32), decoder_layers_per_block=(1,) * 4, spatio_temporal_scaling=(True,) * 4,
+                decoder_spatio_temporal_scaling=(True,) * 3, decoder_inject_noise=(False,) * 4,
+                downsample_type=("spatial", "temporal", "spatiotemporal", "spatiotemporal"), upsample_residual=(True,) * 3,
+                upsample_factor=(2, 2, 2), timestep_conditioning=True, spatial_compression_ratio=32,
+                temporal_compression_ratio=8, **small)
+        perturbed(m)
+        with torch.no_grad():  # statistics that are not the identity, so the model space is really checked
+            m.latents_mean.copy_(torch.linspace(-0.5, 0.5, 128))
+            m.latents_std.copy_(torch.linspace(0.5, 1.5, 128))
+        MODELS[kind] = m
+    return MODELS[kind]
+
+
+# the inverse of diffusers' convert_ltx_vae_checkpoint_to_diffusers (its rename tables read backwards)
+_DEC_090 = [("mid_block.", "up_blocks.0."), ("up_blocks.0.", "up_blocks.1."), ("up_blocks.1.upsamplers.0.", "up_blocks.2."),
+            ("up_blocks.1.", "up_blocks.3."), ("up_blocks.2.conv_in.", "up_blocks.4."),
+            ("up_blocks.2.upsamplers.0.", "up_blocks.5."), ("up_blocks.2.", "up_blocks.6."),
+            ("up_blocks.3.conv_in.", "up_blocks.7."), ("up_blocks.3.upsamplers.0.", "up_blocks.8."), ("up_blocks.3.", "up_blocks.9.")]
+_DEC_091 = [("mid_block.", "up_blocks.0."), ("up_blocks.0.upsamplers.0.", "up_blocks.1."), ("up_blocks.0.", "up_blocks.2."),
+            ("up_blocks.1.upsamplers.0.", "up_blocks.3."), ("up_blocks.1.", "up_blocks.4."),
+            ("up_blocks.2.upsamplers.0.", "up_blocks.5."), ("up_blocks.2.", "up_blocks.6."), ("time_embedder.", "last_time_embedder."),
+            ("scale_shift_table", "last_scale_shift_table")]
+_ENC_090 = [("down_blocks.0.downsamplers.0.", "down_blocks.1."), ("down_blocks.0.conv_out.", "down_blocks.2."),
+            ("down_blocks.0.", "down_blocks.0."), ("down_blocks.1.downsamplers.0.", "down_blocks.4."),
+            ("down_blocks.1.conv_out.", "down_blocks.5."), ("down_blocks.1.", "down_blocks.3."),
+            ("down_blocks.2.downsamplers.0.", "down_blocks.7."), ("down_blocks.2.", "down_blocks.6."),
+            ("down_blocks.3.", "down_blocks.8."), ("mid_block.", "down_blocks.9.")]
+
+
+def to_original(sd: dict[str, torch.Tensor], kind: str) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in sd.items():
+        if k in ("latents_mean", "latents_std"):
+            out["per_channel_statistics." + ("mean-of-means" if k == "latents_mean" else "std-of-means")] = v
+            continue
+        half, rest = k.split(".", 1)
+        for new, old in _ENC_090 if half == "encoder" else (_DEC_091 if kind == "0.9.1" else _DEC_090):
+            if rest.startswith(new):
+                rest = old + rest[len(new):]
+                break
+        rest = rest.replace("resnets.", "res_blocks.").replace("conv_shortcut.conv.", "conv_shortcut.").replace(
+            "norm3.", "norm3.norm.")
+        out[f"{half}.{rest}"] = v
+    out["per_channel_statistics.channel"] = torch.arange(128.0)  # in the original files, dropped by the converter
+    out["per_channel_statistics.mean-of-stds"] = torch.ones(128)
+    return out
+
+
+def write(kind: str, layout: str, tmp_path):
+    m = model_of(kind)
+    if layout == "diffusers-folder":
+        m.save_pretrained(tmp_path / "vae")
+        return tmp_path / "vae"
+    sd = state(m) if layout == "diffusers-file" else to_original(state(m), kind)
+    save_file(sd, str(tmp_path / "ltx-video_vae.safetensors"))
+    return tmp_path / "ltx-video_vae.safetensors"
+
+
+def reference(m, x: np.ndarray):
+    video = torch.from_numpy(x).permute(3, 0, 1, 2)[None] * 2 - 1
+    with torch.no_grad():
+        mean = m.encode(video).latent_dist.mean
+        temb = torch.zeros(1) if m.config.timestep_conditioning else None
+        torch.manual_seed(0)  # 0.9.1's decoder injects noise from the global generator; vaestudio seeds it 0
+        out = m.decode(mean, temb).sample
+    return mean[0], (out[0] / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).numpy()
+
+
+@pytest.mark.parametrize(("kind", "layout"), [("0.9.0", "comfyui-original"), ("0.9.1", "comfyui-original"),
+                                              ("0.9.5", "diffusers-folder"), ("0.9.5", "diffusers-file")])
+def test_clip_encode_and_decode_equal_diffusers(tmp_path, kind, layout):
+    from diffusers.pipelines.ltx.pipeline_ltx import LTXPipeline
+
+    m = model_of(kind)
+    vae = load_vae(write(kind, layout, tmp_path))
+    assert_weights(vae, state(m))
+    info = vae.info
+    assert (info.architecture, info.family, info.kind, info.temporal_downscale) == ("ltx-video", "ltx-video", "video", 8)
+    assert (info.latent_channels, info.downscale) == (128, 32) and not info.family_guessed
+    x = clip(9, 64, 64)
+    mean, ref = reference(m, x)
+    enc = vae.encode_clip(x)
+    assert enc.raw.shape == (128, 2, 2, 2) and enc.frames == 9
+    close(enc.raw, mean)
+    # the model space is LTXPipeline's own normalisation (and back)
+    close(enc.latent, LTXPipeline._normalize_latents(mean[None], m.latents_mean, m.latents_std,
+                                                        m.config.scaling_factor)[0])
+    close(vae.clip_from_model(enc.latent), mean)
+    dec = vae.decode_clip(enc.latent, 64, 64)
+    assert dec.complete and dec.frames.shape == (9, 64, 64, 3)
+    close(dec.frames, ref)
+    # an image is a one-frame clip
+    one = vae.encode(x[0])
+    close(one.raw, reference(m, x[:1])[0][:, 0])
+
+
+def test_trimmed_to_one_plus_8k_and_clips_run_whole(tmp_path):
+    vae = load_vae(write("0.9.0", "comfyui-original", tmp_path))
+    assert [vae.frames_valid(n) for n in (1, 8, 9, 16, 17)] == [1, 1, 9, 9, 17]
+    enc = vae.encode_clip(clip(10, 64, 64))
+    assert enc.frames == 9 and "trimmed 10 frames to 9 (this VAE takes 1 + 8k frames)" in enc.notes
+    assert any("clips run whole" in n for n in vae.info.notes)
+
+
+def test_inspect_vae_reports_kind_video(tmp_path, capsys):
+    path = write("0.9.1", "comfyui-original", tmp_path)
+    assert main(["inspect-vae", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (out["kind"], out["temporal_downscale"], out["architecture"]) == ("video", 8, "ltx-video")
+    assert out["key_layout"] == "original"
+
+
+def test_broken_files_fail_in_one_sentence(tmp_path, capsys):
+    from helpers.data import photo
+
+    sd = to_original(state(model_of("0.9.0")), "0.9.0")
+    check_broken(tmp_path, sd, "decoder.conv_in.conv.weight", photo(tmp_path), capsys, name="ltx_video_vae")

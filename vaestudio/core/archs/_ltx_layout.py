@@ -1,0 +1,93 @@
+"""The config of an LTX-Video / LTX-2 video VAE (diffusers' ``AutoencoderKLLTXVideo`` /
+``AutoencoderKLLTX2Video``) read from diffusers-layout shapes: not an architecture itself.
+
+What shapes show: widths (``block_out_channels``, ``decoder_block_out_channels``), layer counts, which
+blocks down/upsample and by how much (a 0.9.5-style downsampler's channel ratio is its stride's volume:
+4 spatial, 2 temporal, 8 both), the upsamplers' ``upsample_factor``, noise injection, timestep
+conditioning, the patch size and the latent channels. What they do not (epsilons, causality, the
+upsamplers' residual, padding modes) comes from the shipped config of the version the shapes point to.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from vaestudio.core.archs._common import count_index
+
+_STRIDE = {4: "spatial", 2: "temporal", 8: "spatiotemporal"}
+#: 0.9.0-style blocks: a resnet ``conv_out`` and a plain strided ``downsamplers.0.conv``
+OLD_BLOCK = "LTXVideoDownBlock3D"
+
+
+def _width(t: dict[str, torch.Tensor], key: str, dim: int = 0) -> int:
+    return int(t[key].shape[dim])
+
+
+def infer_ltx(t: dict[str, torch.Tensor], new_block: str) -> dict:
+    """The config keys shapes show (KeyError/ValueError: blocks are missing). ``new_block``: the
+    down-block class of the 0.9.5 / LTX-2 kind (a downsampler module with its own causal conv)."""
+    conv_in = t["encoder.conv_in.conv.weight"]
+    patch = math.isqrt(int(conv_in.shape[1]) // 3)
+    if 3 * patch * patch != int(conv_in.shape[1]):
+        raise ValueError("the encoder input is not 3 x patch^2 channels")
+    n_down = count_index(t, r"^encoder\.down_blocks\.(\d+)\.")
+    inputs = [_width(t, f"encoder.down_blocks.{i}.resnets.0.conv1.conv.weight", 1) for i in range(n_down)]
+    inputs.append(_width(t, "encoder.mid_block.resnets.0.conv1.conv.weight", 1))
+    old = any(f"encoder.down_blocks.{i}.downsamplers.0.conv.weight" in t or f"encoder.down_blocks.{i}.conv_out.conv1.conv.weight" in t
+              for i in range(n_down))
+    layers = [count_index(t, rf"^encoder\.down_blocks\.{i}\.resnets\.(\d+)\.") for i in range(n_down)]
+    layers.append(count_index(t, r"^encoder\.mid_block\.resnets\.(\d+)\."))
+    scaling = [f"encoder.down_blocks.{i}.downsamplers.0.conv.weight" in t
+               or f"encoder.down_blocks.{i}.downsamplers.0.conv.conv.weight" in t for i in range(n_down)]
+    cfg: dict = {"in_channels": 3, "latent_channels": _width(t, "decoder.conv_in.conv.weight", 1), "patch_size": patch,
+                 "layers_per_block": layers, "spatio_temporal_scaling": scaling}
+    if old:
+        cfg.update(block_out_channels=inputs[:-1], down_block_types=[OLD_BLOCK] * n_down, downsample_type=["conv"] * n_down)
+    else:
+        kinds = []
+        for i in range(n_down):
+            key = f"encoder.down_blocks.{i}.downsamplers.0.conv.conv.weight"
+            kinds.append(_STRIDE[inputs[i + 1] // _width(t, key)] if key in t else "spatiotemporal")
+        cfg.update(block_out_channels=inputs, down_block_types=[new_block] * n_down, downsample_type=kinds)
+        spatial = sum(s and k != "temporal" for s, k in zip(scaling, kinds, strict=True))
+        temporal = sum(s and k != "spatial" for s, k in zip(scaling, kinds, strict=True))
+    if _width(t, "encoder.conv_out.conv.weight") not in (cfg["latent_channels"] + 1, 2 * cfg["latent_channels"]):
+        raise ValueError("the encoder output does not fit the latent")
+    cfg.update(_decoder(t))
+    if not old:  # the 0.9.5 kind's config says them (the class's default formula counts every scaling block)
+        cfg.update(spatial_compression_ratio=patch * 2 ** spatial, temporal_compression_ratio=2 ** temporal)
+    return cfg
+
+
+def factors(cfg: dict) -> tuple[int, int]:
+    """(spatial, temporal) downscale, as the class computes them."""
+    n = sum(bool(s) for s in cfg["spatio_temporal_scaling"])
+    return (int(cfg.get("spatial_compression_ratio") or cfg.get("patch_size", 4) * 2 ** n),
+            int(cfg.get("temporal_compression_ratio") or cfg.get("patch_size_t", 1) * 2 ** n))
+
+
+def _decoder(t: dict[str, torch.Tensor]) -> dict:
+    """The decoder's keys, in diffusers' config order (the decoder reverses its lists)."""
+    n_up = count_index(t, r"^decoder\.up_blocks\.(\d+)\.")
+    widths, factors, scaling, layers = [], [], [], [count_index(t, r"^decoder\.mid_block\.resnets\.(\d+)\.")]
+    noise = ["decoder.mid_block.resnets.0.per_channel_scale1" in t]
+    for i in range(n_up):
+        w = _width(t, f"decoder.up_blocks.{i}.resnets.0.conv1.conv.weight")
+        up = f"decoder.up_blocks.{i}.upsamplers.0.conv.conv.weight"
+        f = _width(t, up, 1) // w if up in t else 1
+        widths.append(w * f)
+        factors.append(f)
+        scaling.append(up in t)
+        layers.append(count_index(t, rf"^decoder\.up_blocks\.{i}\.resnets\.(\d+)\."))
+        noise.append(f"decoder.up_blocks.{i}.resnets.0.per_channel_scale1" in t)
+    return {"out_channels": _width(t, "decoder.conv_out.conv.weight") // _patch_out(t),
+            "decoder_block_out_channels": widths[::-1], "upsample_factor": factors[::-1],
+            "decoder_spatio_temporal_scaling": scaling[::-1], "decoder_layers_per_block": layers[::-1],
+            "decoder_inject_noise": noise[::-1], "timestep_conditioning": "decoder.time_embedder.linear_1.weight" in t
+            or any(k.startswith("decoder.time_embedder.") for k in t)}
+
+
+def _patch_out(t: dict[str, torch.Tensor]) -> int:
+    return int(t["encoder.conv_in.conv.weight"].shape[1]) // 3
