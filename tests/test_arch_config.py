@@ -127,6 +127,10 @@ def _make(name: str):
             in_channels=3, out_channels=3, latent_channels=64, block_out_channels=(32, 32, 32, 64, 64, 128),
             layers_per_block=1, spatial_compression_ratio=32, sample_size=128, scaling_factor=0.5)
         return m, _kl, _scaled
+    if name == "cogvideox":  # a CogVideoX VAE on one frame (its group norms, epsilon, scaling from the config)
+        m = diffusers.AutoencoderKLCogVideoX(block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4,
+                                             norm_eps=1e-3, scaling_factor=0.7)
+        return m, _wan, _scaled
     if name == "taesd":
         m = diffusers.AutoencoderTiny(latent_channels=4, act_fn="mish", upsample_fn="bilinear", scaling_factor=0.5,
                                       shift_factor=0.1)
@@ -138,7 +142,8 @@ def _make(name: str):
 ARCHS = {"autoencoder-kl": "autoencoder-kl", "flux2": "flux2", "wan2.1": "wan", "qwen-image": "wan", "wan2.2": "wan",
          "qwen-image-2.1": "qwen-image-2.1", "asymmetric": "asymmetric-kl",
          "consistency-decoder": "consistency-decoder",
-         "dc-ae": "dc-ae", "hunyuan-image": "hunyuan-image", "taesd": "taesd"}
+         "dc-ae": "dc-ae", "hunyuan-image": "hunyuan-image", "taesd": "taesd",
+         "cogvideox": "cogvideox"}
 
 
 @pytest.mark.parametrize("name", list(ARCHS))

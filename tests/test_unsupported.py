@@ -21,8 +21,6 @@ CASES = {
                          "decoder.up_blocks.0.resnets.0.norm1.norm_layer.weight": Z(8)}, "Mochi video VAE"),
     "ltx-diffusers": ({"latents_mean": Z(128), "decoder.up_blocks.0.resnets.0.conv1.conv.weight": Z(512, 8, 3, 3, 3),
                        "decoder.conv_in.conv.weight": Z(8, 128, 3, 3, 3)}, "LTX-2 video VAE"),
-    "cogvideox": ({"encoder.conv_in.conv.weight": Z(8, 3, 3, 3, 3), "decoder.conv_in.conv.weight": Z(8, 16, 3, 3, 3),
-                   "decoder.up_blocks.0.resnets.0.norm1.norm_layer.weight": Z(8)}, "CogVideoX video VAE"),
     "cosmos-comfy": ({"decoder.unpatcher3d.wavelets": Z(8)}, "Cosmos video VAE"),
     "cosmos-diffusers": ({"encoder.conv_in.conv_s.weight": Z(8, 3, 1, 3, 3),
                           "decoder.conv_in.conv_s.weight": Z(8, 16, 1, 3, 3)}, "Cosmos video VAE"),

@@ -74,6 +74,11 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     # model space: the VAE's per-channel statistics (the diffusion model's latents, as the tiny one makes them)
     Family("ltx2", "LTX-2", 128, 1.0, 0.0, "flow", 32, "taeltx_2", hints=("ltx2", "ltx-2", "ltx_2", "ltxv2")),
     Family("ltx2.3", "LTX-2.3", 128, 1.0, 0.0, "flow", 32, "taeltx2_3", hints=("ltx2.3", "ltx2_3", "ltx-2.3")),
+    # CogVideoX: z * scale (ComfyUI latent_formats.CogVideoX / CogVideoX1_5); DDIM v-prediction on SD's scaled-linear
+    # betas, which its scheduler rescales to zero terminal SNR (and shifts): "ddpm" here is the plain SD schedule
+    Family("cogvideox", "CogVideoX-2b", 16, 1.15258426, 0.0, "ddpm", hints=("cogvideox", "cogvideo", "cogvideox-2b")),
+    Family("cogvideox1.5", "CogVideoX-5b / CogVideoX 1.5", 16, 0.7, 0.0, "ddpm",
+           hints=("cogvideox-5b", "cogvideox_5b", "cogvideox1.5", "cogvideox-1.5", "cogvideox1_5", "cogvideox_1.5")),
     # per-channel (z - latents_mean) / latents_std (the config), RGBA images (core/archs/qwen_image21.py)
     Family("qwen-image-2.1", "Qwen-Image 2.1", 64, 1.0, 0.0, "flow", 16,
            hints=("qwen-image-2.1", "qwen_image_2.1", "qwen-image-2_1", "qwenimage21", "qwen_image21")),
@@ -87,7 +92,8 @@ ALIASES = {"sd15": "sd1", "sd1.5": "sd1", "sd2": "sd1", "sd21": "sd1", "xl": "sd
            "hunyuan-image-2.1": "hunyuan-image", "playground": "playground-v2.5", "playground-v2": "playground-v2.5",
            "x4-upscaler": "sd-x4-upscaler", "hunyuanvideo": "hunyuan-video", "ltx-2": "ltx2", "ltx-2.3": "ltx2.3",
            "zimage": "z-image", "lumina": "lumina2", "lumina-2": "lumina2",
-           "qwen-image-21": "qwen-image-2.1", "qwenimage21": "qwen-image-2.1", "qwen2.1": "qwen-image-2.1"}
+           "cogvideo": "cogvideox", "cogvideox-2b": "cogvideox", "cogvideox-5b": "cogvideox1.5",
+           "cogvideox-1.5": "cogvideox1.5", "qwen-image-21": "qwen-image-2.1", "qwenimage21": "qwen-image-2.1", "qwen2.1": "qwen-image-2.1"}
 
 
 def get_family(name: str) -> Family:

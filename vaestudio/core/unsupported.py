@@ -41,7 +41,6 @@ MARKERS: tuple[Marker, ...] = (
                                                 "encoder.block_in.resnets.0.norm1.norm_layer.weight")),
     Marker("an LTX-Video / LTX-2 video VAE" + _UNREAD, _key("decoder.up_blocks.0.resnets.0.conv1.conv.weight"),
            lambda t: t.ndim == 5 and t.shape[0] >= 512),
-    Marker("a CogVideoX video VAE" + _UNREAD, r"(?:^|\.)decoder\.up_blocks\.\d+\.resnets\.\d+\.norm1\.norm_layer\.weight$"),
     Marker("a Cosmos video VAE" + _UNREAD, _key("decoder.unpatcher3d.wavelets", "decoder.conv_in.conv_s.weight")),
     Marker("a HunyuanImage 2.1 refiner VAE (3D)" + _UNREAD, _key("decoder.conv_in.weight"),
            lambda t: t.ndim == 5 and t.shape[1] == 32),
