@@ -25,17 +25,21 @@ STATE_HINTS = {
 
 
 def add_parser(sub) -> None:
-    from vaestudio.core.evaluate.types import DEFAULT_METRICS, KNOWN_METRICS, default_workers
+    from vaestudio.core.evaluate.types import DEFAULT_FRAMES, DEFAULT_METRICS, KNOWN_METRICS, default_workers
 
     e = sub.add_parser(
         "evaluate", help="evaluate VAEs on a dataset (rows.csv, summary.json, report.html; torchrun for many GPUs)",
         description="Evaluate VAEs on a whole dataset. Under torchrun, one process per device.")
-    e.add_argument("data", nargs="+", metavar="DATA", help="image files, folders (recursive) or .txt lists of paths")
+    e.add_argument("data", nargs="+", metavar="DATA",
+                   help="image and clip files, folders (recursive) or .txt lists of paths")
     e.add_argument("--vae", action="append", required=True, metavar="SOURCE", help="repeat for each VAE")
     e.add_argument("--out", required=True, metavar="DIR", help="output folder")
     e.add_argument("--size", type=int, default=256, metavar="N",
                    help="shorter side to N (bicubic, antialiased), centre crop NxN; 0 keeps each image's size "
                         "(default 256)")
+    e.add_argument("--frames", type=int, default=DEFAULT_FRAMES, metavar="N",
+                   help=f"clips: their first N frames (each VAE takes the most it can: 1 + 4k for Wan; default "
+                        f"{DEFAULT_FRAMES})")
     e.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images (sorted by path)")
     e.add_argument("--batch-size", type=int, default=8, metavar="B", help="same-size images per batch (default 8)")
     e.add_argument("--workers", type=int, default=default_workers(), metavar="W",
@@ -110,7 +114,7 @@ def run(args) -> int:
     from vaestudio.core.evaluate.store import StateError
 
     request = EvaluationRequest(
-        data=args.data, vaes=args.vae, out=Path(args.out), size=args.size, limit=args.limit,
+        data=args.data, vaes=args.vae, out=Path(args.out), size=args.size, frames=args.frames, limit=args.limit,
         batch_size=args.batch_size, workers=args.workers, device=args.device, dtype=args.dtype, family=args.family,
         tile=args.tile, metrics=args.metrics, save_recons=args.save_recons, resume=args.resume, sample=args.sample,
         seed=args.seed, report=not args.no_report, accumulators=default_accumulators())
@@ -169,6 +173,9 @@ def _print_table(finished) -> None:
         print(f"{s.vae:<{w}}  {s.images:>6} {s.failed:>6} {_num(st.get('psnr_mean'), 2):>7} "
               f"{_num(st.get('psnr_dataset'), 2):>7} {_num(st.get('ssim_mean'), 4):>7} {_num(st.get('mae_mean'), 4):>7} "
               f"{_num(st.get('lpips_mean'), 4):>7} {_num(s.rfid, 3):>8}")
+    for s in rows:
+        if s.clips:
+            print(f"{s.vae}: {s.clips} of the {s.images} are clips, flicker {_num(s.stats.get('flicker_mean'), 5)}")
     if finished.unreadable:
         print(f"{len(finished.unreadable)} unreadable image(s) skipped (listed in summary.json)")
     _print_missing_metric_reasons(finished.summary["vaes"])

@@ -1,8 +1,13 @@
-"""The images of an evaluation: listing DATA, the protocol's resize, and the DataLoader dataset.
+"""The images and clips of an evaluation: listing DATA, the protocol's resize, and the DataLoader dataset.
 
 Images are read (``vaestudio.core.images.load_image``: faithful float RGB, bombs refused) and
-resized in DataLoader worker processes, so the main process only runs the VAEs. An image that
-cannot be read comes back as a ``FailedImage`` with its one-line reason, never as an exception.
+resized in DataLoader worker processes, so the main process only runs the VAEs. Clips (a video
+suffix, or an animated GIF/WebP/PNG: ``filetypes.is_clip``) are read there too, their first
+``frames`` frames streamed (``video.iter_frames``) and each resized as an image is. An image or clip
+that cannot be read comes back as a ``FailedImage`` with its one-line reason, never as an exception.
+
+Folders are searched for images and clips alike (``vaestudio reconstruct DIR`` lists images only:
+that listing, ``images.list_images``, is left as it is).
 """
 
 from __future__ import annotations
@@ -18,7 +23,13 @@ import torch
 import torch.nn.functional as F
 
 from vaestudio.core.errors import VaeStudioError, one_line
-from vaestudio.core.filetypes import IMAGE_SUFFIXES
+from vaestudio.core.evaluate.types import DEFAULT_FRAMES
+from vaestudio.core.filetypes import CLIP_SUFFIXES, IMAGE_SUFFIXES
+
+#: what a DATA folder is searched for
+DATA_SUFFIXES = IMAGE_SUFFIXES | CLIP_SUFFIXES
+#: the most float32 frame bytes one clip may hold once resized (as the window's clip reading)
+MAX_CLIP_BYTES = 1 << 30
 
 
 class DataListError(VaeStudioError):
@@ -42,13 +53,21 @@ class PreparedImage:
 
 
 @dataclass
+class PreparedClip:
+    item: ImageItem
+    frames: torch.Tensor  # (T, 3, H, W) float32 in [0, 1], each frame after the protocol's resize
+    fps: float
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
 class FailedImage:
     item: ImageItem
     reason: str
 
 
 def list_data(data: Sequence[str], limit: int | None = None) -> list[ImageItem]:
-    """Image files, folders (recursively) and .txt lists (one path per line, relative to the list's
+    """Image and clip files, folders (recursively) and .txt lists (one path per line, relative to the list's
     folder), sorted by path. Entries of a list that do not exist are kept: they are reported as
     unreadable, like any image that cannot be read."""
     found: dict[str, str] = {}
@@ -60,7 +79,7 @@ def list_data(data: Sequence[str], limit: int | None = None) -> list[ImageItem]:
             for root, dirs, files in os.walk(p, followlinks=False):
                 dirs.sort()
                 for f in files:
-                    if Path(f).suffix.lower() in IMAGE_SUFFIXES:
+                    if Path(f).suffix.lower() in DATA_SUFFIXES:
                         q = Path(root) / f
                         found.setdefault(os.path.normpath(str(q)), prefix + q.relative_to(p).as_posix())
         elif p.is_file() and p.suffix.lower() == ".txt":
@@ -133,22 +152,49 @@ def apply_protocol(pixels: np.ndarray, size: int, resize: str) -> torch.Tensor:
     return x.contiguous()
 
 
-class ImageDataset(torch.utils.data.Dataset):
-    """Reads and resizes one image per item; failures come back as ``FailedImage``."""
+def read_clip_item(item: ImageItem, size: int, resize: str, frames: int) -> PreparedClip:
+    """A clip's first ``frames`` frames, streamed and resized one by one as the protocol resizes images
+    (only the resized frames are kept); ``VideoError`` when it cannot be read."""
+    from vaestudio.core.video import VideoError, iter_frames
 
-    def __init__(self, items: Sequence[ImageItem], size: int, resize: str) -> None:
+    kept: list[torch.Tensor] = []
+    total = 0
+    with iter_frames(item.path, frames=frames) as stream:
+        for f in stream:
+            x = apply_protocol(f, size, resize)
+            if kept and x.shape != kept[0].shape:
+                raise VideoError("the frame size changes within the clip", item.path)
+            total += x.numel() * 4
+            if total > MAX_CLIP_BYTES:
+                raise VideoError(f"{len(kept)} frames already fill {MAX_CLIP_BYTES >> 30} GiB; choose fewer --frames "
+                                 "or a smaller --size", item.path)
+            kept.append(x)
+        notes = list(stream.notes)
+    if not kept:
+        raise VideoError("the clip has no frames", item.path)
+    return PreparedClip(item, torch.stack(kept), float(stream.fps), notes)
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Reads and resizes one image or clip per item; failures come back as ``FailedImage``."""
+
+    def __init__(self, items: Sequence[ImageItem], size: int, resize: str, frames: int = DEFAULT_FRAMES) -> None:
         self.items = list(items)
         self.size = size
         self.resize = resize
+        self.frames = frames
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> PreparedImage | FailedImage:
+    def __getitem__(self, i: int) -> PreparedImage | PreparedClip | FailedImage:
+        from vaestudio.core.filetypes import is_clip
         from vaestudio.core.images import load_image
 
         item = self.items[i]
         try:
+            if is_clip(item.path):
+                return read_clip_item(item, self.size, self.resize, self.frames)
             img = load_image(item.path)
             return PreparedImage(item, apply_protocol(img.pixels, self.size, self.resize), list(img.notes))
         except VaeStudioError as exc:

@@ -13,10 +13,11 @@ from typing import Any
 import torch
 
 from vaestudio.core.evaluate import fid as fidmod
+from vaestudio.core.evaluate.data import PreparedClip
 from vaestudio.core.evaluate.measure import hardware, versions
 from vaestudio.core.evaluate.state import RunState, VaeState, reduce
 from vaestudio.core.evaluate.store import iter_rows_file, merge_rank_rows
-from vaestudio.core.evaluate.summary import Columns, collect, pick_examples, unreadable_images
+from vaestudio.core.evaluate.summary import Columns, collect, pick_clips, pick_examples, unreadable_images
 from vaestudio.core.evaluate.types import Event, Finished, VaeSummary
 from vaestudio.core.files import write_atomic
 
@@ -50,7 +51,7 @@ def finish(run: RunState) -> Iterator[Event]:
         rows_iter = iter(run.memory_rows)
     wanted = {v.ref.source for v in run.vaes}
     cols = collect(r for r in rows_iter if r.source in wanted)
-    rfid = _Rfid(run.metric_status.get("fid", "not requested"))
+    rfid = _Rfid(run.metric_status.get("fid", "not requested"), any(c.clips for c in cols.values()))
     partial = dist.active or bool(run.resumed)
     summaries = [v.summary(cols.get(v.ref.source), run.metric_status, *rfid(v), partial) for v in run.vaes]
     unreadable_list = unreadable_images(cols)
@@ -92,8 +93,9 @@ class _Rfid:
     """rFID and its status per VAE; the originals' covariance factor is reused across VAEs that saw
     the same images."""
 
-    def __init__(self, status: str) -> None:
+    def __init__(self, status: str, clips: bool = False) -> None:
         self.status = status
+        self.clips = clips
         self._root: tuple[fidmod.FeatureStats, torch.Tensor] | None = None
 
     def __call__(self, v: VaeState) -> tuple[float | None, str]:
@@ -105,7 +107,8 @@ class _Rfid:
         n = v.fid[1].n
         if n < 2:
             return None, "unavailable: fewer than two images were evaluated"
-        status = f"computed on {n} images with the {fidmod.describe_network()}"
+        frames = " (each clip's frames counted as images)" if self.clips else ""
+        status = f"computed on {n} images{frames} with the {fidmod.describe_network()}"
         if n < fidmod.FEATURE_DIM:
             status += (f"; with fewer than {fidmod.FEATURE_DIM} images the covariance is rank-deficient and "
                        "rFID is biased upward: compare only runs on the same images")
@@ -123,7 +126,9 @@ class _Rfid:
 
 
 def _examples(run: RunState, cols: dict[str, Columns]) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """The worst and best images per VAE with thumbnails, for the report."""
+    """The worst and best images per VAE with thumbnails, for the report, and the worst clips (each
+    shown by its worst frame)."""
+    from vaestudio.core.evaluate.clips import clip_roundtrip
     from vaestudio.core.evaluate.report import example_thumbnails
 
     out = {}
@@ -134,6 +139,13 @@ def _examples(run: RunState, cols: dict[str, Columns]) -> dict[str, dict[str, li
             seen, _ = v.prepare(x)
             return seen, v.roundtrip(seen, paths, run.protocol, run.request.tile, run.should_stop)[1]
 
-        out[v.ref.name] = example_thumbnails(pick_examples(c) if c is not None and c.images else {}, run.items,
-                                             run.protocol, run.request.batch_size, roundtrip)
+        def clip_trip(clip: PreparedClip, v: VaeState = v) -> tuple[torch.Tensor, torch.Tensor]:
+            rt = clip_roundtrip(v.vae, clip, run.request.tile, run.should_stop)
+            return rt.seen, rt.rec
+
+        picks = pick_examples(c) if c is not None and c.images else {}
+        if c is not None and c.clips:
+            picks["clips"] = pick_clips(c)
+        out[v.ref.name] = example_thumbnails(picks, run.items, run.protocol, run.request.batch_size, roundtrip,
+                                             clip_trip)
     return out

@@ -20,7 +20,7 @@ import torch
 
 from vaestudio.core.analyses.plotting import PALETTE as RGB_PALETTE
 from vaestudio.core.errors import Cancelled
-from vaestudio.core.evaluate.data import ImageDataset, ImageItem, PreparedImage
+from vaestudio.core.evaluate.data import ImageDataset, ImageItem, PreparedClip, PreparedImage
 from vaestudio.core.evaluate.summary import Columns, metric_notes
 from vaestudio.core.evaluate.types import EvaluationProtocol
 from vaestudio.core.files import write_atomic
@@ -30,7 +30,8 @@ PALETTE = ["#{:02x}{:02x}{:02x}".format(*c) for c in RGB_PALETTE]
 #: (metric, label, higher is better)
 CHART_METRICS = [("psnr", "PSNR (dB)", True), ("ssim", "SSIM", True), ("mae", "MAE", False),
                  ("lpips", "LPIPS", False), ("color_shift_r", "Colour shift R", None),
-                 ("color_shift_g", "Colour shift G", None), ("color_shift_b", "Colour shift B", None)]
+                 ("color_shift_g", "Colour shift G", None), ("color_shift_b", "Colour shift B", None),
+                 ("flicker", "Flicker (clips)", False)]
 THUMB = 192
 MAX_SCATTER_POINTS = 4000
 
@@ -71,20 +72,40 @@ def thumbnails(original: torch.Tensor, reconstruction: torch.Tensor) -> dict[str
     return {"original": _png_uri(a), "reconstruction": _png_uri(b), "difference": _png_uri(colorize(difference_map(a, b)))}
 
 
+def _clip_thumbnails(seen: torch.Tensor, rec: torch.Tensor, protocol: EvaluationProtocol) -> dict[str, Any]:
+    """A clip's worst frame (as its row picks it) as thumbnails, with the frame's index and the count."""
+    from vaestudio.core.evaluate.clips import worst_frame
+    from vaestudio.core.evaluate.measure import batch_metrics
+    from vaestudio.core.metrics import flicker
+
+    k = worst_frame(batch_metrics(seen, rec, protocol.metrics, False)) or 0
+    fl = flicker(seen.permute(0, 2, 3, 1).numpy(), rec.permute(0, 2, 3, 1).numpy())
+    return {**thumbnails(seen[k], rec[k]), "frame": k, "frames": int(seen.shape[0]), "flicker": fl}
+
+
 def example_thumbnails(picks: dict[str, list[tuple[str, float, str]]], items: list[ImageItem], protocol: EvaluationProtocol,
                        batch_size: int, roundtrip: Callable[[torch.Tensor, list[str]], tuple[torch.Tensor, torch.Tensor]],
+                       clip_trip: Callable[[PreparedClip], tuple[torch.Tensor, torch.Tensor]] | None = None,
                        ) -> dict[str, list[dict[str, Any]]]:
     """One VAE's picked images (``summary.pick_examples``) read again and run through ``roundtrip``
     (a batch and its paths -> what the VAE saw and its reconstruction), for thumbnails: rows hold only
-    numbers. An image that fails is left out; a thumbnail is not worth failing the report."""
+    numbers; a picked clip through ``clip_trip`` (its frames, seen and reconstructed), shown by its
+    worst frame. An image that fails is left out; a thumbnail is not worth failing the report."""
     by_path = {it.path: it for it in items}
     wanted = list(dict.fromkeys(image for entries in picks.values() for image, _, _ in entries))
-    ds = ImageDataset([by_path[p] for p in wanted if p in by_path], protocol.size, protocol.resize)
+    ds = ImageDataset([by_path[p] for p in wanted if p in by_path], protocol.size, protocol.resize, protocol.frames)
     groups: dict[tuple[int, ...], list[PreparedImage]] = {}
+    thumbs: dict[str, dict[str, Any]] = {}
     for x in (ds[i] for i in range(len(ds))):
         if isinstance(x, PreparedImage):
             groups.setdefault(tuple(x.pixels.shape), []).append(x)
-    thumbs: dict[str, dict[str, str]] = {}
+        elif isinstance(x, PreparedClip) and clip_trip is not None:
+            try:
+                thumbs[x.item.path] = _clip_thumbnails(*clip_trip(x), protocol)
+            except Cancelled:
+                raise
+            except Exception:  # noqa: BLE001
+                continue
     for group in groups.values():
         for i in range(0, len(group), batch_size):
             part = group[i : i + batch_size]
@@ -234,6 +255,17 @@ def _table(summary: dict[str, Any]) -> str:
             f'<ul class="note">{"".join(notes)}</ul>')
 
 
+def _card(e: dict[str, Any]) -> str:
+    """One example: its three thumbnails and a caption (a clip's names its worst frame and flicker)."""
+    t = e["thumbs"]
+    clip = (f' · clip, worst frame {t["frame"]} of {t["frames"]}, flicker {esc(fmt(t["flicker"], 4))}'
+            if "frame" in t else "")
+    return (f'<div class="ex"><div class="trip"><img alt="original" src="{t["original"]}">'
+            f'<img alt="reconstruction" src="{t["reconstruction"]}"><img alt="difference" src="{t["difference"]}">'
+            f'</div><div class="cap" title="{esc(e["image"])}">{esc(e["metric"].upper())} {esc(fmt(e["value"], 3))}'
+            f'{clip} · {esc(_tail(e["image"]))}</div></div>')
+
+
 def _tail(path: str, parts: int = 2) -> str:
     p = Path(path).parts
     return "/".join(p[-parts:]) if len(p) > parts else path
@@ -291,21 +323,19 @@ def write_report(path: Path, summary: dict[str, Any], cols: dict[str, Columns],
                 else '<p class="note">With two or more VAEs, each image is a dot: one VAE against another.</p>'))
     body.append('<h2 id="examples">Worst and best images</h2><p class="note">original | reconstruction | '
                 'difference (mean absolute error per pixel, 0 to 0.25)</p>')
-    for v in vaes:
-        ex = examples.get(v["vae"], {})
-        for which in ("worst", "best"):
-            shown = ex.get(which, [])
-            if not shown:
-                continue
-            cards = []
-            for e in shown:
-                t = e["thumbs"]
-                cards.append(
-                    f'<div class="ex"><div class="trip"><img alt="original" src="{t["original"]}">'
-                    f'<img alt="reconstruction" src="{t["reconstruction"]}"><img alt="difference" src="{t["difference"]}">'
-                    f'</div><div class="cap" title="{esc(e["image"])}">{esc(e["metric"].upper())} {esc(fmt(e["value"], 3))} · '
-                    f'{esc(_tail(e["image"]))}</div></div>')
-            body.append(f'<h3>{esc(v["vae"])}: the {which} {len(shown)}</h3><div class="examples">{"".join(cards)}</div>')
+    sections = [(v, which) for v in vaes for which in ("worst", "best")]
+    if any(ex.get("clips") for ex in examples.values()):
+        sections += [(None, "clips")] + [(v, "clips") for v in vaes]
+    for v, which in sections:
+        if v is None:
+            body.append('<h2 id="clips">Clips</h2><p class="note">The worst clips by their mean over frames, each '
+                        'shown by its worst frame (original | reconstruction | difference of that frame); flicker: '
+                        'the mean change between frames that the reconstruction adds or removes</p>')
+            continue
+        shown = examples.get(v["vae"], {}).get(which, [])
+        if shown:
+            title = f"the worst {len(shown)} clips" if which == "clips" else f"the {which} {len(shown)}"
+            body.append(f'<h3>{esc(v["vae"])}: {title}</h3><div class="examples">{"".join(map(_card, shown))}</div>')
     # each fragment carries its own title ("Spectrum", "Scaling factor"); the accumulator's name is a key
     frag_html = [f'<div class="vae-analyses"><h3><i style="background:{colors.get(name, PALETTE[0])}"></i>{esc(name)}'
                  f'</h3>{"".join(frags.values())}</div>' for name, frags in fragments.items() if frags]

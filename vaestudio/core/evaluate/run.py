@@ -2,7 +2,8 @@
 
 The loop loads the VAEs, reads the images in DataLoader workers, groups them by size and puts each
 group through every VAE that still has to see it (``state.VaeState``), committing one batch at a
-time; ``finish`` ends the run.
+time; a clip is one item, put through every VAE and committed on its own (``clips``); ``finish`` ends
+the run.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import torch
 from vaestudio.core.device import dtype_name
 from vaestudio.core.errors import Cancelled, VaeStudioError, one_line
 from vaestudio.core.evaluate import fid as fidmod
+from vaestudio.core.evaluate.clips import clip_roundtrip, clip_row, save_clip
 from vaestudio.core.evaluate.data import (
     FailedImage,
     ImageDataset,
     ImageItem,
+    PreparedClip,
     PreparedImage,
     list_data,
     make_loader,
@@ -190,8 +193,8 @@ class _Run:
 
     def _loop(self, work: list[ImageItem]) -> Iterator[Event]:
         req = self.req
-        loader = make_loader(ImageDataset(work, self.protocol.size, self.protocol.resize), req.batch_size,
-                             req.workers, req.mp_context)
+        loader = make_loader(ImageDataset(work, self.protocol.size, self.protocol.resize, self.protocol.frames),
+                             req.batch_size, req.workers, req.mp_context)
         total, done = len(work), 0
         t0 = time.perf_counter()
         last = 0.0
@@ -214,9 +217,10 @@ class _Run:
         try:
             for chunk in it:
                 for x in chunk:
-                    if isinstance(x, FailedImage):
-                        yield from self._commit_failed(x)
+                    if isinstance(x, FailedImage | PreparedClip):
+                        yield from self._commit_failed(x) if isinstance(x, FailedImage) else self._clip(x)
                         done += 1
+                        yield from progress()
                         continue
                     key = tuple(x.pixels.shape[-2:])
                     buckets.setdefault(key, []).append(x)  # type: ignore[arg-type]
@@ -264,8 +268,7 @@ class _Run:
         x = torch.stack([g.pixels for g in group])
         rows: list[Row] = []
         record = BatchRecord(keys=[])
-        feats_o: list[torch.Tensor] = []
-        feats_r: list[torch.Tensor] = []
+        feats: tuple[list, list] = ([], [])
         orig_full: torch.Tensor | None = None
         for v in self.vaes:
             idx = [i for i, g in enumerate(group) if v in self.pending.get(g.item.path, ())]
@@ -290,26 +293,56 @@ class _Run:
                 rows.append(Row(g.item.path, v.ref.name, v.ref.source, int(w), int(h),
                                 seconds=(enc_s + dec_s) / n, encode_s=enc_s / n, decode_s=dec_s / n,
                                 **{k: vs[j] for k, vs in vals.items()}))
-            features = None
-            if v.fid is not None and self.inception is not None:
-                if identity:
-                    if orig_full is None:
-                        orig_full = self.inception(x)
-                    fo = orig_full if len(idx) == len(group) else orig_full[idx]
-                else:
-                    fo = self.inception(seen)
-                features = (fo, self.inception(rec))
-                feats_o.append(features[0])
-                feats_r.append(features[1])
-                record.feat_keys += [key_text(g.item.path, v.ref.source) for g in subgroup]
-            v.update(seen, rec, raw, record, features)
+            fo = None
+            if v.fid is not None and self.inception is not None and identity:
+                if orig_full is None:
+                    orig_full = self.inception(x)
+                fo = orig_full if len(idx) == len(group) else orig_full[idx]
+            self._update(v, seen, rec, raw, [g.item.path for g in subgroup], record, feats, fo)
             if self.req.save_recons and self.out is not None:
                 self._save_recons(v, subgroup, rec)
+        yield from self._commit_batch(rows, record, feats)
+
+    def _update(self, v: VaeState, seen: torch.Tensor, rec: torch.Tensor, raw: torch.Tensor, keys: list[str],
+                record: BatchRecord, feats: tuple[list, list], fo: torch.Tensor | None = None) -> None:
+        """A VAE's batch into its rFID statistics (``keys``: the row's image per frame) and accumulators."""
+        features = None
+        if v.fid is not None and self.inception is not None:
+            features = (self.inception(seen) if fo is None else fo, self.inception(rec))
+            feats[0].append(features[0])
+            feats[1].append(features[1])
+            record.feat_keys += [key_text(k, v.ref.source) for k in keys]
+        v.update(seen, rec, raw, record, features)
+
+    def _commit_batch(self, rows: list[Row], record: BatchRecord, feats: tuple[list, list]) -> Iterator[Event]:
         record.keys = [key_text(r.image, r.source) for r in rows]
-        if feats_o:
-            record.orig = torch.cat(feats_o).numpy()
-            record.recon = torch.cat(feats_r).numpy()
+        if feats[0]:
+            record.orig = torch.cat(feats[0]).numpy()
+            record.recon = torch.cat(feats[1]).numpy()
         yield from self._commit(rows, record)
+
+    def _clip(self, c: PreparedClip) -> Iterator[Event]:
+        """Every pending VAE on one clip; one committed batch (its frames count as images for rFID)."""
+        self._stop()
+        rows: list[Row] = []
+        record = BatchRecord(keys=[])
+        feats: tuple[list, list] = ([], [])
+        for v in self.pending.get(c.item.path, []):
+            try:
+                rt = clip_roundtrip(v.vae, c, self.req.tile, self.should_stop)
+            except Cancelled:
+                raise
+            except Exception as exc:  # noqa: BLE001 - this clip fails for this VAE; the run goes on
+                rows.append(Row(c.item.path, v.ref.name, v.ref.source, None, None, error=_reason(exc)))
+                continue
+            vals = batch_metrics(rt.seen, rt.rec, self.protocol.metrics, self.use_lpips)
+            rows.append(clip_row(c.item.path, v.ref, rt, vals))
+            self._update(v, rt.seen, rt.rec, rt.raw, [c.item.path] * len(rt.seen), record, feats)
+            if self.req.save_recons and self.out is not None:
+                path = self.out / "recons" / v.ref.name / Path(c.item.rel).with_suffix(".mp4")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_clip(rt, path, c.fps)
+        yield from self._commit_batch(rows, record, feats)
 
     def _save_recons(self, v: VaeState, subgroup: list[PreparedImage], rec: torch.Tensor) -> None:
         from vaestudio.core.images import save_png

@@ -147,7 +147,8 @@ class VaeState:
         r = self.ref
         return VaeSummary(r.name, r.source, r.architecture, r.family, len(cols.images), len(cols.failures),
                           cols.failures, vae_stats(cols), rfid, rfid_status, dict(metric_status), analyses,
-                          worst=pick_examples(cols).get("worst", []), dtype=r.dtype, dtype_reason=r.dtype_reason)
+                          worst=pick_examples(cols).get("worst", []), dtype=r.dtype, dtype_reason=r.dtype_reason,
+                          clips=cols.clips)
 
     def close(self) -> None:
         if self.owned:

@@ -19,7 +19,8 @@ class Columns:
     """One VAE's rows as columns (numbers only), plus its failures."""
 
     images: list[str] = field(default_factory=list)
-    values: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in (*ROW_METRICS, "mse", "pixels")})
+    values: dict[str, list[float]] = field(
+        default_factory=lambda: {m: [] for m in (*ROW_METRICS, "mse", "pixels", "frames")})
     failures: list[dict[str, str]] = field(default_factory=list)
 
     def add(self, r: Row) -> None:
@@ -31,7 +32,17 @@ class Columns:
             v = getattr(r, m)
             self.values[m].append(math.nan if v is None else float(v))
         self.values["mse"].append(math.nan if r.mse is None else float(r.mse))
-        self.values["pixels"].append(float((r.width or 0) * (r.height or 0) * 3))
+        self.values["pixels"].append(float((r.width or 0) * (r.height or 0) * 3 * (r.frames or 1)))
+        self.values["frames"].append(math.nan if r.frames is None else float(r.frames))  # NaN: an image
+
+    @property
+    def clips(self) -> int:
+        return int(np.isfinite(self.array("frames")).sum())
+
+    def only_clips(self) -> Columns:
+        """The clips' rows alone."""
+        keep = np.flatnonzero(np.isfinite(self.array("frames"))).tolist()
+        return Columns([self.images[i] for i in keep], {k: [v[i] for i in keep] for k, v in self.values.items()})
 
     def array(self, metric: str) -> np.ndarray:
         return np.asarray(self.values[metric], dtype=np.float64)
@@ -68,6 +79,8 @@ def metric_stats(values: np.ndarray) -> dict[str, float | None]:
 
 
 def vae_stats(cols: Columns) -> dict[str, float | None]:
+    """Each metric's five statistics (``flicker_*`` over the clips alone: None without clips) and
+    ``psnr_dataset`` (a clip's pixels are all its frames')."""
     out: dict[str, float | None] = {}
     for m in ROW_METRICS:
         for k, v in metric_stats(cols.array(m)).items():
@@ -106,6 +119,12 @@ def pick_examples(cols: Columns) -> dict[str, list[tuple[str, float, str]]]:
             return {"worst": [(cols.images[i], float(v[i]), metric) for i in worst],
                     "best": [(cols.images[i], float(v[i]), metric) for i in best]}
     return {}
+
+
+def pick_clips(cols: Columns) -> list[tuple[str, float, str]]:
+    """The worst ``N_EXAMPLES`` clips (by their mean PSNR, else as ``pick_examples``), for the report's
+    section of clips."""
+    return pick_examples(cols.only_clips()).get("worst", []) if cols.clips else []
 
 
 def metric_notes(vaes: list[dict[str, Any]]) -> list[tuple[str, str | None, str]]:

@@ -19,11 +19,16 @@ if TYPE_CHECKING:
 KNOWN_METRICS = ("psnr", "ssim", "mae", "color", "lpips", "fid")
 DEFAULT_METRICS = KNOWN_METRICS
 #: Per-image values summarised per VAE (mean, std, median, p5, p95).
-ROW_METRICS = ("psnr", "ssim", "mae", "color_shift_r", "color_shift_g", "color_shift_b", "lpips")
+ROW_METRICS = ("psnr", "ssim", "mae", "color_shift_r", "color_shift_g", "color_shift_b", "lpips", "flicker")
 UNREADABLE = "unreadable image: "  # prefix of Row.error when the image, not the VAE, failed
-#: Columns of rows.csv, in order. Timing columns (seconds, encode_s, decode_s) vary from run to run.
-ROW_FIELDS = ("image", "vae", "source", "width", "height", "psnr", "ssim", "mae", "mse", "color_shift_r",
-              "color_shift_g", "color_shift_b", "lpips", "seconds", "encode_s", "decode_s", "error")
+#: Columns of rows.csv, in order. Timing columns (seconds, encode_s, decode_s) vary from run to run. A clip's
+#: row has ``frames`` (how many the VAE took), ``flicker`` and ``worst_frame`` (from 0); an image's leaves them empty.
+ROW_FIELDS = ("image", "vae", "source", "width", "height", "frames", "psnr", "ssim", "mae", "mse", "color_shift_r",
+              "color_shift_g", "color_shift_b", "lpips", "flicker", "worst_frame", "seconds", "encode_s", "decode_s",
+              "error")
+_INT_FIELDS = ("width", "height", "frames", "worst_frame")
+#: Clips are read up to this many frames by default (``--frames``): 1 + 4k for Wan, 1 + 8k for LTX.
+DEFAULT_FRAMES = 17
 RESIZE_MODES = ("shorter-crop", "longer", "none")
 
 
@@ -62,6 +67,7 @@ class EvaluationProtocol:
     seed: int
     metrics: tuple[str, ...]
     dtype: str
+    frames: int = DEFAULT_FRAMES  # a clip's first N frames (each VAE takes the most it can of them)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -73,6 +79,10 @@ class EvaluationProtocol:
             "seed": self.seed,
             "metrics": list(self.metrics),
             "dtype": self.dtype,
+            "frames": self.frames,
+            "clips_description": f"the first {self.frames} frames of each clip (each VAE takes the most of them it "
+                                 "can: 1 + 4k for Wan), each frame resized as the images, the latent's mean decoded; "
+                                 "a clip's row is the mean over its frames",
         }
         return d
 
@@ -86,7 +96,8 @@ class EvaluationProtocol:
     def comparable(self) -> dict[str, Any]:
         """The fields a resumed run must share with the run it continues."""
         return {"size": self.size, "resize": self.resize, "sample": self.sample,
-                "seed": self.seed if self.sample else None, "metrics": sorted(self.metrics), "dtype": self.dtype}
+                "seed": self.seed if self.sample else None, "metrics": sorted(self.metrics), "dtype": self.dtype,
+                "frames": self.frames}
 
 
 @dataclass
@@ -110,6 +121,7 @@ class EvaluationRequest:
     family: str | None = None
     tile: str = "auto"
     metrics: Sequence[str] = DEFAULT_METRICS
+    frames: int = DEFAULT_FRAMES  # a clip's first N frames
     save_recons: bool = False
     resume: bool = False
     sample: bool = False
@@ -134,6 +146,7 @@ class EvaluationRequest:
                   (self.batch_size >= 1, "--batch-size must be at least 1"),
                   (self.workers >= 0, "--workers must be 0 or more"),
                   (self.limit is None or self.limit >= 1, "--limit must be at least 1"),
+                  (self.frames >= 1, "--frames must be at least 1"),
                   (bool(self.vaes), "give at least one --vae"))
         try:
             metrics = tuple(parse_metrics(self.metrics))
@@ -143,7 +156,7 @@ class EvaluationRequest:
             if not ok:
                 raise UsageError(reason)
         resize = "none" if self.size == 0 else self.resize
-        return EvaluationProtocol(self.size, resize, self.sample, self.seed, metrics, self.dtype)
+        return EvaluationProtocol(self.size, resize, self.sample, self.seed, metrics, self.dtype, self.frames)
 
 
 # -- what the generator yields ------------------------------------------------------------------
@@ -198,6 +211,7 @@ class Row:
     source: str
     width: int | None = None
     height: int | None = None
+    frames: int | None = None  # a clip's frames measured (None: an image)
     psnr: float | None = None
     ssim: float | None = None
     mae: float | None = None
@@ -206,6 +220,8 @@ class Row:
     color_shift_g: float | None = None
     color_shift_b: float | None = None
     lpips: float | None = None
+    flicker: float | None = None  # a clip's (metrics.flicker)
+    worst_frame: int | None = None  # a clip's worst frame (lowest PSNR), from 0
     seconds: float | None = None
     encode_s: float | None = None
     decode_s: float | None = None
@@ -243,7 +259,7 @@ class Row:
                 kw[k] = v
             elif k == "error":
                 kw[k] = v or None
-            elif k in ("width", "height"):
+            elif k in _INT_FIELDS:
                 kw[k] = int(v) if v else None
             else:
                 kw[k] = float(v) if v else None
@@ -275,7 +291,7 @@ class VaeSummary:
     source: str
     architecture: str
     family: str
-    images: int
+    images: int  # rows evaluated: images and clips
     failed: int
     failures: list[dict[str, str]]
     stats: dict[str, float | None]  # psnr_mean, psnr_std, ..., psnr_dataset
@@ -287,11 +303,13 @@ class VaeSummary:
     worst: list[tuple[str, float, str]] = field(default_factory=list)
     dtype: str = ""
     dtype_reason: str = ""
+    clips: int = 0  # how many of ``images`` are clips
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"vae": self.vae, "source": self.source, "architecture": self.architecture,
                              "family": self.family, "dtype": self.dtype, "dtype_reason": self.dtype_reason,
-                             "images": self.images, "failed": self.failed, "failures": self.failures}
+                             "images": self.images, "clips": self.clips, "failed": self.failed,
+                             "failures": self.failures}
         d.update(self.stats)
         d["rfid"] = self.rfid
         d["rfid_status"] = self.rfid_status
