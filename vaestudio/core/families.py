@@ -71,6 +71,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     # LTX-Video 0.9.x: model space per channel (z - mean) * scale / std from the VAE's own statistics (archs/ltx_video.py)
     Family("ltx-video", "LTX-Video 0.9.x", 128, 1.0, 0.0, "flow", 32,
            hints=("ltx-video", "ltx_video", "ltxv", "ltx-v0.9", "ltx-2b", "ltxvideo")),
+    # Mochi 1: per channel (z - latents_mean) * scale / latents_std from the config (ComfyUI latent_formats.Mochi)
+    Family("mochi", "Mochi 1", 12, 1.0, 0.0, "flow", hints=("mochi", "genmo")),
     # model space: the VAE's per-channel statistics (the diffusion model's latents, as the tiny one makes them)
     Family("ltx2", "LTX-2", 128, 1.0, 0.0, "flow", 32, "taeltx_2", hints=("ltx2", "ltx-2", "ltx_2", "ltxv2")),
     Family("ltx2.3", "LTX-2.3", 128, 1.0, 0.0, "flow", 32, "taeltx2_3", hints=("ltx2.3", "ltx2_3", "ltx-2.3")),

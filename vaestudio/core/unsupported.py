@@ -35,10 +35,8 @@ _UNREAD = ", which vaestudio does not read yet"
 MARKERS: tuple[Marker, ...] = (
     # video VAEs (before the video issues)
     Marker("a MiniMax-H3 video VAE" + _UNREAD, _key("decoder.register_tokens")),
-    Marker("a Mochi video VAE" + _UNREAD, _key("blocks.2.blocks.3.stack.5.weight",
-                                                "layers.4.layers.1.attn_block.attn.qkv.weight",
-                                                "decoder.block_in.resnets.0.norm1.norm_layer.weight",
-                                                "encoder.block_in.resnets.0.norm1.norm_layer.weight")),
+    Marker("an original (genmo) Mochi video VAE file, which vaestudio does not read yet (its diffusers-key files load)",
+           _key("blocks.2.blocks.3.stack.5.weight", "layers.4.layers.1.attn_block.attn.qkv.weight")),
     Marker("an LTX-Video / LTX-2 video VAE" + _UNREAD, _key("decoder.up_blocks.0.resnets.0.conv1.conv.weight"),
            lambda t: t.ndim == 5 and t.shape[0] >= 512),
     Marker("a Cosmos video VAE" + _UNREAD, _key("decoder.unpatcher3d.wavelets", "decoder.conv_in.conv_s.weight")),
