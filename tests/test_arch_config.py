@@ -131,6 +131,10 @@ def _make(name: str):
         m = diffusers.AutoencoderKLCogVideoX(block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4,
                                              norm_eps=1e-3, scaling_factor=0.7)
         return m, _wan, _scaled
+    if name == "hunyuan-video":  # one frame; its group norms, activation and scaling from the config
+        m = diffusers.AutoencoderKLHunyuanVideo(block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4,
+                                                act_fn="mish", scaling_factor=0.5)
+        return m, _wan, _scaled
     if name == "taesd":
         m = diffusers.AutoencoderTiny(latent_channels=4, act_fn="mish", upsample_fn="bilinear", scaling_factor=0.5,
                                       shift_factor=0.1)
@@ -143,7 +147,7 @@ ARCHS = {"autoencoder-kl": "autoencoder-kl", "flux2": "flux2", "wan2.1": "wan", 
          "qwen-image-2.1": "qwen-image-2.1", "asymmetric": "asymmetric-kl",
          "consistency-decoder": "consistency-decoder",
          "dc-ae": "dc-ae", "hunyuan-image": "hunyuan-image", "taesd": "taesd",
-         "cogvideox": "cogvideox"}
+         "cogvideox": "cogvideox", "hunyuan-video": "hunyuan-video"}
 
 
 @pytest.mark.parametrize("name", list(ARCHS))

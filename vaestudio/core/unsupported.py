@@ -44,7 +44,6 @@ MARKERS: tuple[Marker, ...] = (
            lambda t: t.ndim == 5 and t.shape[1] == 32),
     Marker("a HunyuanVideo 1.5 video VAE" + _UNREAD, _key("decoder.conv_in.conv.weight"),
            lambda t: t.ndim == 5 and t.shape[1] == 32),
-    Marker("a HunyuanVideo video VAE" + _UNREAD, _key("decoder.conv_in.conv.weight"), lambda t: t.ndim == 5),
     Marker("an EasyAnimate (Magvit) video VAE" + _UNREAD, _key("encoder.down_blocks.0.convs.0.norm1.weight")),
     Marker("an Allegro video VAE" + _UNREAD, _key("encoder.temp_conv_in.weight")),
     # audio VAEs
