@@ -155,3 +155,10 @@ def test_broken_files_fail_in_one_sentence(tmp_path, capsys):
 
     sd = to_original(state(model_of("0.9.0")), "0.9.0")
     check_broken(tmp_path, sd, "decoder.conv_in.conv.weight", photo(tmp_path), capsys, name="ltx_video_vae")
+
+
+def test_latent_to_rgb_factors_are_comfyuis():
+    from vaestudio.core.families import latent_rgb_factors
+
+    factors, bias = latent_rgb_factors("ltx-video")  # ComfyUI's latent_formats, one row per latent channel
+    assert len(factors) == 128 and all(len(r) == 3 for r in factors) and len(bias) == 3

@@ -82,3 +82,10 @@ def test_broken_files_fail_in_one_sentence(tmp_path, capsys):
     from helpers.data import photo
 
     check_broken(tmp_path, state(model()), "decoder.conv_in.weight", photo(tmp_path), capsys, name="mochi_vae")
+
+
+def test_latent_to_rgb_factors_are_comfyuis():
+    from vaestudio.core.families import latent_rgb_factors
+
+    factors, bias = latent_rgb_factors("mochi")  # ComfyUI's latent_formats, one row per latent channel
+    assert len(factors) == 12 and all(len(r) == 3 for r in factors) and len(bias) == 3

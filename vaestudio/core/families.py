@@ -73,6 +73,9 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            hints=("ltx-video", "ltx_video", "ltxv", "ltx-v0.9", "ltx-2b", "ltxvideo")),
     # Mochi 1: per channel (z - latents_mean) * scale / latents_std from the config (ComfyUI latent_formats.Mochi)
     Family("mochi", "Mochi 1", 12, 1.0, 0.0, "flow", hints=("mochi", "genmo")),
+    # Cosmos 1.0 (CV8x8x8): per channel and latent frame statistics * sigma_data (archs/cosmos.py); its diffusion
+    # models are EDM-trained (EDMEulerScheduler), which vaestudio has no schedule for: "flow" previews noise only
+    Family("cosmos", "Cosmos 1.0 (CV8x8x8)", 16, 1.0, 0.0, "flow", hints=("cosmos", "cv8x8x8")),
     # model space: the VAE's per-channel statistics (the diffusion model's latents, as the tiny one makes them)
     Family("ltx2", "LTX-2", 128, 1.0, 0.0, "flow", 32, "taeltx_2", hints=("ltx2", "ltx-2", "ltx_2", "ltxv2")),
     Family("ltx2.3", "LTX-2.3", 128, 1.0, 0.0, "flow", 32, "taeltx2_3", hints=("ltx2.3", "ltx2_3", "ltx-2.3")),

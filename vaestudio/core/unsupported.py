@@ -39,7 +39,6 @@ MARKERS: tuple[Marker, ...] = (
            _key("blocks.2.blocks.3.stack.5.weight", "layers.4.layers.1.attn_block.attn.qkv.weight")),
     Marker("an LTX-Video / LTX-2 video VAE" + _UNREAD, _key("decoder.up_blocks.0.resnets.0.conv1.conv.weight"),
            lambda t: t.ndim == 5 and t.shape[0] >= 512),
-    Marker("a Cosmos video VAE" + _UNREAD, _key("decoder.unpatcher3d.wavelets", "decoder.conv_in.conv_s.weight")),
     Marker("a HunyuanImage 2.1 refiner VAE (3D)" + _UNREAD, _key("decoder.conv_in.weight"),
            lambda t: t.ndim == 5 and t.shape[1] == 32),
     Marker("a HunyuanVideo 1.5 video VAE" + _UNREAD, _key("decoder.conv_in.conv.weight"),

@@ -1,0 +1,116 @@
+"""Cosmos 1.0 tokenizer (AutoencoderKLCosmos): a tiny random model of the real diffusers class (Haar patcher,
+factorised convolutions, attention) as a diffusers folder, a diffusers-key file and the original tokenizer
+keys (renamed with diffusers' conversion table); a 9-frame clip encoded and decoded equal to diffusers'
+encode/decode within 1e-5, the model space CosmosVideoToWorldPipeline's (per channel and latent frame,
+sigma_data), kind video with temporal_downscale 8, and a clip longer than the statistics refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from helpers.archs import assert_weights, check_broken, close, perturbed, state
+from safetensors.torch import save_file
+from test_arch_wan_video import clip
+
+from vaestudio.cli import main
+from vaestudio.core.archs.cosmos import RENAME, original_to_diffusers
+from vaestudio.core.errors import VaeStudioError
+from vaestudio.core.sources import load_vae
+
+MODEL: list[torch.nn.Module] = []
+FRAMES = 3  # latent frames the tiny model's statistics cover (the published ones: 16)
+
+
+def model() -> torch.nn.Module:
+    from diffusers import AutoencoderKLCosmos
+
+    if not MODEL:
+        torch.manual_seed(4)
+        MODEL.append(perturbed(AutoencoderKLCosmos(
+            encoder_block_out_channels=(16, 32, 32, 32), decode_block_out_channels=(32, 32, 32, 32), num_layers=1,
+            attention_resolutions=(16,), resolution=64, latents_mean=torch.linspace(-0.3, 0.3, 16 * FRAMES).tolist(),
+            latents_std=torch.linspace(0.5, 1.5, 16 * FRAMES).tolist())))
+    return MODEL[0]
+
+
+def to_original(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in sd.items():
+        for old, new in reversed(RENAME):
+            k = k.replace(new, old)
+        out[k] = v
+    out["encoder.patcher3d.wavelets"] = torch.tensor([0.7071, 0.7071])  # the tokenizer's constants, dropped
+    out[_ORIG_MARK] = torch.tensor([0.7071, 0.7071])
+    return out
+
+
+_ORIG_MARK = "decoder.unpatcher3d.wavelets"
+
+
+def write(layout: str, tmp_path):
+    if layout == "diffusers-folder":
+        model().save_pretrained(tmp_path / "vae")
+        return tmp_path / "vae"
+    sd = state(model())
+    if layout == "original":
+        sd = to_original(sd)
+        assert original_to_diffusers(dict(sd)).keys() == state(model()).keys()  # the table round-trips
+    save_file(sd, str(tmp_path / "cosmos_cv8x8x8.safetensors"))
+    return tmp_path / "cosmos_cv8x8x8.safetensors"
+
+
+@pytest.mark.parametrize("layout", ["diffusers-folder", "diffusers-file", "original"])
+def test_clip_encode_and_decode_equal_diffusers(tmp_path, layout):
+    m = model()
+    vae = load_vae(write(layout, tmp_path))
+    assert_weights(vae, state(m))
+    info = vae.info
+    assert (info.architecture, info.family, info.kind, info.temporal_downscale) == ("cosmos", "cosmos", "video", 8)
+    assert (info.latent_channels, info.downscale) == (16, 8)
+    x = clip(9, 32, 32)
+    video = torch.from_numpy(x).permute(3, 0, 1, 2)[None] * 2 - 1
+    with torch.no_grad():
+        z = m.encode(video).latent_dist.mode()
+    enc = vae.encode_clip(x)
+    assert enc.raw.shape == (16, 2, 4, 4) and enc.frames == 9
+    close(enc.raw, z[0])
+    # decoded from the latent vaestudio decodes (the model-space round trip's float rounding, ~1e-7, grows through
+    # the perturbed decoder to ~1e-5; the round trip itself is checked below)
+    with torch.no_grad():
+        ref = (m.decode(vae.clip_from_model(enc.latent)[None]).sample[0] / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).numpy()
+    dec = vae.decode_clip(enc.latent, 32, 32)
+    assert dec.complete and dec.frames.shape == (9, 32, 32, 3)
+    close(dec.frames, ref)
+    close(vae.clip_from_model(enc.latent), z[0])
+    if layout == "diffusers-folder":
+        # CosmosVideoToWorldPipeline.prepare_latents: (z - mean) * sigma_data / std, statistics per latent frame
+        from diffusers import EDMEulerScheduler
+
+        sigma = EDMEulerScheduler().config.sigma_data
+        mean = torch.tensor(m.config.latents_mean).view(1, 16, -1, 1, 1)[:, :, :2]
+        std = torch.tensor(m.config.latents_std).view(1, 16, -1, 1, 1)[:, :, :2]
+        close(enc.latent, ((z - mean) * sigma / std)[0])
+        # more latent frames than the statistics cover: one sentence
+        with pytest.raises(VaeStudioError, match="cover 3 latent frames"):
+            vae.encode_clip(clip(25, 32, 32))
+
+
+def test_inspect_vae_reports_kind_video(tmp_path, capsys):
+    assert main(["inspect-vae", str(write("original", tmp_path)), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (out["kind"], out["temporal_downscale"], out["key_layout"]) == ("video", 8, "original")
+
+
+def test_broken_files_fail_in_one_sentence(tmp_path, capsys):
+    from helpers.data import photo
+
+    check_broken(tmp_path, state(model()), "decoder.conv_in.conv_s.weight", photo(tmp_path), capsys, name="cosmos_vae")
+
+
+def test_latent_to_rgb_factors_are_comfyuis():
+    from vaestudio.core.families import latent_rgb_factors
+
+    factors, bias = latent_rgb_factors("cosmos")  # ComfyUI's latent_formats, one row per latent channel
+    assert len(factors) == 16 and all(len(r) == 3 for r in factors) and len(bias) == 3
