@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 
 from vaestudio.core.errors import VaeStudioError, one_line
-from vaestudio.core.evaluate.types import DEFAULT_FRAMES
 from vaestudio.core.filetypes import CLIP_SUFFIXES, IMAGE_SUFFIXES
 
 #: what a DATA folder is searched for
@@ -178,7 +177,7 @@ def read_clip_item(item: ImageItem, size: int, resize: str, frames: int) -> Prep
 class ImageDataset(torch.utils.data.Dataset):
     """Reads and resizes one image or clip per item; failures come back as ``FailedImage``."""
 
-    def __init__(self, items: Sequence[ImageItem], size: int, resize: str, frames: int = DEFAULT_FRAMES) -> None:
+    def __init__(self, items: Sequence[ImageItem], size: int, resize: str, frames: int) -> None:
         self.items = list(items)
         self.size = size
         self.resize = resize
