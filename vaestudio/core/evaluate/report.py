@@ -227,6 +227,8 @@ def _table(summary: dict[str, Any]) -> str:
     cols = [("psnr_mean", "PSNR mean", True, 2), ("psnr_std", "± std", None, 2), ("psnr_dataset", "PSNR dataset", True, 2),
             ("ssim_mean", "SSIM", True, 4), ("mae_mean", "MAE", False, 4), ("lpips_mean", "LPIPS", False, 4),
             ("rfid", "rFID", False, 3)]
+    if any(v.get("clips") for v in vaes):
+        cols += [("clips", "clips", None, 0), ("flicker_mean", "flicker", False, 5)]
     best: dict[str, float] = {}
     for key, _, higher, _ in cols:
         vals = [v[key] for v in vaes if isinstance(v.get(key), (int, float))]
@@ -286,7 +288,8 @@ def write_report(path: Path, summary: dict[str, Any], cols: dict[str, Columns],
             f"{summary['images']} images · {esc(prot['resize_description'])} · latent {esc(prot['latent'])} · "
             f"{esc(summary['run']['finished'])}</p>",
             '<nav><a href="#table">Summary</a><a href="#hist">Histograms</a><a href="#scatter">Per image</a>'
-            '<a href="#examples">Worst and best</a><a href="#protocol">Protocol</a></nav>',
+            '<a href="#examples">Worst and best</a>' + ('<a href="#clips">Clips</a>' if any(
+                ex.get("clips") for ex in examples.values()) else "") + '<a href="#protocol">Protocol</a></nav>',
             '<h2 id="table">Summary</h2>', _table(summary)]
     if summary.get("load_failures"):
         body.append("<h3>VAEs that could not be loaded</h3><ul>" + "".join(
