@@ -57,6 +57,8 @@ def configs(small: bool) -> dict[str, tuple[str, dict]]:
                 decoder_block_out_channels=(32, 32, 64, 64), decoder_layers_per_block=1, decoder_norm_num_groups=8)),
             "cogvideox": ("AutoencoderKLCogVideoX", dict(block_out_channels=(32, 32, 64, 64), layers_per_block=1)),
             "hunyuan-video": ("AutoencoderKLHunyuanVideo", dict(block_out_channels=(32, 32, 64, 64), layers_per_block=1)),
+            "hunyuan-video-15": ("AutoencoderKLHunyuanVideo15", dict(block_out_channels=(8, 16, 16, 32, 64),
+                                                                     layers_per_block=1)),
         }
     from vaestudio.core.archs._common import shipped_config
 
@@ -72,6 +74,7 @@ def configs(small: bool) -> dict[str, tuple[str, dict]]:
         "consistency-decoder": ("ConsistencyDecoderVAE", shipped_config("consistency-decoder")),  # 2 UNet steps
         "cogvideox": ("AutoencoderKLCogVideoX", shipped_config("cogvideox")),
         "hunyuan-video": ("AutoencoderKLHunyuanVideo", shipped_config("hunyuan-video")),
+        "hunyuan-video-15": ("AutoencoderKLHunyuanVideo15", shipped_config("hunyuan-video-1.5")),
     }
 
 
@@ -88,7 +91,8 @@ def build(cls_name: str, cfg: dict):
 
 def plain(model, x: torch.Tensor):
     video = type(model).__name__ in ("AutoencoderKLWan", "AutoencoderKLQwenImage", "AutoencoderKLQwenImage21",
-                                     "AutoencoderKLCogVideoX", "AutoencoderKLHunyuanVideo")
+                                     "AutoencoderKLCogVideoX", "AutoencoderKLHunyuanVideo",
+                                     "AutoencoderKLHunyuanVideo15")
     with torch.inference_mode():
         t0 = time.perf_counter()
         if model.config.get("in_channels") == 4:  # Qwen-Image 2.1: RGBA, opaque (as its pipeline feeds RGB)
@@ -115,7 +119,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--archs", default="flux2,wan2.1,qwen-image,wan2.2,dc-ae,hunyuan-image,qwen-image-2.1,asymmetric,consistency-decoder,cogvideox,hunyuan-video")
+    ap.add_argument("--archs", default="flux2,wan2.1,qwen-image,wan2.2,dc-ae,hunyuan-image,qwen-image-2.1,asymmetric,consistency-decoder,cogvideox,hunyuan-video,hunyuan-video-15")
     ap.add_argument("--small", action="store_true")
     args = ap.parse_args()
     from diffusers.utils import logging as dlog

@@ -135,6 +135,10 @@ def _make(name: str):
         m = diffusers.AutoencoderKLHunyuanVideo(block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4,
                                                 act_fn="mish", scaling_factor=0.5)
         return m, _wan, _scaled
+    if name == "hunyuan-video-15":  # one frame; its scaling from the config
+        m = diffusers.AutoencoderKLHunyuanVideo15(block_out_channels=(8, 16, 16, 32, 64), layers_per_block=1,
+                                                  scaling_factor=0.5)
+        return m, _wan, _scaled
     if name == "taesd":
         m = diffusers.AutoencoderTiny(latent_channels=4, act_fn="mish", upsample_fn="bilinear", scaling_factor=0.5,
                                       shift_factor=0.1)
@@ -147,7 +151,8 @@ ARCHS = {"autoencoder-kl": "autoencoder-kl", "flux2": "flux2", "wan2.1": "wan", 
          "qwen-image-2.1": "qwen-image-2.1", "asymmetric": "asymmetric-kl",
          "consistency-decoder": "consistency-decoder",
          "dc-ae": "dc-ae", "hunyuan-image": "hunyuan-image", "taesd": "taesd",
-         "cogvideox": "cogvideox", "hunyuan-video": "hunyuan-video"}
+         "cogvideox": "cogvideox", "hunyuan-video": "hunyuan-video",
+         "hunyuan-video-15": "hunyuan-video-15"}
 
 
 @pytest.mark.parametrize("name", list(ARCHS))

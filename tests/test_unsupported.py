@@ -22,8 +22,6 @@ CASES = {
     "hunyuan-refiner": ({"encoder.conv_in.weight": Z(8, 3, 3, 3, 3), "decoder.conv_in.weight": Z(16, 32, 3, 3, 3),
                          "encoder.down_blocks.0.resnets.0.conv1.weight": Z(8, 8, 3, 3, 3)},
                         "HunyuanImage 2.1 refiner VAE"),
-    "hunyuan-video-15": ({"encoder.conv_in.conv.weight": Z(8, 3, 3, 3, 3),
-                          "decoder.conv_in.conv.weight": Z(16, 32, 3, 3, 3)}, "HunyuanVideo 1.5 video VAE"),
     "magvit": ({"encoder.conv_in.weight": Z(8, 3, 3, 3, 3), "encoder.down_blocks.0.convs.0.norm1.weight": Z(8)},
                "EasyAnimate (Magvit) video VAE"),
     "allegro": ({"encoder.conv_in.weight": Z(8, 3, 3, 3), "encoder.temp_conv_in.weight": Z(8, 8, 3, 1, 1),

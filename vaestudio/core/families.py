@@ -84,6 +84,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("cogvideox", "CogVideoX-2b", 16, 1.15258426, 0.0, "ddpm", hints=("cogvideox", "cogvideo", "cogvideox-2b")),
     Family("cogvideox1.5", "CogVideoX-5b / CogVideoX 1.5", 16, 0.7, 0.0, "ddpm",
            hints=("cogvideox-5b", "cogvideox_5b", "cogvideox1.5", "cogvideox-1.5", "cogvideox1_5", "cogvideox_1.5")),
+    # HunyuanVideo 1.5: z * 1.03682 at 1/16 (ComfyUI latent_formats.HunyuanVideo15; its tiny decoder lighttaehy1_5 not read)
+    Family("hunyuan-video-15", "HunyuanVideo 1.5", 32, 1.03682, 0.0, "flow", 16,
+           hints=("hunyuanvideo-1.5", "hunyuanvideo15", "hunyuan_video_1.5", "hunyuanvideo1.5", "hunyuan-video-1.5",
+                  "hunyuanvideo_1.5", "hunyuan_video15", "hy15")),
     # per-channel (z - latents_mean) / latents_std (the config), RGBA images (core/archs/qwen_image21.py)
     Family("qwen-image-2.1", "Qwen-Image 2.1", 64, 1.0, 0.0, "flow", 16,
            hints=("qwen-image-2.1", "qwen_image_2.1", "qwen-image-2_1", "qwenimage21", "qwen_image21")),

@@ -41,8 +41,6 @@ MARKERS: tuple[Marker, ...] = (
            lambda t: t.ndim == 5 and t.shape[0] >= 512),
     Marker("a HunyuanImage 2.1 refiner VAE (3D)" + _UNREAD, _key("decoder.conv_in.weight"),
            lambda t: t.ndim == 5 and t.shape[1] == 32),
-    Marker("a HunyuanVideo 1.5 video VAE" + _UNREAD, _key("decoder.conv_in.conv.weight"),
-           lambda t: t.ndim == 5 and t.shape[1] == 32),
     Marker("an EasyAnimate (Magvit) video VAE" + _UNREAD, _key("encoder.down_blocks.0.convs.0.norm1.weight")),
     Marker("an Allegro video VAE" + _UNREAD, _key("encoder.temp_conv_in.weight")),
     # audio VAEs
