@@ -17,8 +17,6 @@ CASES = {
     "minimax": ({"encoder.conv_in.weight": Z(8, 3, 3, 3, 3), "decoder.register_tokens": Z(1, 4, 8),
                  "decoder.transformer_blocks.0.attn.to_q.weight": Z(8, 8)}, "MiniMax-H3 video VAE"),
     "mochi-comfy": ({"decoder.blocks.2.blocks.3.stack.5.weight": Z(4)}, "Mochi video VAE"),
-    "ltx-diffusers": ({"latents_mean": Z(128), "decoder.up_blocks.0.resnets.0.conv1.conv.weight": Z(512, 8, 3, 3, 3),
-                       "decoder.conv_in.conv.weight": Z(8, 128, 3, 3, 3)}, "LTX-2 video VAE"),
     "hunyuan-refiner": ({"encoder.conv_in.weight": Z(8, 3, 3, 3, 3), "decoder.conv_in.weight": Z(16, 32, 3, 3, 3),
                          "encoder.down_blocks.0.resnets.0.conv1.weight": Z(8, 8, 3, 3, 3)},
                         "HunyuanImage 2.1 refiner VAE"),

@@ -37,8 +37,6 @@ MARKERS: tuple[Marker, ...] = (
     Marker("a MiniMax-H3 video VAE" + _UNREAD, _key("decoder.register_tokens")),
     Marker("an original (genmo) Mochi video VAE file, which vaestudio does not read yet (its diffusers-key files load)",
            _key("blocks.2.blocks.3.stack.5.weight", "layers.4.layers.1.attn_block.attn.qkv.weight")),
-    Marker("an LTX-Video / LTX-2 video VAE" + _UNREAD, _key("decoder.up_blocks.0.resnets.0.conv1.conv.weight"),
-           lambda t: t.ndim == 5 and t.shape[0] >= 512),
     Marker("a HunyuanImage 2.1 refiner VAE (3D)" + _UNREAD, _key("decoder.conv_in.weight"),
            lambda t: t.ndim == 5 and t.shape[1] == 32),
     Marker("an EasyAnimate (Magvit) video VAE" + _UNREAD, _key("encoder.down_blocks.0.convs.0.norm1.weight")),

@@ -1,5 +1,6 @@
-"""The config of an LTX-Video / LTX-2 video VAE (diffusers' ``AutoencoderKLLTXVideo`` /
-``AutoencoderKLLTX2Video``) read from diffusers-layout shapes: not an architecture itself.
+"""What the LTX-Video and LTX-2 video VAEs (diffusers' ``AutoencoderKLLTXVideo`` / ``AutoencoderKLLTX2Video``)
+share: the config read from diffusers-layout shapes, telling the two apart, and their decode (timestep
+conditioning, noise injection). Not an architecture itself.
 
 What shapes show: widths (``block_out_channels``, ``decoder_block_out_channels``), layer counts, which
 blocks down/upsample and by how much (a 0.9.5-style downsampler's channel ratio is its stride's volume:
@@ -11,10 +12,12 @@ upsamplers' residual, padding modes) comes from the shipped config of the versio
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 
 from vaestudio.core.archs._common import count_index
+from vaestudio.core.archs._diffusers_video import ClipVae
 
 _STRIDE = {4: "spatial", 2: "temporal", 8: "spatiotemporal"}
 #: 0.9.0-style blocks: a resnet ``conv_out`` and a plain strided ``downsamplers.0.conv``
@@ -50,12 +53,24 @@ def infer_ltx(t: dict[str, torch.Tensor], new_block: str) -> dict:
         for i in range(n_down):
             key = f"encoder.down_blocks.{i}.downsamplers.0.conv.conv.weight"
             kinds.append(_STRIDE[inputs[i + 1] // _width(t, key)] if key in t else "spatiotemporal")
-        cfg.update(block_out_channels=inputs, down_block_types=[new_block] * n_down, downsample_type=kinds)
+        # LTX-2's encoder input convolution gives the latent width; LTX-Video 0.9.5's the first block's
+        widths = inputs[1:] if new_block.startswith("LTX2") else inputs
+        cfg.update(block_out_channels=widths, down_block_types=[new_block] * n_down, downsample_type=kinds)
         spatial = sum(s and k != "temporal" for s, k in zip(scaling, kinds, strict=True))
         temporal = sum(s and k != "spatial" for s, k in zip(scaling, kinds, strict=True))
     if _width(t, "encoder.conv_out.conv.weight") not in (cfg["latent_channels"] + 1, 2 * cfg["latent_channels"]):
         raise ValueError("the encoder output does not fit the latent")
     cfg.update(_decoder(t))
+    if new_block.startswith("LTX2"):  # its upsamplers say their stride: conv out = in * volume / factor
+        ups = []
+        for i in range(len(cfg["upsample_factor"])):
+            key = f"decoder.up_blocks.{i}.upsamplers.0.conv.conv.weight"
+            if key in t:
+                w = t[key].shape
+                ups.append(_STRIDE[int(w[0]) * cfg["upsample_factor"][::-1][i] // int(w[1])])
+            else:
+                ups.append("spatiotemporal")
+        cfg["upsample_type"] = ups  # in the decoder's order (diffusers does not reverse this list)
     if not old:  # the 0.9.5 kind's config says them (the class's default formula counts every scaling block)
         cfg.update(spatial_compression_ratio=patch * 2 ** spatial, temporal_compression_ratio=2 ** temporal)
     return cfg
@@ -91,3 +106,47 @@ def _decoder(t: dict[str, torch.Tensor]) -> dict:
 
 def _patch_out(t: dict[str, torch.Tensor]) -> int:
     return int(t["encoder.conv_in.conv.weight"].shape[1]) // 3
+
+
+# -- LTX-Video 0.9.x or LTX-2 ------------------------------------------------------------------------
+
+_NEW_KIND = re.compile(r"(?:^|\.)encoder\.down_blocks\.\d+\.(?:downsamplers\.0\.)?conv\.conv\.weight$")
+_TIMESTEP = re.compile(r"(?:^|\.)decoder\.(?:last_)?(?:time_embedder|timestep_scale_multiplier)")
+_NAME_LTX2 = re.compile(r"ltx[-_ .]?v?2")
+_NAME_LTXV = re.compile(r"ltx[-_ .]?v(?:ideo)?|0\.9\.\d")
+
+
+def is_ltx2(keys, name: str = "") -> tuple[bool, str]:
+    """Whether LTX-layout weights (original or diffusers keys) are LTX-2's, and why. Their keys and shapes are
+    those of LTX-Video 0.9.5 with the same widths; a name saying which decides, else: 0.9.0/0.9.1-style
+    encoder blocks are LTX-Video's, and of the newer blocks a decoder without timestep conditioning is
+    LTX-2's (every published 0.9.5/0.9.7 decoder has it, per diffusers' conversion configs)."""
+    low = name.lower()
+    if _NAME_LTX2.search(low):
+        return True, "the name says LTX-2"
+    if _NAME_LTXV.search(low):
+        return False, "the name says LTX-Video"
+    keys = list(keys)
+    if not any(_NEW_KIND.search(k) for k in keys):
+        return False, "0.9.0/0.9.1-style encoder blocks (LTX-Video)"
+    if any(_TIMESTEP.search(k) for k in keys):
+        return False, "a timestep-conditioned decoder with 0.9.5-style blocks (LTX-Video 0.9.5/0.9.7)"
+    return True, "0.9.5-style blocks without timestep conditioning (LTX-2's layout; LTX-Video 0.9.5's has it)"
+
+
+class LtxClipVae(ClipVae):
+    """An LTX-Video / LTX-2 VAE: the VAE's own statistics; decoded as the pipelines decode with their defaults."""
+
+    def stats(self):
+        return self.model.latents_mean, self.model.latents_std, float(self.model.config.scaling_factor)
+
+    def _decode_clip(self, z: torch.Tensor) -> torch.Tensor:
+        temb = None
+        if self.model.config.timestep_conditioning:  # the pipelines' default decode_timestep, no decode noise
+            temb = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype)
+        if not any(self.model.config.decoder_inject_noise):
+            return self.model.decode(z, temb).sample
+        # a noise-injecting decoder (0.9.1) draws from torch's global generator: seeded 0 per call, the caller's kept
+        with torch.random.fork_rng(devices=[z.device] if z.device.type == "cuda" else []):
+            torch.manual_seed(0)
+            return self.model.decode(z, temb).sample

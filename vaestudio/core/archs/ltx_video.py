@@ -16,6 +16,8 @@ a full LTX checkpoint, as ComfyUI's and diffusers' single-file loaders read it),
 (``_ltx_layout``); what shapes cannot show comes from the shipped config of the version they point to
 (0.9.0, 0.9.1, 0.9.5 = 0.9.7: diffusers' conversion script's configs). That converter tells 0.9.5 from
 0.9.0 by the published encoder width (2048 output channels), so only published-size 0.9.5 files convert.
+LTX-2's files have the same keys and shapes as 0.9.5's: ``_ltx_layout.is_ltx2`` (the name, else the
+decoder's timestep conditioning) decides which of the two architectures claims a file.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from pathlib import Path
 import torch
 
 from vaestudio.core.archs._diffusers import DiffusersArchitecture, Layout
-from vaestudio.core.archs._diffusers_video import ClipVae, make_video
-from vaestudio.core.archs._ltx_layout import OLD_BLOCK, factors, infer_ltx
+from vaestudio.core.archs._diffusers_video import make_video
+from vaestudio.core.archs._ltx_layout import OLD_BLOCK, LtxClipVae, factors, infer_ltx, is_ltx2
 from vaestudio.core.registry import PreparedVae, find_prefix
 from vaestudio.core.weights import WeightFile
 
@@ -48,23 +50,9 @@ def infer_config(t: dict[str, torch.Tensor], label: str) -> dict:
     return infer_ltx(t, "LTXVideo095DownBlock3D")
 
 
-class LtxVideoVae(ClipVae):
+class LtxVideoVae(LtxClipVae):
     architecture = "ltx-video"
     cancel_blocks = ("LTXVideoResnetBlock3d",)
-
-    def stats(self):
-        return self.model.latents_mean, self.model.latents_std, float(self.model.config.scaling_factor)
-
-    def _decode_clip(self, z: torch.Tensor) -> torch.Tensor:
-        temb = None
-        if self.model.config.timestep_conditioning:  # LTXPipeline's default decode_timestep, no decode noise
-            temb = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype)
-        if not any(self.model.config.decoder_inject_noise):
-            return self.model.decode(z, temb).sample
-        # 0.9.1's decoder adds noise from torch's global generator: seeded 0 per call, the caller's state kept
-        with torch.random.fork_rng(devices=[z.device] if z.device.type == "cuda" else []):
-            torch.manual_seed(0)
-            return self.model.decode(z, temb).sample
 
 
 class LtxVideoArchitecture(DiffusersArchitecture):
@@ -92,7 +80,8 @@ class LtxVideoArchitecture(DiffusersArchitecture):
     def claims(self, wf: WeightFile, path: Path | None) -> bool:
         return self.find_layout(wf.tensors) is not None and (
             find_prefix(wf.tensors, "latents_mean") is not None
-            or find_prefix(wf.tensors, "per_channel_statistics.mean-of-means") is not None)
+            or find_prefix(wf.tensors, "per_channel_statistics.mean-of-means") is not None) and not is_ltx2(
+            wf.tensors, path.name if path else "")[0]
 
     def shipped_for(self, inferred: dict) -> str:
         if inferred["down_block_types"][0] != OLD_BLOCK:
