@@ -56,6 +56,16 @@ def configs(small: bool) -> dict[str, tuple[str, dict]]:
                 encoder_block_out_channels=(32,) * 4, encoder_layers_per_block=1, encoder_norm_num_groups=8,
                 decoder_block_out_channels=(32, 32, 64, 64), decoder_layers_per_block=1, decoder_norm_num_groups=8)),
             "cogvideox": ("AutoencoderKLCogVideoX", dict(block_out_channels=(32, 32, 64, 64), layers_per_block=1)),
+            "ltx-video": ("AutoencoderKLLTXVideo", dict(block_out_channels=(8, 8, 16, 16), decoder_block_out_channels=(8, 8, 16, 16),
+                                                        layers_per_block=(1,) * 5, decoder_layers_per_block=(1,) * 5)),
+            "ltx2-video": ("AutoencoderKLLTX2Video", dict(block_out_channels=(8, 16, 16, 32), decoder_block_out_channels=(8, 16, 32),
+                                                          layers_per_block=(1,) * 5, decoder_layers_per_block=(1,) * 4,
+                                                          decoder_causal=False, spatial_compression_ratio=32,
+                                                          temporal_compression_ratio=8)),
+            "mochi": ("AutoencoderKLMochi", dict(encoder_block_out_channels=(32, 32, 32, 64),
+                                                 decoder_block_out_channels=(32, 32, 32, 64), layers_per_block=(1,) * 5)),
+            "cosmos": ("AutoencoderKLCosmos", dict(encoder_block_out_channels=(16, 32, 32, 32),
+                                                   decode_block_out_channels=(32,) * 4, num_layers=1)),
             "hunyuan-video": ("AutoencoderKLHunyuanVideo", dict(block_out_channels=(32, 32, 64, 64), layers_per_block=1)),
             "hunyuan-video-15": ("AutoencoderKLHunyuanVideo15", dict(block_out_channels=(8, 16, 16, 32, 64),
                                                                      layers_per_block=1)),
@@ -73,6 +83,10 @@ def configs(small: bool) -> dict[str, tuple[str, dict]]:
         "asymmetric": ("AsymmetricAutoencoderKL", shipped_config("asymmetric-kl-x-1-5")),
         "consistency-decoder": ("ConsistencyDecoderVAE", shipped_config("consistency-decoder")),  # 2 UNet steps
         "cogvideox": ("AutoencoderKLCogVideoX", shipped_config("cogvideox")),
+        "ltx-video": ("AutoencoderKLLTXVideo", shipped_config("ltx-video-0.9.5")),
+        "ltx2-video": ("AutoencoderKLLTX2Video", shipped_config("ltx2-2.0")),
+        "mochi": ("AutoencoderKLMochi", shipped_config("mochi")),
+        "cosmos": ("AutoencoderKLCosmos", shipped_config("cosmos-1.0")),
         "hunyuan-video": ("AutoencoderKLHunyuanVideo", shipped_config("hunyuan-video")),
         "hunyuan-video-15": ("AutoencoderKLHunyuanVideo15", shipped_config("hunyuan-video-1.5")),
     }
@@ -92,16 +106,20 @@ def build(cls_name: str, cfg: dict):
 def plain(model, x: torch.Tensor):
     video = type(model).__name__ in ("AutoencoderKLWan", "AutoencoderKLQwenImage", "AutoencoderKLQwenImage21",
                                      "AutoencoderKLCogVideoX", "AutoencoderKLHunyuanVideo",
-                                     "AutoencoderKLHunyuanVideo15")
+                                     "AutoencoderKLHunyuanVideo15", "AutoencoderKLLTXVideo", "AutoencoderKLLTX2Video",
+                                     "AutoencoderKLMochi", "AutoencoderKLCosmos")
     with torch.inference_mode():
         t0 = time.perf_counter()
         if model.config.get("in_channels") == 4:  # Qwen-Image 2.1: RGBA, opaque (as its pipeline feeds RGB)
             x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
         inp = x[:, :, None] if video else x
         out = model.encode(inp)
-        z = out.latent if hasattr(out, "latent") else out.latent_dist.mean
+        z = out.latent if hasattr(out, "latent") else out.latent_dist.mode()  # the mean (Cosmos: the latent)
         t1 = time.perf_counter()
-        model.decode(z)
+        if model.config.get("timestep_conditioning"):  # LTX: the pipelines' default decode_timestep 0
+            model.decode(z, torch.zeros(1))
+        else:
+            model.decode(z)
         t2 = time.perf_counter()
     return t1 - t0, t2 - t1
 
@@ -119,7 +137,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--archs", default="flux2,wan2.1,qwen-image,wan2.2,dc-ae,hunyuan-image,qwen-image-2.1,asymmetric,consistency-decoder,cogvideox,hunyuan-video,hunyuan-video-15")
+    ap.add_argument("--archs", default="flux2,wan2.1,qwen-image,wan2.2,dc-ae,hunyuan-image,qwen-image-2.1,asymmetric,consistency-decoder,cogvideox,hunyuan-video,hunyuan-video-15,ltx-video,ltx2-video,mochi,cosmos")
     ap.add_argument("--small", action="store_true")
     args = ap.parse_args()
     from diffusers.utils import logging as dlog

@@ -87,6 +87,8 @@ def infer_config(t: dict[str, torch.Tensor], label: str) -> dict:
 class CosmosVae(ClipVae):
     architecture = "cosmos"
     cancel_blocks = ("CosmosResnetBlock3d",)
+    # torch's CPU avg_pool3d (its downsamplers' pooled shortcut) has no bf16 kernel: NotImplementedError
+    cpu_fp32 = {"encode": "torch has no bf16 avg_pool3d on the CPU (the encoder's downsamplers use it)"}
 
     def __init__(self, model, info, family, device=None, dtype=None) -> None:
         super().__init__(model, info, family, device=device, dtype=dtype)
