@@ -22,6 +22,10 @@ from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QSl
 
 from vaestudio.ui.session import Session, wire
 
+#: While playing, the latent mosaic, statistics and histogram are redrawn at most this often (ms): a
+#: 32-channel mosaic per frame would halve the frame rate.
+LATENT_EVERY_MS = 400
+
 
 class ClipView(QWidget):
     frame_shown = Signal(int)  # the frame now on screen
@@ -67,6 +71,8 @@ class ClipView(QWidget):
         self.timer = QTimer(self)
         self.timer.timeout.connect(self._tick)
         self.clock = QElapsedTimer()
+        self._latent_clock = QElapsedTimer()
+        self._latent_clock.start()
         self._play_from = 0
         self.play_btn.toggled.connect(self.set_playing)
         self.slider.valueChanged.connect(self.show_frame)
@@ -223,9 +229,11 @@ class ClipView(QWidget):
         if enc is not None and self.latents.clip_latents is not None:
             td = max(1, int(s.vae.info.temporal_downscale)) if s.vae is not None and s.vae.info.kind == "video" else 1
             latent_frame = min(-(-t // td), enc.encoding.latent.shape[1] - 1)
-            if self.timer.isActive():  # playing: the latent-to-RGB preview plays; the mosaic waits for a pause
+            if self.timer.isActive() and self._latent_clock.elapsed() < LATENT_EVERY_MS:
+                # playing: the latent-to-RGB preview plays; the mosaic and statistics follow a few times a second
                 self.latents.set_preview(enc.previews[latent_frame], f"Latent-to-RGB preview of latent frame {latent_frame}")
             else:
+                self._latent_clock.start()
                 self.latents.frame.setValue(latent_frame)
         self.frame_shown.emit(t)
 
