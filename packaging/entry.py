@@ -7,8 +7,22 @@ import sys
 
 from vaestudio.cli import main
 
+
+def _safe_streams() -> None:
+    """Windows' windowed executable has no console (sys.stdout is None), and a console or pipe there may
+    not encode every file name: printing must never be what fails."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115 - lives as long as the process
+        elif hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 if __name__ == "__main__":
+    # first: a spawned worker process (DataLoader, start method spawn) is this executable started again
     multiprocessing.freeze_support()
+    _safe_streams()
     code = main()
     # End without interpreter finalization: in the frozen app, garbage-collecting PySide6 objects at
     # shutdown aborts ("bool_dealloc"), turning a clean exit into exit code 134. Everything that

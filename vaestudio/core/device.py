@@ -109,6 +109,10 @@ def pick_dtype(name: str | None, device: torch.device, force_upcast: bool,
         return _all(torch.float32, "auto: fp32, this VAE asks to be upcast (force_upcast)")
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return _all(torch.bfloat16, f"auto: bf16 on {device.type}")
+    if device.type == "mps":
+        # Apple GPUs: fp16 as on a GPU without bf16; bf16 (macOS 14+ only) runs when asked for, never by
+        # 'auto', and never as autocast over fp32 weights (that is the CPU's rule alone)
+        return _all(torch.float16, "auto: fp16 on mps (bf16 is not assumed on Apple GPUs)")
     return _all(torch.float16, f"auto: fp16 on {device.type}")
 
 

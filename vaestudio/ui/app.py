@@ -21,8 +21,10 @@ def run_gui(images: list[str] | None = None, vae: str | None = None) -> int:
 
     from vaestudio.ui.crash import install_handlers, setup_logging
     from vaestudio.ui.main_window import MainWindow
+    from vaestudio.ui.settings import use_platform_settings_dir
 
     app = make_app()
+    use_platform_settings_dir()
     setup_logging()
     win = MainWindow()
     install_handlers(win.show_error)

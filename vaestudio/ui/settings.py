@@ -29,6 +29,18 @@ class Preferences:
     preview_decoder: str = ""  # a tiny decoder file, or a folder of them (ComfyUI's models/vae_approx)
 
 
+def use_platform_settings_dir() -> str:
+    """Point QSettings' user ini files at the platform's config folder, as platformdirs names it
+    (~/.config on Linux, where Qt puts them too; ~/Library/Application Support on macOS;
+    %LOCALAPPDATA% on Windows): the settings file is then <folder>/vaestudio/vaestudio.ini. Called when
+    the window starts (``run_gui``), not at import, so tests keep their own folder."""
+    from platformdirs import user_config_dir
+
+    folder = user_config_dir(appauthor=False)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, folder)
+    return folder
+
+
 class Store:
     """Thin typed access to QSettings; a stored version that differs resets the store."""
 

@@ -32,6 +32,16 @@ DEFAULT_FRAMES = 17
 RESIZE_MODES = ("shorter-crop", "longer", "none")
 
 
+#: The DataLoader workers' start method for a request that names none: ``spawn`` (the default on Windows
+#: and macOS, so Linux can run what they run), ``fork`` or ``forkserver``; unset, torch's platform default.
+MP_START_ENV = "VAESTUDIO_MP_START"
+MP_START_METHODS = ("spawn", "fork", "forkserver")
+
+
+def start_method_from_env() -> str | None:
+    return os.environ.get(MP_START_ENV, "").strip() or None
+
+
 def default_workers() -> int:
     """DataLoader worker processes: about half the cores, at least one, at most four."""
     return max(1, min(4, (os.cpu_count() or 2) // 2))
@@ -132,8 +142,8 @@ class EvaluationRequest:
     #: VAEs already loaded by the caller, by source string (the window's current VAE); not closed at the end
     preloaded: Mapping[str, Autoencoder] = field(default_factory=dict)
     #: multiprocessing start method for DataLoader workers (None: torch's default; "spawn" is safest
-    #: from a process that runs Qt threads)
-    mp_context: str | None = None
+    #: from a process that runs Qt threads); by default the ``VAESTUDIO_MP_START`` environment variable
+    mp_context: str | None = field(default_factory=start_method_from_env)
     #: report progress at most this often (seconds)
     progress_every: float = 0.5
     #: called with download progress while a VAE source is fetched from the hub
@@ -147,7 +157,9 @@ class EvaluationRequest:
                   (self.workers >= 0, "--workers must be 0 or more"),
                   (self.limit is None or self.limit >= 1, "--limit must be at least 1"),
                   (self.frames >= 1, "--frames must be at least 1"),
-                  (bool(self.vaes), "give at least one --vae"))
+                  (bool(self.vaes), "give at least one --vae"),
+                  (self.mp_context in (None, *MP_START_METHODS),
+                   f"unknown start method '{self.mp_context}' ({MP_START_ENV}: spawn, fork or forkserver)"))
         try:
             metrics = tuple(parse_metrics(self.metrics))
         except EvaluationError as exc:

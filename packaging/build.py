@@ -1,0 +1,215 @@
+"""Build the desktop bundle on Linux, Windows or macOS with one PyInstaller spec, and zip it for release.
+
+    python packaging/build.py            # build
+    python packaging/build.py --test     # build, then run the bundle's self-test
+
+Steps: a fresh virtual environment in build/pkg-venv with only the runtime dependencies (``pip install
+-c constraints.txt .`` plus PyInstaller; the CPU build of torch must come from the index pip is given:
+PyPI is CPU-only on Windows and macOS, Linux needs https://download.pytorch.org/whl/cpu), the
+platform's icons from the PNGs (``make_icons.py --platform``: .ico, .icns), PyInstaller on
+``packaging/vaestudio.spec``, a check that no CUDA library slipped in, on macOS an ad-hoc signature of
+``vaestudio.app`` (``codesign --force --deep -s -``), with ``--test`` the self-test and ``evaluate`` with spawned
+workers from a folder with spaces and non-ASCII characters in its name, and the release
+archive ``dist/vaestudio-<version>-<platform>-<arch>.zip``.
+
+What the bundle is, per platform (the spec decides it from ``sys.platform``):
+- Linux: ``dist/vaestudio/vaestudio`` (window and CLI in one executable);
+- Windows: ``dist/vaestudio/vaestudio.exe`` without a console window (the window) and
+  ``vaestudio-cli.exe`` with one (the CLI, ``self-test``), both from one analysis in one folder;
+- macOS: ``dist/vaestudio.app`` (the CLI is ``vaestudio.app/Contents/MacOS/vaestudio``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = ROOT / "build" / "pkg-venv"
+DIST = ROOT / "dist"
+#: CUDA runtime libraries, by the part of the file name every platform shares (libcudart.so, cudart64_12.dll)
+CUDA_LIBS = ("cudart", "cublas", "cudnn", "nccl")
+
+
+def platform_name(plat: str = sys.platform) -> str:
+    """linux, windows or macos: the platform in the archive's name."""
+    if plat.startswith("win"):
+        return "windows"
+    if plat == "darwin":
+        return "macos"
+    return "linux" if plat.startswith("linux") else plat
+
+
+def arch_name(machine: str | None = None) -> str:
+    """x86_64 or arm64, whatever the platform calls them (AMD64 on Windows, aarch64 on Linux)."""
+    m = (machine if machine is not None else platform.machine()).lower()
+    return {"amd64": "x86_64", "x64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(m, m or "unknown")
+
+
+def version() -> str:
+    text = (ROOT / "vaestudio" / "__init__.py").read_text(encoding="utf-8")
+    found = re.search(r'^__version__ = "([^"]+)"', text, re.M)
+    if not found:
+        raise SystemExit("build: error: no __version__ in vaestudio/__init__.py")
+    return found.group(1)
+
+
+def archive_name(plat: str = sys.platform, machine: str | None = None) -> str:
+    return f"vaestudio-{version()}-{platform_name(plat)}-{arch_name(machine)}.zip"
+
+
+def env_exe(name: str) -> Path:
+    """A program of the build environment (bin/ or Scripts\\ with .exe)."""
+    if os.name == "nt":
+        return ENV / "Scripts" / f"{name}.exe"
+    return ENV / "bin" / name
+
+
+def bundle_path(plat: str = sys.platform) -> Path:
+    """What is shipped: the .app on macOS, else the one-folder bundle."""
+    return DIST / ("vaestudio.app" if plat == "darwin" else "vaestudio")
+
+
+def cli_path(plat: str = sys.platform) -> Path:
+    """The executable that runs the CLI with a console (the self-test prints its steps)."""
+    if plat.startswith("win"):
+        return DIST / "vaestudio" / "vaestudio-cli.exe"
+    if plat == "darwin":
+        return DIST / "vaestudio.app" / "Contents" / "MacOS" / "vaestudio"
+    return DIST / "vaestudio" / "vaestudio"
+
+
+#: a tiny AutoencoderKL folder, written by the build environment's diffusers for the frozen evaluate check
+TINY_VAE = """import sys, torch
+from diffusers import AutoencoderKL
+torch.manual_seed(0)
+AutoencoderKL(block_out_channels=(32, 32), down_block_types=("DownEncoderBlock2D",) * 2,
+              up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, layers_per_block=1,
+              norm_num_groups=32).save_pretrained(sys.argv[1])
+"""
+
+
+def run(*cmd: str | os.PathLike, **kw) -> None:
+    print("build: $", " ".join(str(c) for c in cmd), flush=True)
+    subprocess.run([str(c) for c in cmd], check=True, cwd=ROOT, **kw)
+
+
+def cuda_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if any(lib in p.name.lower() for lib in CUDA_LIBS)]
+
+
+def folder_mb(folder: Path) -> int:
+    return sum(p.lstat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink()) // 2**20
+
+
+def zip_folder(folder: Path, out: Path) -> Path:
+    """Zip ``folder`` (as its own top-level folder) keeping symbolic links as links and executable bits."""
+    tmp = out.with_name(out.name + ".part")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        for p in sorted([folder, *folder.rglob("*")]):
+            arc = p.relative_to(folder.parent).as_posix()
+            if p.is_symlink():
+                info = zipfile.ZipInfo(arc)
+                info.create_system = 3  # unix: the mode below is read
+                info.external_attr = (0o120777 << 16)
+                zf.writestr(info, os.readlink(p))
+            else:  # folders and files, with their mode (executable bits)
+                zf.write(p, arc)
+    os.replace(tmp, out)
+    return out
+
+
+def frozen_evaluate_check() -> None:
+    """``evaluate`` in the bundle with two DataLoader workers started by ``spawn`` (the start method of
+    Windows and macOS, here on every platform), from a folder whose name has spaces and non-ASCII
+    characters: the workers are the frozen executable started again (``freeze_support`` in entry.py)."""
+    tmp = Path(tempfile.mkdtemp(prefix="vaestudio check "))
+    try:
+        work = tmp / "données 空間 with spaces"
+        images = work / "images"
+        images.mkdir(parents=True)
+        for name in ("astronaut.png", "chelsea.png"):
+            shutil.copy(ROOT / "vaestudio" / "resources" / "samples" / name, images / f"sample {name}")
+        run(env_exe("python"), "-c", TINY_VAE, work / "tiny vae")
+        env = dict(os.environ, QT_QPA_PLATFORM="offscreen", VAESTUDIO_MP_START="spawn")
+        run(cli_path(), "evaluate", images, "--vae", work / "tiny vae", "--out", work / "out", "--workers", "2",
+            "--size", "64", "--metrics", "psnr,ssim,mae", "--no-report", env=env)
+        with open(work / "out" / "rows.csv", encoding="utf-8", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        bad = [r for r in rows if r.get("error")]
+        if len(rows) != 2 or bad:
+            raise SystemExit(f"build: error: the frozen evaluate check wrote {len(rows)} rows, "
+                             f"{len(bad)} with errors ({bad[0]['error'] if bad else 'expected 2'})")
+        print("build: frozen evaluate with spawn workers: 2 rows, no errors")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def make_archive(plat: str = sys.platform) -> Path:
+    out = DIST / archive_name(plat)
+    out.unlink(missing_ok=True)
+    if plat == "darwin":
+        # ditto keeps the .app's symbolic links, extended attributes and signature as Finder expects
+        run("ditto", "-c", "-k", "--sequesterRsrc", "--keepParent", bundle_path(plat), out)
+        return out
+    return zip_folder(bundle_path(plat), out)
+
+
+def build(test: bool) -> int:
+    for p in (ENV, ROOT / "build" / "pyinstaller", DIST / "vaestudio", DIST / "vaestudio.app"):
+        shutil.rmtree(p, ignore_errors=True)
+    run(sys.executable, "-m", "venv", ENV)
+    # torch==2.13.0 from constraints.txt; no test or dev packages are installed here
+    run(env_exe("python"), "-m", "pip", "install", "-q", "-c", "constraints.txt", ".", "pyinstaller",
+        "pyinstaller-hooks-contrib")
+    run(env_exe("python"), "packaging/make_icons.py", "--platform", ROOT / "build" / "icons")
+    start = time.time()
+    run(env_exe("pyinstaller"), "--noconfirm", "--clean", "--log-level", "WARN", "--distpath", DIST,
+        "--workpath", ROOT / "build" / "pyinstaller", "packaging/vaestudio.spec")
+    print(f"build: pyinstaller took {time.time() - start:.0f} s")
+    bundle = bundle_path()
+    print(f"build: {bundle.relative_to(ROOT)} is {folder_mb(bundle)} MB")
+    found = cuda_files(bundle)
+    if found:
+        print(f"build: error: CUDA libraries found in a CPU bundle: {', '.join(p.name for p in found[:5])}",
+              file=sys.stderr)
+        return 1
+    print("build: no CUDA libraries in the bundle")
+    if sys.platform == "darwin":
+        run("codesign", "--force", "--deep", "-s", "-", bundle)
+        run("codesign", "--verify", "--deep", "--strict", bundle)
+    if test:
+        env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+        code = subprocess.run([str(cli_path()), "self-test"], cwd=ROOT, env=env).returncode
+        if code != 0:
+            print(f"build: error: the bundle's self-test failed (exit code {code})", file=sys.stderr)
+            return code
+        frozen_evaluate_check()
+    archive = make_archive()
+    print(f"build: {archive.relative_to(ROOT)} is {archive.stat().st_size // 2**20} MB")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Build the vaestudio desktop bundle and its release archive.")
+    ap.add_argument("--test", action="store_true", help="run the bundle's self-test after building")
+    args = ap.parse_args(argv)
+    try:
+        return build(args.test)
+    except subprocess.CalledProcessError as exc:
+        print(f"build: error: {Path(str(exc.cmd[0])).name} failed with exit code {exc.returncode}", file=sys.stderr)
+        return exc.returncode or 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
