@@ -57,6 +57,26 @@ def _scaled(model, z):  # (z - shift) * scale, as the SD, SANA and HunyuanImage 
     return (z - (model.config.get("shift_factor") or 0.0)) * model.config.scaling_factor
 
 
+def _mode(model, x):  # one frame of a video VAE through its posterior's mode (Cosmos: the latent itself)
+    z = model.encode(x[:, :, None]).latent_dist.mode()
+    return z[:, :, 0], model.decode(z).sample[:, :, 0]
+
+
+def _stats(model, z):  # LTX-Video, LTX-2, Mochi: per channel (z - mean) * scaling_factor / std (pipelines' code)
+    c = model.config
+    buffers = dict(model.named_buffers())  # LTX: the model's own statistics; Mochi: the config's
+    mean, std = (buffers["latents_mean"], buffers["latents_std"]) if "latents_mean" in buffers else (
+        torch.tensor(c.latents_mean), torch.tensor(c.latents_std))
+    return (z - mean.view(1, -1, 1, 1)) * c.scaling_factor / std.view(1, -1, 1, 1)
+
+
+def _cosmos(model, z):  # CosmosVideoToWorldPipeline on one latent frame: frame 0's statistics, sigma_data 0.5
+    c = model.config
+    mean = torch.tensor(c.latents_mean).view(c.latent_channels, -1)[:, 0].view(1, -1, 1, 1)
+    std = torch.tensor(c.latents_std).view(c.latent_channels, -1)[:, 0].view(1, -1, 1, 1)
+    return (z - mean) * 0.5 / std
+
+
 def _flux2(model, z):  # Flux2Pipeline: patchified 2x2, normalised by the BatchNorm's running statistics
     p = patchify(z, 2)
     mean = model.bn.running_mean.view(1, -1, 1, 1)
@@ -139,6 +159,33 @@ def _make(name: str):
         m = diffusers.AutoencoderKLHunyuanVideo15(block_out_channels=(8, 16, 16, 32, 64), layers_per_block=1,
                                                   scaling_factor=0.5)
         return m, _wan, _scaled
+    if name == "ltx-video":  # one frame; its epsilon, causality and scaling from the config
+        m = diffusers.AutoencoderKLLTXVideo(block_out_channels=(8, 8, 16, 16), decoder_block_out_channels=(8, 8, 16, 16),
+                                            layers_per_block=(1,) * 5, decoder_layers_per_block=(1,) * 5,
+                                            resnet_norm_eps=1e-2, decoder_causal=True, scaling_factor=0.5)
+        with torch.no_grad():
+            m.latents_mean.copy_(torch.linspace(-0.2, 0.2, 128))
+            m.latents_std.copy_(torch.linspace(0.6, 1.4, 128))
+        return m, _mode, _stats
+    if name == "ltx2-video":  # one frame; its padding modes, epsilon and scaling from the config
+        m = diffusers.AutoencoderKLLTX2Video(block_out_channels=(8, 16, 16, 32), decoder_block_out_channels=(8, 16, 32),
+                                             layers_per_block=(1,) * 5, decoder_layers_per_block=(1,) * 4,
+                                             spatial_compression_ratio=32, temporal_compression_ratio=8,
+                                             decoder_spatial_padding_mode="zeros", resnet_norm_eps=1e-2, scaling_factor=0.5)
+        with torch.no_grad():
+            m.latents_mean.copy_(torch.linspace(-0.2, 0.2, 128))
+            m.latents_std.copy_(torch.linspace(0.6, 1.4, 128))
+        return m, _mode, _stats
+    if name == "mochi":  # one frame; its activation, statistics and scaling from the config
+        m = diffusers.AutoencoderKLMochi(encoder_block_out_channels=(32, 32, 32, 64), decoder_block_out_channels=(32, 32, 32, 64),
+                                         layers_per_block=(1,) * 5, act_fn="mish", scaling_factor=0.5,
+                                         latents_mean=MEAN16[:12], latents_std=STD16[:12])
+        return m, _mode, _stats
+    if name == "cosmos":  # one frame; its attention placement and statistics (per latent frame) from the config
+        m = diffusers.AutoencoderKLCosmos(encoder_block_out_channels=(16, 32, 32, 32), decode_block_out_channels=(32,) * 4,
+                                          num_layers=1, resolution=64, attention_resolutions=(16,),
+                                          latents_mean=MEAN16 * 2, latents_std=STD16 * 2)
+        return m, _mode, _cosmos
     if name == "taesd":
         m = diffusers.AutoencoderTiny(latent_channels=4, act_fn="mish", upsample_fn="bilinear", scaling_factor=0.5,
                                       shift_factor=0.1)
@@ -152,7 +199,8 @@ ARCHS = {"autoencoder-kl": "autoencoder-kl", "flux2": "flux2", "wan2.1": "wan", 
          "consistency-decoder": "consistency-decoder",
          "dc-ae": "dc-ae", "hunyuan-image": "hunyuan-image", "taesd": "taesd",
          "cogvideox": "cogvideox", "hunyuan-video": "hunyuan-video",
-         "hunyuan-video-15": "hunyuan-video-15"}
+         "hunyuan-video-15": "hunyuan-video-15", "ltx-video": "ltx-video", "ltx2-video": "ltx2-video", "mochi": "mochi",
+         "cosmos": "cosmos"}
 
 
 @pytest.mark.parametrize("name", list(ARCHS))
