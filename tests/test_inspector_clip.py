@@ -266,3 +266,47 @@ def test_closing_the_window_mid_clip_is_clean(qtbot, tmp_path, vae_dir):
     w._close_approved = True
     w.close()
     assert time.monotonic() - t0 < 5 and not w.runner.busy()
+
+
+def test_a_preview_decoder_stands_in_until_the_frames_come(qtbot, win, tmp_path):
+    from dataclasses import replace
+
+    from test_arch_wan_video import write as write_wan
+    from test_taehv import reference_state
+    from test_taehv import write as write_tiny
+
+    s = win.session
+    folder = tmp_path / "vae_approx"  # as ComfyUI keeps them: the tiny decoder alone
+    folder.mkdir()
+    write_tiny(folder, "taew2_1", {k: v for k, v in reference_state("taew2_1").items() if k.startswith("decoder.")})
+    s.set_prefs(replace(s.prefs, preview_decoder=str(folder)))
+    s.load_vae(str(write_wan("wan2.1", "diffusers-folder", tmp_path)))
+    qtbot.waitUntil(lambda: s.vae is not None and s.preview_vae is not None, timeout=30000)
+    assert s.vae.info.kind == "video" and s.preview_vae.info.kind == "video"
+    gate, real = threading.Event(), s.vae._iter_decode_clip_tensor
+
+    def gated(z, **kwargs):  # the real decoder; the chunks after the first wait for the test
+        for i, out in enumerate(real(z, **kwargs)):
+            if i:
+                gate.wait(30)
+            yield out
+
+    s.vae._iter_decode_clip_tensor = gated
+    drop(win, [write_clip(tmp_path / "walk.mp4")])
+    qtbot.waitUntil(lambda: s.clip_result is not None and s.clip_result.decoded == 1
+                    and all(p is not None for p in s.clip_result.previews), timeout=60000)
+    ins, view, r = win.inspector, win.inspector.clip, s.clip_result
+    enc = s.clip_encoded.encoding
+    tiny = s.preview_vae.decode_clip(enc.latent, enc.height, enc.width).frames
+    np.testing.assert_allclose(np.stack(r.previews), tiny, atol=1e-6)
+    view.slider.setValue(5)  # not decoded by the VAE yet: the tiny decoder's frame, said so
+    np.testing.assert_array_equal(ins.compare.reconstruction.data, r.previews[5])
+    assert ins.compare.reconstruction.title.text.startswith("Preview (tiny decoder), frame 5")
+    assert ins.compare.difference.data is None and ins.metrics.psnr.text().endswith("(1 of 9 frames)")
+    gate.set()
+    qtbot.waitUntil(lambda: complete(win), timeout=60000)
+    view.slider.setValue(5)
+    np.testing.assert_array_equal(ins.compare.reconstruction.data, r.frames[5])
+    assert ins.compare.reconstruction.title.text.startswith("Reconstruction, frame 5")
+    whole = s.vae.decode_clip(enc.latent, enc.height, enc.width).frames
+    np.testing.assert_allclose(np.stack(r.frames), whole, atol=1e-5)

@@ -34,6 +34,7 @@ class ClipStart:
 
     frames: int
     snr_db: float | None = None
+    latent: object = None  # the (possibly noised) model-space latent being decoded, for a preview decoder
 
 
 @dataclass
@@ -57,6 +58,7 @@ class ClipProgress:
     total: int
     snr_db: float | None = None
     frames: list = field(default_factory=list)  # per frame: (H, W, 3) or None until decoded
+    previews: list = field(default_factory=list)  # per frame: the preview decoder's picture, or None
     diffs: list = field(default_factory=list)
     psnr: list = field(default_factory=list)  # per frame, NaN until decoded
     ssim: list = field(default_factory=list)
@@ -67,7 +69,7 @@ class ClipProgress:
 
     def __post_init__(self) -> None:
         n = self.total
-        self.frames, self.diffs = [None] * n, [None] * n
+        self.frames, self.diffs, self.previews = [None] * n, [None] * n, [None] * n
         self.psnr, self.ssim, self.mae = [math.nan] * n, [math.nan] * n, [math.nan] * n
 
     def add(self, chunk: ClipChunk) -> None:
@@ -129,7 +131,7 @@ def clip_job(vae, frames, encoding, noise, tile, *, progress, should_stop):
 
         noised = add_noise(latent, vae.family, spec=noise)
         latent, snr_db = noised.latent, noised.snr_db
-    yield ClipStart(encoding.frames, snr_db)
+    yield ClipStart(encoding.frames, snr_db, latent)
     t0, prev = time.perf_counter(), None
     for start, rec in vae.iter_decode_clip(latent, encoding.height, encoding.width, tile=tile, progress=progress,
                                            should_stop=should_stop):
@@ -152,6 +154,11 @@ def measure_chunk(original: np.ndarray, start: int, rec: np.ndarray, prev: np.nd
         psnr, ssim, mae, terms = m.psnr, m.ssim, m.mae, len(rec) - 1
     diffs = np.stack([colorize(difference_map(a, b)) for a, b in zip(orig, rec, strict=True)])
     return ClipChunk(start, rec, diffs, psnr, ssim, mae, m.flicker * terms, terms)
+
+
+def preview_clip_job(tiny, latent, height: int, width: int, *, progress, should_stop):
+    """The preview decoder's frames of the clip latent, chunk by chunk: ``(start, frames)``."""
+    yield from tiny.iter_decode_clip(latent, height, width, should_stop=should_stop)
 
 
 def save_clip_videos_job(folder, name: str, frames: list, diffs: list, fps: float, *, progress, should_stop) -> str:

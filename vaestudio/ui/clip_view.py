@@ -216,9 +216,14 @@ class ClipView(QWidget):
         self.compare.set_original(orig[t])
         r = s.clip_result
         rec = r.frames[t] if r is not None and t < r.total else None
+        preview = r.previews[t] if r is not None and t < r.total else None
         if rec is None:
             running = "clip" in s.runner.running
-            self.compare.set_recon(None, "Reconstruction: decoding ..." if running else "Reconstruction: not decoded")
+            if preview is not None:
+                self.compare.set_recon(preview, f"Preview (tiny decoder), frame {t}"
+                                                f"{'; decoding ...' if running else ''}")
+            else:
+                self.compare.set_recon(None, "Reconstruction: decoding ..." if running else "Reconstruction: not decoded")
             self.compare.set_diff(None)
         else:
             psnr = r.psnr[t]

@@ -29,7 +29,7 @@ SIDE_WIDTH = 400
 #: The inspector's own jobs, dropped when the image or VAE A changes.
 OWN_KINDS = ("encode", "decode", "preview", "b")
 #: What Esc and the Cancel button stop: the image being opened, and the inspector's jobs.
-DECODE_KINDS = ("image", *OWN_KINDS, "clip")
+DECODE_KINDS = ("image", *OWN_KINDS, "clip", "clip_preview")
 
 
 class InspectorTab(QWidget):

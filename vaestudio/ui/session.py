@@ -141,6 +141,7 @@ class Session(QObject):
 
         had_clip = self.clip is not None
         self.runner.drop("clip")
+        self.runner.drop("clip_preview")
         self.clip = image if isinstance(image, Clip) else None
         self.clip_encoded = self.clip_result = None
         self.images, self.index = images, index
@@ -195,6 +196,7 @@ class Session(QObject):
             return
         self.runner.drop("preview_vae")  # nothing of the old VAE's may arrive after this
         self.runner.drop("clip")
+        self.runner.drop("clip_preview")
         self.vae, self.encoded, self.result, self.preview_vae = vae, None, None, None
         self.clip_encoded = self.clip_result = None
         if vae is not None:
@@ -300,6 +302,7 @@ class Session(QObject):
                 self.clip_encoding_changed.emit()
             elif isinstance(x, clip_jobs.ClipStart):
                 self.clip_result = clip_jobs.ClipProgress(x.frames, x.snr_db)
+                self._preview_clip(x.latent)
                 self.message.emit(f"Decoding {x.frames} frames ...")
                 self.clip_frames_changed.emit()
             else:
@@ -307,6 +310,7 @@ class Session(QObject):
                 self.clip_frames_changed.emit()
 
         def done(seconds: float) -> None:
+            self.runner.drop("clip_preview")
             r = self.clip_result
             r.seconds, r.complete = seconds, r.decoded == r.total
             self.message.emit(f"Clip reconstructed: {r.total} frames, mean PSNR {r.psnr_mean:.2f} dB, "
@@ -327,6 +331,23 @@ class Session(QObject):
         self.runner.start("clip", clip_jobs.clip_job, self.vae, self.clip.frames, enc.encoding if enc else None,
                           noise, self.prefs.tile, on_yield=item, on_result=done, on_error=self.error.emit,
                           on_cancel=cancelled, on_progress=progress)
+
+    def _preview_clip(self, latent) -> None:
+        """The preview decoder's frames (Preferences > Preview decoder) stand in until the VAE's arrive."""
+        self.runner.drop("clip_preview")
+        tiny, r, enc = self.preview_vae, self.clip_result, self.clip_encoded.encoding
+        if tiny is None or latent is None:
+            return
+
+        def chunk(item) -> None:
+            start, frames = item
+            for i, f in enumerate(frames):
+                if start + i < r.total:
+                    r.previews[start + i] = f
+            self.clip_frames_changed.emit()
+
+        self.runner.start("clip_preview", clip_jobs.preview_clip_job, tiny, latent, enc.height, enc.width,
+                          on_yield=chunk, on_error=lambda m: self.message.emit(f"No preview: {m}"))
 
     # -- preferences, recent VAEs, devices ----------------------------------------------------------
     def set_prefs(self, new: Preferences) -> None:
