@@ -91,16 +91,16 @@ def test_dataloader_workers_started_by_spawn_read_what_the_main_process_reads(od
 
 
 def test_evaluate_with_spawned_workers_equals_reading_in_process(odd_data, odd_vae, tmp_path, monkeypatch):
-    """The whole `vaestudio evaluate` with two spawned workers gives the same rows as --workers 0."""
+    """The whole `vaestudio evaluate` with a spawned worker gives the same rows as --workers 0."""
     monkeypatch.setenv(MP_START_ENV, "spawn")
     outs = {}
-    for workers in ("2", "0"):
+    for workers in ("1", "0"):
         out = tmp_path / f"out {workers} é"
         assert main(["evaluate", str(odd_data), "--vae", str(odd_vae), "--out", str(out), "--size", "32",
                      "--workers", workers, "--metrics", "psnr,mae", "--frames", "5", "--no-report"]) == 0
         outs[workers] = {r["image"]: r for r in _rows(out / "rows.csv")}
-    assert len(outs["2"]) == 3 and set(outs["2"]) == set(outs["0"])
-    for name, row in outs["2"].items():
+    assert len(outs["1"]) == 3 and set(outs["1"]) == set(outs["0"])
+    for name, row in outs["1"].items():
         assert not row["error"], row["error"]
         assert float(row["psnr"]) == pytest.approx(float(outs["0"][name]["psnr"]), abs=1e-6)
 
@@ -121,6 +121,23 @@ def _rows(path: Path) -> list[dict]:
 # -- odd and long paths ---------------------------------------------------------------------------
 
 
+def _windows_long_paths() -> bool:
+    """Windows opens paths over 260 characters only where the system allows it (LongPathsEnabled): no
+    program can otherwise, so the long-path tests need it there."""
+    if sys.platform != "win32":
+        return True
+    import winreg
+
+    try:
+        with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, r"SYSTEM\CurrentControlSet\Control\FileSystem") as key:
+            return winreg.QueryValueEx(key, "LongPathsEnabled")[0] == 1
+    except OSError:
+        return False
+
+
+long_paths = pytest.mark.skipif(not _windows_long_paths(), reason="Windows without LongPathsEnabled")
+
+
 def _long_dir(root: Path) -> Path:
     """A folder whose path is over 300 characters (Windows' old MAX_PATH is 260), each part under 255."""
     d = root
@@ -129,6 +146,7 @@ def _long_dir(root: Path) -> Path:
     return d
 
 
+@long_paths
 def test_reconstruct_and_inspect_vae_with_odd_and_long_paths(odd_data, odd_vae, tmp_path, capsys):
     long = _long_dir(tmp_path)
     image = _photo(long / "ein Bild mit Umlauten äöü 画像.png", 3)
@@ -148,6 +166,7 @@ def test_reconstruct_and_inspect_vae_with_odd_and_long_paths(odd_data, odd_vae, 
     assert Image.open(recs[0]["output"]).size == (48, 40)
 
 
+@long_paths
 def test_evaluate_into_a_long_output_path(odd_data, odd_vae, tmp_path):
     out = _long_dir(tmp_path) / "évaluation"
     assert main(["evaluate", str(odd_data / "photo été 1.png"), "--vae", str(odd_vae), "--out", str(out),
