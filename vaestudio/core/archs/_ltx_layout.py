@@ -134,6 +134,21 @@ def is_ltx2(keys, name: str = "") -> tuple[bool, str]:
     return True, "0.9.5-style blocks without timestep conditioning (LTX-2's layout; LTX-Video 0.9.5's has it)"
 
 
+def looks_ltx(tensors: dict[str, torch.Tensor]) -> bool:
+    """An LTX-Video / LTX-2 VAE, whole or broken: its per-channel statistics beside a causal 3D conv stem, or its
+    decoder's first block (ComfyUI's marker, original keys; or diffusers')."""
+    from vaestudio.core.registry import find_prefix
+
+    if any(find_prefix(tensors, k) is not None for k in (ORIGINAL_MARK, DIFFUSERS_MARK)):
+        return True
+    stats = any(find_prefix(tensors, k) is not None for k in ("latents_mean", "per_channel_statistics.mean-of-means"))
+    return stats and any(find_prefix(tensors, f"{h}.conv_in.conv.weight") is not None for h in ("encoder", "decoder"))
+
+
+ORIGINAL_MARK = "decoder.up_blocks.0.res_blocks.0.conv1.conv.weight"  # ComfyUI's marker (comfy/sd.py)
+DIFFUSERS_MARK = "decoder.mid_block.resnets.0.conv1.conv.weight"
+
+
 class LtxClipVae(ClipVae):
     """An LTX-Video / LTX-2 VAE: the VAE's own statistics; decoded as the pipelines decode with their defaults."""
 

@@ -24,13 +24,20 @@ import torch
 
 from vaestudio.core.archs._diffusers import DiffusersArchitecture, Found, Layout
 from vaestudio.core.archs._diffusers_video import make_video
-from vaestudio.core.archs._ltx_layout import LtxClipVae, factors, infer_ltx, is_ltx2
+from vaestudio.core.archs._ltx_layout import (
+    DIFFUSERS_MARK,
+    ORIGINAL_MARK,
+    LtxClipVae,
+    factors,
+    infer_ltx,
+    is_ltx2,
+    looks_ltx,
+)
 from vaestudio.core.families import FAMILIES, FamilyGuess
-from vaestudio.core.registry import PreparedVae, find_prefix
+from vaestudio.core.registry import PreparedVae
 from vaestudio.core.weights import WeightFile
 
-_ORIGINAL = "decoder.up_blocks.0.res_blocks.0.conv1.conv.weight"
-_DIFFUSERS = "decoder.mid_block.resnets.0.conv1.conv.weight"
+_ORIGINAL, _DIFFUSERS = ORIGINAL_MARK, DIFFUSERS_MARK
 _PARTS = ("encoder", "decoder", "latents_mean", "latents_std", "per_channel_statistics")
 _FOURTH = (("decoder.up_blocks.7.", "decoder.up_blocks.3.upsamplers.0."), ("decoder.up_blocks.8.", "decoder.up_blocks.3."))
 
@@ -84,9 +91,7 @@ class Ltx2VideoArchitecture(DiffusersArchitecture):
     infer_config = staticmethod(infer_config)
 
     def claims(self, wf: WeightFile, path: Path | None) -> bool:
-        stats = find_prefix(wf.tensors, "latents_mean") is not None or find_prefix(
-            wf.tensors, "per_channel_statistics.mean-of-means") is not None
-        return self.find_layout(wf.tensors) is not None and stats and is_ltx2(wf.tensors, path.name if path else "")[0]
+        return looks_ltx(wf.tensors) and is_ltx2(wf.tensors, path.name if path else "")[0]
 
     def shipped_for(self, inferred: dict) -> str:
         return "ltx2-2.3" if len(inferred["decoder_block_out_channels"]) == 4 else "ltx2-2.0"

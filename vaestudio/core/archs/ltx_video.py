@@ -28,12 +28,20 @@ import torch
 
 from vaestudio.core.archs._diffusers import DiffusersArchitecture, Layout
 from vaestudio.core.archs._diffusers_video import make_video
-from vaestudio.core.archs._ltx_layout import OLD_BLOCK, LtxClipVae, factors, infer_ltx, is_ltx2
-from vaestudio.core.registry import PreparedVae, find_prefix
+from vaestudio.core.archs._ltx_layout import (
+    DIFFUSERS_MARK,
+    OLD_BLOCK,
+    ORIGINAL_MARK,
+    LtxClipVae,
+    factors,
+    infer_ltx,
+    is_ltx2,
+    looks_ltx,
+)
+from vaestudio.core.registry import PreparedVae
 from vaestudio.core.weights import WeightFile
 
-_ORIGINAL = "decoder.up_blocks.0.res_blocks.0.conv1.conv.weight"  # ComfyUI's marker (comfy/sd.py)
-_DIFFUSERS = "decoder.mid_block.resnets.0.conv1.conv.weight"
+_ORIGINAL, _DIFFUSERS = ORIGINAL_MARK, DIFFUSERS_MARK
 _PARTS = ("encoder", "decoder", "latents_mean", "latents_std", "per_channel_statistics")
 
 
@@ -78,10 +86,7 @@ class LtxVideoArchitecture(DiffusersArchitecture):
     infer_config = staticmethod(infer_config)
 
     def claims(self, wf: WeightFile, path: Path | None) -> bool:
-        return self.find_layout(wf.tensors) is not None and (
-            find_prefix(wf.tensors, "latents_mean") is not None
-            or find_prefix(wf.tensors, "per_channel_statistics.mean-of-means") is not None) and not is_ltx2(
-            wf.tensors, path.name if path else "")[0]
+        return looks_ltx(wf.tensors) and not is_ltx2(wf.tensors, path.name if path else "")[0]
 
     def shipped_for(self, inferred: dict) -> str:
         if inferred["down_block_types"][0] != OLD_BLOCK:

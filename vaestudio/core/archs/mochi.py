@@ -15,6 +15,7 @@ on their own). Genmo's original split encoder/decoder files (ComfyUI's ``mochi_v
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -22,11 +23,11 @@ import torch
 from vaestudio.core.archs._common import count_index
 from vaestudio.core.archs._diffusers import DiffusersArchitecture, Layout
 from vaestudio.core.archs._diffusers_video import ClipVae, make_video
-from vaestudio.core.registry import PreparedVae, find_prefix
+from vaestudio.core.registry import PreparedVae
 from vaestudio.core.weights import WeightFile
 
 _ANCHOR = "encoder.block_in.resnets.0.norm1.norm_layer.weight"
-_DECODER = "decoder.block_in.resnets.0.norm1.norm_layer.weight"
+_BLOCKS = re.compile(r"(?:^|\.)(?:encoder|decoder)\.block_(?:in|out)\.resnets\.\d+\.")
 
 
 def infer_config(t: dict[str, torch.Tensor], label: str) -> dict:
@@ -86,7 +87,9 @@ class MochiArchitecture(DiffusersArchitecture):
     infer_config = staticmethod(infer_config)
 
     def claims(self, wf: WeightFile, path: Path | None) -> bool:
-        return find_prefix(wf.tensors, _ANCHOR) is not None and find_prefix(wf.tensors, _DECODER) is not None
+        # any of either half's block_in / block_out resnets (only Mochi's diffusers keys have them): a broken file
+        # is claimed too, and refused in one sentence as a Mochi VAE
+        return any(_BLOCKS.search(k) for k in wf.tensors)
 
     def check_config(self, cfg: dict, tensors: dict[str, torch.Tensor], label: str) -> None:
         super().check_config({"in_channels": 3, "out_channels": cfg["out_channels"]}, tensors, label)
