@@ -6,6 +6,7 @@ MochiPipeline's own latent code, kind video with temporal_downscale 6; genmo's o
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -31,15 +32,62 @@ def model() -> torch.nn.Module:
     return MODEL[0]
 
 
+_STACK = {"norm1.norm_layer": "0", "conv1.conv": "2", "norm2.norm_layer": "3", "conv2.conv": "5"}
+
+
+def to_original(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """diffusers' keys to genmo's (the inverse of diffusers' scripts/convert_mochi_to_diffusers.py), in one file."""
+    cfg = model().config
+    n0, nd = cfg.layers_per_block[0], len(cfg.temporal_expansions)
+    where = {"encoder.block_in": lambda i: f"encoder.layers.{i + 1}", "encoder.block_out": lambda i: f"encoder.layers.{1 + n0 + nd + i}",
+             "decoder.block_in": lambda i: f"decoder.blocks.0.{i + 1}", "decoder.block_out": lambda i: f"decoder.blocks.{nd + 1}.{i}"}
+    for b in range(nd):
+        where[f"encoder.down_blocks.{b}"] = lambda i, b=b: f"encoder.layers.{1 + n0 + b}.layers.{i + 1}"
+        where[f"decoder.up_blocks.{b}"] = lambda i, b=b: f"decoder.blocks.{b + 1}.blocks.{i}"
+    out, qkv = {}, {}
+    for k, v in sd.items():
+        m = re.match(r"^(.*)\.(resnets|attentions|norms)\.(\d+)\.(.*)$", k)
+        if m and m.group(1) in where:
+            base, kind, i, rest = m.group(1), m.group(2), int(m.group(3)), m.group(4)
+            at = where[base](i)
+            if kind == "resnets":
+                part, param = rest.rsplit(".", 1)
+                out[f"{at}.stack.{_STACK[part]}.{param}"] = v
+            elif kind == "norms":
+                out[f"{at}.attn_block.norm.{rest.split('.', 1)[1]}"] = v
+            elif rest.startswith("to_out.0."):
+                out[f"{at}.attn_block.attn.out.{rest[len('to_out.0.'):]}"] = v
+            else:
+                qkv.setdefault(at, {})[rest.split(".")[0]] = v
+            continue
+        m = re.match(r"^encoder\.down_blocks\.(\d+)\.conv_in\.conv\.(.*)$", k)
+        m2 = re.match(r"^decoder\.up_blocks\.(\d+)\.proj\.(.*)$", k)
+        if m:
+            out[f"encoder.layers.{1 + n0 + int(m.group(1))}.layers.0.{m.group(2)}"] = v
+        elif m2:
+            out[f"decoder.blocks.{int(m2.group(1)) + 1}.proj.{m2.group(2)}"] = v
+        else:
+            for new, old in (("encoder.proj_in.", "encoder.layers.0."), ("encoder.norm_out.norm_layer.", "encoder.output_norm."),
+                             ("encoder.proj_out.", "encoder.output_proj."), ("decoder.conv_in.", "decoder.blocks.0.0."),
+                             ("decoder.proj_out.", "decoder.output_proj.")):
+                if k.startswith(new):
+                    k = old + k[len(new):]
+            out[k] = v
+    for at, parts in qkv.items():
+        out[f"{at}.attn_block.attn.qkv.weight"] = torch.cat([parts["to_q"], parts["to_k"], parts["to_v"]])
+    return out
+
+
 def write(layout: str, tmp_path):
     if layout == "diffusers-folder":
         model().save_pretrained(tmp_path / "vae")
         return tmp_path / "vae"
-    save_file(state(model()), str(tmp_path / "mochi_vae.safetensors"))
+    sd = state(model()) if layout == "diffusers-file" else to_original(state(model()))
+    save_file(sd, str(tmp_path / "mochi_vae.safetensors"))
     return tmp_path / "mochi_vae.safetensors"
 
 
-@pytest.mark.parametrize("layout", ["diffusers-folder", "diffusers-file"])
+@pytest.mark.parametrize("layout", ["diffusers-folder", "diffusers-file", "original"])
 def test_clip_encode_and_decode_equal_diffusers(tmp_path, layout):
     m = model()
     vae = load_vae(write(layout, tmp_path))
@@ -71,11 +119,15 @@ def test_inspect_vae_and_the_original_file(tmp_path, capsys):
     assert main(["inspect-vae", str(write("diffusers-file", tmp_path)), "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (out["kind"], out["temporal_downscale"], out["family"]) == ("video", 6, "mochi")
-    original = tmp_path / "mochi_vae_bf16.safetensors"  # genmo's decoder keys (ComfyUI's marker)
+    half = tmp_path / "mochi_decoder.safetensors"  # genmo's decoder file alone (ComfyUI's marker key, no prefix)
     save_file({"blocks.2.blocks.3.stack.5.weight": torch.zeros(4), "blocks.0.0.weight": torch.zeros(8, 12, 1, 1, 1)},
-              str(original))
-    with pytest.raises(VaeLoadError, match="original .*Mochi"):
-        load_vae(original)
+              str(half))
+    with pytest.raises(VaeLoadError, match="one half of a Mochi VAE in genmo's original keys"):
+        load_vae(half)
+    decoder_only = tmp_path / "mochi_vae_decoder_only.safetensors"
+    save_file({k: v for k, v in to_original(state(model())).items() if k.startswith("decoder.")}, str(decoder_only))
+    with pytest.raises(VaeLoadError, match="holds only a Mochi VAE decoder; the encoder is missing"):
+        load_vae(decoder_only)
 
 
 def test_broken_files_fail_in_one_sentence(tmp_path, capsys):

@@ -16,7 +16,7 @@ Z = torch.zeros
 CASES = {
     "minimax": ({"encoder.conv_in.weight": Z(8, 3, 3, 3, 3), "decoder.register_tokens": Z(1, 4, 8),
                  "decoder.transformer_blocks.0.attn.to_q.weight": Z(8, 8)}, "MiniMax-H3 video VAE"),
-    "mochi-comfy": ({"decoder.blocks.2.blocks.3.stack.5.weight": Z(4)}, "Mochi video VAE"),
+    "mochi-half": ({"blocks.2.blocks.3.stack.5.weight": Z(4)}, "one half of a Mochi VAE"),
     "hunyuan-refiner": ({"encoder.conv_in.weight": Z(8, 3, 3, 3, 3), "decoder.conv_in.weight": Z(16, 32, 3, 3, 3),
                          "encoder.down_blocks.0.resnets.0.conv1.weight": Z(8, 8, 3, 3, 3)},
                         "HunyuanImage 2.1 refiner VAE"),

@@ -35,8 +35,9 @@ _UNREAD = ", which vaestudio does not read yet"
 MARKERS: tuple[Marker, ...] = (
     # video VAEs (before the video issues)
     Marker("a MiniMax-H3 video VAE" + _UNREAD, _key("decoder.register_tokens")),
-    Marker("an original (genmo) Mochi video VAE file, which vaestudio does not read yet (its diffusers-key files load)",
-           _key("blocks.2.blocks.3.stack.5.weight", "layers.4.layers.1.attn_block.attn.qkv.weight")),
+    Marker("one half of a Mochi VAE in genmo's original keys, without encoder./decoder. prefixes; vaestudio reads "
+           "genmo's keys with both halves in one file (encoder.layers.*, decoder.blocks.*)",
+           r"^(?:blocks\.2\.blocks\.3\.stack\.5\.weight|layers\.4\.layers\.1\.attn_block\.attn\.qkv\.weight)$"),
     Marker("a HunyuanImage 2.1 refiner VAE (3D)" + _UNREAD, _key("decoder.conv_in.weight"),
            lambda t: t.ndim == 5 and t.shape[1] == 32),
     Marker("an EasyAnimate (Magvit) video VAE" + _UNREAD, _key("encoder.down_blocks.0.convs.0.norm1.weight")),

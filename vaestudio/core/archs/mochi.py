@@ -7,10 +7,13 @@ its down blocks; its decoder drops the first 5 of the frames it makes, so T' lat
 defaults are the published ones, as ComfyUI's ``latent_formats.Mochi``).
 
 Sources: a diffusers folder (config ``AutoencoderKLMochi``, or a pipeline folder with ``vae/``), a
-Hugging Face id (``genmo/mochi-1-preview``), and a single file with diffusers keys (the folder's weights
-on their own). Genmo's original split encoder/decoder files (ComfyUI's ``mochi_vae``:
-``blocks.2.blocks.3.stack.5.weight``) are not read yet: diffusers has no loader-side converter for them
-(only scripts/convert_mochi_to_diffusers.py); core/unsupported.py names them in one sentence.
+Hugging Face id (``genmo/mochi-1-preview``), a single file with diffusers keys (the folder's weights on
+their own), and genmo's original keys with both halves in one file (``encoder.layers.N`` /
+``decoder.blocks.N``; ComfyUI recognises Mochi by ``decoder.blocks.2.blocks.3.stack.5.weight``), mapped by
+``original_to_diffusers`` as diffusers' scripts/convert_mochi_to_diffusers.py maps genmo's two files (the
+loaders have no converter; the fused ``qkv`` split in three). That ComfyUI's ``mochi_vae`` file holds both
+halves under these prefixes is ComfyUI's marker list, not checked against a file here; genmo's halves as
+separate files without prefixes are named in one sentence (core/unsupported.py).
 """
 
 from __future__ import annotations
@@ -27,7 +30,77 @@ from vaestudio.core.registry import PreparedVae
 from vaestudio.core.weights import WeightFile
 
 _ANCHOR = "encoder.block_in.resnets.0.norm1.norm_layer.weight"
+_ORIGINAL = "decoder.output_proj.weight"  # genmo's layout, encoder and decoder in one file (encoder.layers.N)
+_ORIGINAL_BLOCKS = re.compile(r"(?:^|\.)(?:decoder\.blocks\.\d+\.blocks\.\d+|encoder\.layers\.\d+\.layers\.\d+)\.")
 _BLOCKS = re.compile(r"(?:^|\.)(?:encoder|decoder)\.block_(?:in|out)\.resnets\.\d+\.")
+
+
+_STACK = {"0": "norm1.norm_layer", "2": "conv1.conv", "3": "norm2.norm_layer", "5": "conv2.conv"}
+
+
+def _block(prefix: str, i: int, rest: str, v: torch.Tensor, out: dict[str, torch.Tensor]) -> None:
+    """One original resnet (``stack.N``) or attention (``attn_block``) of a block, as diffusers' keys."""
+    if m := re.match(r"^stack\.(\d)\.(.*)$", rest):
+        out[f"{prefix}.resnets.{i}.{_STACK[m.group(1)]}.{m.group(2)}"] = v
+    elif rest == "attn_block.attn.qkv.weight":  # one fused projection; diffusers has three
+        for name, part in zip(("to_q", "to_k", "to_v"), v.chunk(3, dim=0), strict=True):
+            out[f"{prefix}.attentions.{i}.{name}.weight"] = part.contiguous()
+    elif rest.startswith("attn_block.attn.out."):
+        out[f"{prefix}.attentions.{i}.to_out.0.{rest[len('attn_block.attn.out.'):]}"] = v
+    elif rest.startswith("attn_block.norm."):
+        out[f"{prefix}.norms.{i}.norm_layer.{rest[len('attn_block.norm.'):]}"] = v
+    else:
+        out[f"{prefix}.{i}.{rest}"] = v  # unknown: left for the strict load to name
+
+
+def original_to_diffusers(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """genmo's original Mochi VAE keys (``encoder.layers.N`` / ``decoder.blocks.N``, in one file) to diffusers',
+    as diffusers' scripts/convert_mochi_to_diffusers.py maps them (read from the file: any layer counts)."""
+    enc = sorted({int(m.group(1)) for k in t if (m := re.match(r"^encoder\.layers\.(\d+)\.", k))})
+    down = [i for i in enc if any(k.startswith(f"encoder.layers.{i}.layers.") for k in t)]
+    dec = sorted({int(m.group(1)) for k in t if (m := re.match(r"^decoder\.blocks\.(\d+)\.", k))})
+    ups = [b for b in dec if any(k.startswith(f"decoder.blocks.{b}.blocks.") for k in t)]
+    if not down or not ups:
+        raise KeyError("encoder.layers.N.layers / decoder.blocks.N.blocks")
+    out: dict[str, torch.Tensor] = {}
+    for k, v in t.items():
+        if m := re.match(r"^encoder\.layers\.(\d+)\.(.*)$", k):
+            i, rest = int(m.group(1)), m.group(2)
+            if i == 0:
+                out[f"encoder.proj_in.{rest}"] = v
+            elif i in down:
+                j, sub = re.match(r"^layers\.(\d+)\.(.*)$", rest).groups()
+                block = f"encoder.down_blocks.{down.index(i)}"
+                if j == "0":
+                    out[f"{block}.conv_in.conv.{sub}"] = v
+                else:
+                    _block(block, int(j) - 1, sub, v, out)
+            else:
+                _block("encoder.block_in" if i < down[0] else "encoder.block_out", i - 1 if i < down[0] else i - down[-1] - 1,
+                       rest, v, out)
+        elif m := re.match(r"^decoder\.blocks\.(\d+)\.(.*)$", k):
+            b, rest = int(m.group(1)), m.group(2)
+            if b in ups:
+                up = f"decoder.up_blocks.{ups.index(b)}"
+                if rest.startswith("proj."):
+                    out[f"{up}.{rest}"] = v
+                else:
+                    j, sub = re.match(r"^blocks\.(\d+)\.(.*)$", rest).groups()
+                    _block(up, int(j), sub, v, out)
+            else:
+                j, sub = re.match(r"^(\d+)\.(.*)$", rest).groups()
+                if b < ups[0] and j == "0":
+                    out[f"decoder.conv_in.{sub}"] = v
+                else:
+                    _block("decoder.block_in" if b < ups[0] else "decoder.block_out", int(j) - 1 if b < ups[0] else int(j),
+                           sub, v, out)
+        else:
+            for old, new in (("encoder.output_norm.", "encoder.norm_out.norm_layer."), ("encoder.output_proj.", "encoder.proj_out."),
+                             ("decoder.output_proj.", "decoder.proj_out.")):
+                if k.startswith(old):
+                    k = new + k[len(old):]
+            out[k] = v
+    return out
 
 
 def infer_config(t: dict[str, torch.Tensor], label: str) -> dict:
@@ -71,14 +144,15 @@ class MochiArchitecture(DiffusersArchitecture):
     config_classes = ("AutoencoderKLMochi",)
     families = ("mochi",)
     sources = (
-        ("single file", "the vae/ folder's weights on their own (diffusers keys, encoder.block_in.resnets.0.norm1."
-                        "norm_layer), .safetensors or .pth; not genmo's original split encoder/decoder files yet"),
+        ("single file", "genmo's original keys, encoder.layers.* and decoder.blocks.* in one file (ComfyUI's marker "
+                        "decoder.blocks.2.blocks.3.stack.5.weight), or the vae/ folder's weights on their own (diffusers "
+                        "keys); .safetensors or .pth"),
         ("diffusers folder", "config.json (AutoencoderKLMochi) + weights, or a pipeline folder with vae/"),
         ("Hugging Face id", "e.g. genmo/mochi-1-preview (vae/), through the standard cache"),
     )
     diffusers_class = "AutoencoderKLMochi"
     vae_class = MochiVae
-    layouts = (Layout("diffusers", _ANCHOR),)
+    layouts = (Layout("diffusers", _ANCHOR), Layout("original", _ORIGINAL, (), original_to_diffusers))
     short = "Mochi VAE"
     shipped = "mochi"
     guessed = ("act_fn",)
@@ -89,7 +163,7 @@ class MochiArchitecture(DiffusersArchitecture):
     def claims(self, wf: WeightFile, path: Path | None) -> bool:
         # any of either half's block_in / block_out resnets (only Mochi's diffusers keys have them): a broken file
         # is claimed too, and refused in one sentence as a Mochi VAE
-        return any(_BLOCKS.search(k) for k in wf.tensors)
+        return any(_BLOCKS.search(k) or _ORIGINAL_BLOCKS.search(k) for k in wf.tensors)
 
     def check_config(self, cfg: dict, tensors: dict[str, torch.Tensor], label: str) -> None:
         super().check_config({"in_channels": 3, "out_channels": cfg["out_channels"]}, tensors, label)
