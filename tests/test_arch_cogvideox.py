@@ -98,21 +98,23 @@ def test_the_original_layout_is_the_conversion_scripts():
     assert set(original_to_diffusers(orig)) == set(sd)
 
 
-@pytest.mark.parametrize("layout", ["comfyui-file", "original-pth"])
-def test_clip_encode_and_decode_equal_diffusers(tmp_path, model, sd, layout):
+@pytest.mark.parametrize("layout, frames", [("comfyui-file", 17), ("original-pth", 9)])
+def test_clip_encode_and_decode_equal_diffusers(tmp_path, model, sd, layout, frames):
     vae = load_vae(write(layout, model, sd, tmp_path))
-    x = clip(17)
+    x = clip(frames)
     mean, ref = reference(model, x)
     steps = []
     enc = vae.encode_clip(x, progress=lambda i, n: steps.append((i, n)))
-    assert enc.raw.shape == (16, 5, 4, 4) and enc.chunks == [(0, 9), (9, 17)] and steps == [(1, 2), (2, 2)]
+    chunks = [(0, 9), (9, 17)][: (frames - 1) // 8]
+    assert enc.raw.shape == (16, (frames - 1) // 4 + 1, 4, 4) and enc.chunks == chunks
+    assert steps == [(i + 1, len(chunks)) for i in range(len(chunks))]
     close(enc.raw, mean)
     close(enc.latent, mean * model.config.scaling_factor)
     dec = vae.decode_clip(enc.latent, 32, 32)
-    assert dec.complete and dec.frames.shape == (17, 32, 32, 3) and dec.chunks == [(0, 9), (9, 17)]
+    assert dec.complete and dec.frames.shape == (frames, 32, 32, 3) and dec.chunks == chunks
     close(dec.frames, ref)
     parts = list(vae.iter_decode_clip(enc.latent, 32, 32))
-    assert [(s, len(p)) for s, p in parts] == [(0, 9), (9, 8)]
+    assert [(s, s + len(p)) for s, p in parts] == chunks
 
 
 def test_model_space_decodes_as_the_cogvideox_pipeline_does(tmp_path, model, sd):
@@ -188,3 +190,39 @@ def test_inspect_vae_json_says_kind_and_temporal_downscale(tmp_path, capsys, mod
 
 def test_broken_files_give_one_sentence(tmp_path, sd, rgb_image, capsys):
     check_broken(tmp_path, sd, "decoder.conv_in.conv.weight", rgb_image, capsys, name="cogvideox")
+
+
+def assert_clip_tiles(vae, x: np.ndarray) -> None:
+    """An 8x video VAE on (T, 32, 48) frames with 32 px tiles overlapping by 16: two tiles side by side. The tiled
+    clip is each tile's untiled clip where only one covers it, and their linear blend where both do."""
+    vae.encode_tile, vae.tile_overlap = 32, 16
+    tiled = vae.encode_clip(x, tile="on")
+    left, right = vae.encode_clip(x[:, :, :32], tile="off").raw, vae.encode_clip(x[:, :, 16:], tile="off").raw
+    assert tiled.tiled and tiled.raw.shape[-2:] == (4, 6)
+    close(tiled.raw[..., :2], left[..., :2])
+    close(tiled.raw[..., 4:], right[..., 2:])
+    close(tiled.raw[..., 2], left[..., 2] * 2 / 3 + right[..., 0] / 3)  # the 2 shared latent columns, ramped
+    close(tiled.raw[..., 3], left[..., 3] / 3 + right[..., 1] * 2 / 3)
+    z = tiled.latent
+    dec = vae.decode_clip(z, 32, 48, tile="on")
+    a = vae.decode_clip(z[..., :4], 32, 32, tile="off").frames
+    b = vae.decode_clip(z[..., 2:], 32, 32, tile="off").frames
+    assert dec.tiled and dec.complete and dec.frames.shape == (len(x), 32, 48, 3)
+    close(dec.frames[:, :, :16], a[:, :, :16])
+    close(dec.frames[:, :, 32:], b[:, :, 16:])
+    ramp = (np.arange(1, 17, dtype=np.float32) / 17)[None, None, :, None]  # the right tile's weight
+    blend = a[:, :, 16:] * (1 - ramp) + b[:, :, :16] * ramp
+    inside = (a[:, :, 16:] > 0) & (a[:, :, 16:] < 1) & (b[:, :, :16] > 0) & (b[:, :, :16] < 1)  # not clamped
+    assert inside.mean() > 0.5
+    close(dec.frames[:, :, 16:32][inside], blend[inside])
+
+
+def test_clip_tiles_are_the_model_on_each_tile(tmp_path):
+    """17 frames: two batches, so each tile's causal cache is carried from batch to batch (a narrower model
+    whose folder sets its group norms, to keep this fast)."""
+    from diffusers import AutoencoderKLCogVideoX
+
+    torch.manual_seed(4)
+    perturbed(AutoencoderKLCogVideoX(block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4),
+              0.03).save_pretrained(tmp_path / "vae")
+    assert_clip_tiles(load_vae(tmp_path / "vae"), clip(17, 32, 48, seed=7))

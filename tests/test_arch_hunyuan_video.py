@@ -151,3 +151,15 @@ def test_latent_to_rgb_factors_are_comfyuis():
 
 def test_broken_files_give_one_sentence(tmp_path, sd, rgb_image, capsys):
     check_broken(tmp_path, sd, "decoder.conv_in.conv.weight", rgb_image, capsys, name="hunyuan_video")
+
+
+def test_clip_tiles_are_the_model_on_each_tile(tmp_path):
+    """21 frames: each of diffusers' temporal tiles tiled spatially (a narrower model whose folder sets its
+    group norms, to keep this fast)."""
+    from diffusers import AutoencoderKLHunyuanVideo
+    from test_arch_cogvideox import assert_clip_tiles
+
+    torch.manual_seed(4)
+    perturbed(AutoencoderKLHunyuanVideo(block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4),
+              0.03).save_pretrained(tmp_path / "vae")
+    assert_clip_tiles(load_vae(tmp_path / "vae"), clip(21, 32, 48, seed=7))

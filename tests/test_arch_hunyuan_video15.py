@@ -150,3 +150,23 @@ def test_latent_to_rgb_factors_are_comfyuis():
 def test_broken_files_give_one_sentence(tmp_path, sd, rgb_image, capsys):
     check_broken(tmp_path, diffusers_to_original(sd), "decoder.conv_in.conv.weight", rgb_image, capsys,
                  name="hunyuanvideo15")
+
+
+def test_clip_tiles_are_the_model_on_each_tile(tmp_path, model, sd):
+    """A 16x VAE on 32x48 frames with 32 px tiles overlapping by 16: latent columns 0 and 2 are one tile's
+    own, column 1 their blend (each tile the whole clip)."""
+    vae = load_vae(write("comfyui-file", model, sd, tmp_path))
+    vae.encode_tile, vae.tile_overlap = 32, 16
+    x = clip(5, 32, 48, seed=7)
+    tiled = vae.encode_clip(x, tile="on")
+    left, right = vae.encode_clip(x[:, :, :32], tile="off").raw, vae.encode_clip(x[:, :, 16:], tile="off").raw
+    assert tiled.tiled and tiled.raw.shape == (32, 2, 2, 3)
+    close(tiled.raw[..., 0], left[..., 0])
+    close(tiled.raw[..., 2], right[..., 1])
+    close(tiled.raw[..., 1], (left[..., 1] + right[..., 0]) / 2)  # one shared latent column, half each
+    dec = vae.decode_clip(tiled.latent, 32, 48, tile="on")
+    a = vae.decode_clip(tiled.latent[..., :2], 32, 32, tile="off").frames
+    b = vae.decode_clip(tiled.latent[..., 1:], 32, 32, tile="off").frames
+    assert dec.tiled and dec.frames.shape == (5, 32, 48, 3)
+    close(dec.frames[:, :, :16], a[:, :, :16])
+    close(dec.frames[:, :, 32:], b[:, :, 16:])

@@ -21,8 +21,9 @@ Hugging Face id (``THUDM/CogVideoX-2b``, ``THUDM/CogVideoX-5b``, ``THUDM/CogVide
 with diffusers keys (ComfyUI's own loader reads that layout: ``decoder.conv_in.conv.weight`` with
 ``decoder.mid_block.resnets.0.norm1.norm_layer.weight``), and the original SAT file (``3d-vae.pt``:
 ``encoder.down.N.block.M``, ``decoder.up.N`` numbered from the top), converted by the rules of diffusers'
-``scripts/convert_cogvideox_to_diffusers.py``. Spatial tiling of clips is not available yet (diffusers'
-``tiled_encode`` blends its own way); images tile as every VAE's do.
+``scripts/convert_cogvideox_to_diffusers.py``. Large frames (or running out of memory) tile a clip
+spatially: each tile a causal stream with a cache of its own, blended per batch as image tiles are
+(diffusers' own ``tiled_encode`` blends differently).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import torch
 
 from vaestudio.core.archs._common import count_index
 from vaestudio.core.archs._diffusers import DiffusersArchitecture, Layout
+from vaestudio.core.archs._wan_video import _tiled
 from vaestudio.core.autoencoder import TorchAutoencoder
 from vaestudio.core.registry import PreparedVae, find_prefix
 from vaestudio.core.vae import ClipEncoding
@@ -152,28 +154,44 @@ class CogVideoXVae(TorchAutoencoder):
     def _clip_chunks(self, frames: int, height: int, width: int) -> list[tuple[int, int]]:
         return batches(frames, SAMPLE_BATCH)
 
-    def _iter_encode_clip_tensor(self, x: torch.Tensor):
-        cache = None
-        for s, e in batches(x.shape[2], SAMPLE_BATCH):
-            h, cache = self.model.encoder(x[:, :, s:e], conv_cache=cache)
-            if self.model.quant_conv is not None:
-                h = self.model.quant_conv(h)
-            yield (s, e), h[:, : h.shape[1] // 2]  # the posterior's mean
+    clip_tiles = True  # spatial tiles, each a causal stream with a conv_cache of its own, blended per batch
 
-    def _iter_decode_clip_tensor(self, z: torch.Tensor):
-        cache = None
+    def _encode_step(self, stream: dict, part: torch.Tensor) -> torch.Tensor:
+        h, stream["cache"] = self.model.encoder(part, conv_cache=stream["cache"])
+        if self.model.quant_conv is not None:
+            h = self.model.quant_conv(h)
+        return h[:, : h.shape[1] // 2]  # the posterior's mean
+
+    def _decode_step(self, stream: dict, part: torch.Tensor) -> torch.Tensor:
+        if self.model.post_quant_conv is not None:
+            part = self.model.post_quant_conv(part)
+        out, stream["cache"] = self.model.decoder(part, conv_cache=stream["cache"])
+        return out
+
+    def _iter_encode_clip_tensor(self, x: torch.Tensor, tiles: dict | None = None):
+        streams = [_stream()]
+        for s, e in batches(x.shape[2], SAMPLE_BATCH):
+            part = x[:, :, s:e]
+            yield (s, e), (self._encode_step(streams[0], part) if tiles is None
+                           else _tiled(streams, _stream, self._encode_step, part, tiles))
+
+    def _iter_decode_clip_tensor(self, z: torch.Tensor, tiles: dict | None = None):
+        streams = [_stream()]
         for s, e in batches(z.shape[2], LATENT_BATCH):
             part = z[:, :, s:e]
-            if self.model.post_quant_conv is not None:
-                part = self.model.post_quant_conv(part)
-            out, cache = self.model.decoder(part, conv_cache=cache)
-            yield out
+            yield (self._decode_step(streams[0], part) if tiles is None
+                   else _tiled(streams, _stream, self._decode_step, part, tiles))
+
+
+def _stream() -> dict:
+    """One causal pass (of the clip, or of one spatial tile): its conv_cache."""
+    return {"cache": None}
 
 
 class CogVideoXArchitecture(DiffusersArchitecture):
     name = "cogvideox"
     label = "CogVideoX VAE (AutoencoderKLCogVideoX)"
-    order = 56  # before the HunyuanVideo VAEs, whose decoder.conv_in.conv key it shares
+    order = 45  # specific markers: before the LTX VAEs (49, 50), whose broad diffusers marker its keys share
     config_classes = ("AutoencoderKLCogVideoX",)
     families = ("cogvideox", "cogvideox1.5")
     sources = (

@@ -14,8 +14,9 @@ as ComfyUI's ``latent_formats.HunyuanVideo``). Sources: a diffusers folder (conf
 (``hunyuanvideo-community/HunyuanVideo``), and the single file: Tencent's original VAE and ComfyUI's
 repackaged ``hunyuan_video_vae_bf16.safetensors`` hold diffusers' key names (diffusers' conversion
 script renames nothing; ComfyUI converts such a file at load time), recognised by a 5-D
-``decoder.conv_in.conv.weight`` with 16 latent channels and GroupNorm resnets. Spatial tiling of clips
-is not available yet (diffusers' ``tiled_encode`` blends its own way); images tile as every VAE's do.
+``decoder.conv_in.conv.weight`` with 16 latent channels and GroupNorm resnets. Large frames (or running
+out of memory) tile each temporal tile spatially as images are tiled, blended linearly (diffusers' own
+``tiled_encode`` blends differently).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 
 from vaestudio.core.archs._common import count_index
 from vaestudio.core.archs._diffusers import DiffusersArchitecture, Layout
+from vaestudio.core.archs._wan_video import _tiled
 from vaestudio.core.autoencoder import TorchAutoencoder
 from vaestudio.core.registry import PreparedVae, find_prefix
 from vaestudio.core.weights import WeightFile
@@ -96,15 +98,25 @@ class HunyuanVideoVae(TorchAutoencoder):
         return self.model.decoder(self.model.post_quant_conv(z.unsqueeze(2)))[:, :, 0]
 
     # -- clips --------------------------------------------------------------------------------
+    clip_tiles = True  # each temporal tile tiled spatially, blended as image tiles are
+
+    def _enc(self, x: torch.Tensor, tiles: dict | None) -> torch.Tensor:
+        m = self.model
+        return _spatial(lambda p: m.quant_conv(m.encoder(p)), x, tiles)
+
+    def _dec(self, z: torch.Tensor, tiles: dict | None) -> torch.Tensor:
+        m = self.model
+        return _spatial(lambda p: m.decoder(m.post_quant_conv(p)), z, tiles)
+
     def _clip_chunks(self, frames: int, height: int, width: int) -> list[tuple[int, int]]:
         td = self.info.temporal_downscale
         return [frame_range(r, td) for r in latent_tiles(frames, self.model)]
 
-    def _iter_encode_clip_tensor(self, x: torch.Tensor):
+    def _iter_encode_clip_tensor(self, x: torch.Tensor, tiles: dict | None = None):
         m, frames = self.model, x.shape[2]
         td = m.temporal_compression_ratio
         if frames <= m.tile_sample_min_num_frames:
-            h = m.quant_conv(m.encoder(x))
+            h = self._enc(x, tiles)
             yield (0, frames), h[:, : h.shape[1] // 2]
             return
         latents = (frames - 1) // td + 1
@@ -112,7 +124,7 @@ class HunyuanVideoVae(TorchAutoencoder):
         blend = m.tile_sample_min_num_frames // td - stride
         prev, given = None, 0
         for n, i in enumerate(range(0, frames, m.tile_sample_stride_num_frames)):
-            tile = m.quant_conv(m.encoder(x[:, :, i : i + m.tile_sample_min_num_frames + 1]))
+            tile = self._enc(x[:, :, i : i + m.tile_sample_min_num_frames + 1], tiles)
             if n > 0:
                 tile = m.blend_t(prev, tile[:, :, 1:], blend)
             prev = tile
@@ -121,19 +133,19 @@ class HunyuanVideoVae(TorchAutoencoder):
                 yield frame_range((given, given + part.shape[2]), td), part[:, : part.shape[1] // 2]
                 given += part.shape[2]
 
-    def _iter_decode_clip_tensor(self, z: torch.Tensor):
+    def _iter_decode_clip_tensor(self, z: torch.Tensor, tiles: dict | None = None):
         m, latents = self.model, z.shape[2]
         td = m.temporal_compression_ratio
         lat_min = m.tile_sample_min_num_frames // td
         if latents <= lat_min:
-            yield m.decoder(m.post_quant_conv(z))
+            yield self._dec(z, tiles)
             return
         frames = (latents - 1) * td + 1
         lat_stride = m.tile_sample_stride_num_frames // td
         blend = m.tile_sample_min_num_frames - m.tile_sample_stride_num_frames
         prev, given = None, 0
         for n, i in enumerate(range(0, latents, lat_stride)):
-            tile = m.decoder(m.post_quant_conv(z[:, :, i : i + lat_min + 1]))
+            tile = self._dec(z[:, :, i : i + lat_min + 1], tiles)
             if n > 0:
                 tile = m.blend_t(prev, tile[:, :, 1:], blend)
             prev = tile
@@ -146,7 +158,7 @@ class HunyuanVideoVae(TorchAutoencoder):
 class HunyuanVideoArchitecture(DiffusersArchitecture):
     name = "hunyuan-video"
     label = "HunyuanVideo VAE (AutoencoderKLHunyuanVideo)"
-    order = 58  # after CogVideoX and HunyuanVideo 1.5, whose decoder.conv_in.conv key it shares
+    order = 47  # after CogVideoX and HunyuanVideo 1.5; before the LTX VAEs (49, 50), whose broad diffusers marker its keys share
     config_classes = ("AutoencoderKLHunyuanVideo",)
     families = ("hunyuan-video",)
     sources = (
@@ -183,6 +195,11 @@ class HunyuanVideoArchitecture(DiffusersArchitecture):
                                    "tiles (17 frames every 12, blended), as AutoencoderKLHunyuanVideo's frame-wise "
                                    "encode and decode")
         return prepared
+
+
+def _spatial(fn, x: torch.Tensor, tiles: dict | None) -> torch.Tensor:
+    """``fn`` on a clip (or temporal tile), or on its spatial tiles (``tiling.run_tiled``'s arguments), blended."""
+    return fn(x) if tiles is None else _tiled([], lambda: None, lambda _, part: fn(part), x, tiles)
 
 
 ARCHITECTURE = HunyuanVideoArchitecture()

@@ -12,8 +12,9 @@ a Hugging Face id (``hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_t2v`
 diffusers keys, and the original / ComfyUI file (tencent/HunyuanVideo-1.5's vae, ComfyUI's
 ``hunyuanvideo15_vae``: LDM names ``encoder.down.N.block.M``, ``mid.attn_1.q``, ``downsample.conv.conv``;
 ComfyUI recognises it by a 5-D ``decoder.conv_in.conv.weight`` with 32 latent channels, as here),
-converted by the renames of diffusers' ``scripts/convert_hunyuan_video1_5_to_diffusers.py``. Spatial
-tiling of clips is not available yet; images tile as every VAE's do.
+converted by the renames of diffusers' ``scripts/convert_hunyuan_video1_5_to_diffusers.py``. Large
+frames (or running out of memory) tile a clip spatially as images are tiled (each tile the whole clip,
+blended linearly; diffusers' own ``tiled_encode`` blends differently).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 
 from vaestudio.core.archs._common import count_index
 from vaestudio.core.archs._diffusers import DiffusersArchitecture, Layout
+from vaestudio.core.archs._wan_video import _tiled
 from vaestudio.core.autoencoder import TorchAutoencoder
 from vaestudio.core.registry import PreparedVae, find_prefix
 from vaestudio.core.weights import WeightFile
@@ -114,18 +116,25 @@ class HunyuanVideo15Vae(TorchAutoencoder):
     def _decode_tensor(self, z: torch.Tensor) -> torch.Tensor:
         return self.model.decoder(z.unsqueeze(2))[:, :, 0]
 
-    def _encode_clip_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.model.encoder(x)
-        return h[:, : h.shape[1] // 2]  # the posterior's mean
+    clip_tiles = True  # spatial tiles of the whole clip, blended as image tiles are (time folded into channels)
 
-    def _iter_decode_clip_tensor(self, z: torch.Tensor):
-        yield self.model.decoder(z)
+    def _iter_encode_clip_tensor(self, x: torch.Tensor, tiles: dict | None = None):
+        h = _spatial(self.model.encoder, x, tiles)
+        yield (0, x.shape[2]), h[:, : h.shape[1] // 2]  # the posterior's mean
+
+    def _iter_decode_clip_tensor(self, z: torch.Tensor, tiles: dict | None = None):
+        yield _spatial(self.model.decoder, z, tiles)
+
+
+def _spatial(fn, x: torch.Tensor, tiles: dict | None) -> torch.Tensor:
+    """``fn`` on the whole clip, or on its spatial tiles (``tiling.run_tiled``'s arguments), blended."""
+    return fn(x) if tiles is None else _tiled([], lambda: None, lambda _, part: fn(part), x, tiles)
 
 
 class HunyuanVideo15Architecture(DiffusersArchitecture):
     name = "hunyuan-video-15"
     label = "HunyuanVideo 1.5 VAE (AutoencoderKLHunyuanVideo15)"
-    order = 57  # after CogVideoX, before HunyuanVideo (16 latent channels), whose decoder.conv_in.conv key it shares
+    order = 46  # after CogVideoX, before the LTX VAEs (49, 50), whose broad diffusers marker its keys share
     config_classes = ("AutoencoderKLHunyuanVideo15",)
     families = ("hunyuan-video-15",)
     sources = (
