@@ -123,3 +123,13 @@ def test_told_from_ltx_video_by_name_and_timestep_conditioning(tmp_path, capsys)
     assert (out["architecture"], out["kind"], out["temporal_downscale"]) == ("ltx2-video", "video", 8)
     assert any("without timestep conditioning" in n for n in out["notes"])
 
+
+
+def test_a_hub_id_through_the_cache(tmp_path):
+    from helpers.archs import load_from_hub, save_hub_repo
+
+    m = model_of("2.0")
+    save_hub_repo(m, tmp_path / "hub", "Lightricks/LTX-2", "vae")  # a pipeline repository with vae/
+    vae = load_from_hub(tmp_path, "Lightricks/LTX-2")
+    assert vae.info.architecture == "ltx2-video" and vae.info.kind == "video"
+    assert_weights(vae, state(m))

@@ -162,3 +162,13 @@ def test_latent_to_rgb_factors_are_comfyuis():
 
     factors, bias = latent_rgb_factors("ltx-video")  # ComfyUI's latent_formats, one row per latent channel
     assert len(factors) == 128 and all(len(r) == 3 for r in factors) and len(bias) == 3
+
+
+def test_a_hub_id_through_the_cache(tmp_path):
+    from helpers.archs import load_from_hub, save_hub_repo
+
+    m = model_of("0.9.5")
+    save_hub_repo(m, tmp_path / "hub", "Lightricks/LTX-Video", "vae")  # a pipeline repository with vae/
+    vae = load_from_hub(tmp_path, "Lightricks/LTX-Video")
+    assert vae.info.architecture == "ltx-video" and vae.info.kind == "video"
+    assert_weights(vae, state(m))

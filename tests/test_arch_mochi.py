@@ -141,3 +141,13 @@ def test_latent_to_rgb_factors_are_comfyuis():
 
     factors, bias = latent_rgb_factors("mochi")  # ComfyUI's latent_formats, one row per latent channel
     assert len(factors) == 12 and all(len(r) == 3 for r in factors) and len(bias) == 3
+
+
+def test_a_hub_id_through_the_cache(tmp_path):
+    from helpers.archs import load_from_hub, save_hub_repo
+
+    m = model()
+    save_hub_repo(m, tmp_path / "hub", "genmo/mochi-1-preview", "vae")  # a pipeline repository with vae/
+    vae = load_from_hub(tmp_path, "genmo/mochi-1-preview")
+    assert vae.info.architecture == "mochi" and vae.info.kind == "video"
+    assert_weights(vae, state(m))
