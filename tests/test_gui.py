@@ -7,25 +7,9 @@ import time
 
 import numpy as np
 from helpers.data import mnist_folder, photo
-from helpers.gui import make_window
+from helpers.gui import drop, make_window
 from PIL import Image
-from PySide6.QtCore import QMimeData, QPointF, Qt, QThread, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QApplication
-
-
-def drop(win, paths):
-    """A real drop: drag-enter then drop events delivered to the window through the event system."""
-    md = QMimeData()
-    md.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    pos = QPointF(50, 50)
-    enter = QDragEnterEvent(pos.toPoint(), Qt.DropAction.CopyAction, md, Qt.MouseButton.LeftButton,
-                            Qt.KeyboardModifier.NoModifier)
-    QApplication.sendEvent(win, enter)
-    assert enter.isAccepted()
-    ev = QDropEvent(pos, Qt.DropAction.CopyAction, md, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
-    QApplication.sendEvent(win, ev)
-    assert ev.isAccepted()
+from PySide6.QtCore import QThread
 
 
 def wait_result(qtbot, win, timeout=30000):

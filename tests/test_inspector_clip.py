@@ -14,10 +14,9 @@ import time
 import av
 import numpy as np
 import pytest
-from helpers.gui import make_window
+from helpers.gui import drop, make_window
 from PySide6.QtCore import QElapsedTimer, Qt, QTimer
 from PySide6.QtWidgets import QApplication
-from test_gui import drop
 
 from vaestudio.core.metrics import clip_metrics, flicker
 from vaestudio.core.video import read_clip
@@ -139,6 +138,9 @@ def test_a_clip_shows_its_frames_in_sync(qtbot, win, tmp_path, vae_dir):
     view.save_videos(tmp_path)
     qtbot.waitUntil(lambda: not win.runner.busy(), timeout=20000)
     assert read_clip(tmp_path / "walk_recon.mp4").count == 9 and read_clip(tmp_path / "walk_diff.mp4").count == 9
+    # File > Save's picture exports are for images: with a clip open they point to Save videos
+    win.export("recon")
+    assert "Save videos" in win.last_error
 
 
 def test_chunks_arrive_progressively_and_cancel_keeps_them(qtbot, win, tmp_path, vae_dir):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 
@@ -33,3 +34,17 @@ def make_window(tmp_path):
     from vaestudio.ui.settings import Store
 
     return MainWindow(store=Store(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)))
+
+
+def drop(win, paths):
+    """A real drop: drag-enter then drop events delivered to the window through the event system."""
+    md = QMimeData()
+    md.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    pos = QPointF(50, 50)
+    enter = QDragEnterEvent(pos.toPoint(), Qt.DropAction.CopyAction, md, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(win, enter)
+    assert enter.isAccepted()
+    ev = QDropEvent(pos, Qt.DropAction.CopyAction, md, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(win, ev)
+    assert ev.isAccepted()

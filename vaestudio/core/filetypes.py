@@ -36,4 +36,7 @@ def file_filter(label: str, suffixes) -> str:
 
 IMAGE_FILTER = file_filter("Images", IMAGE_SUFFIXES)
 CLIP_FILTER = file_filter("Video clips", CLIP_SUFFIXES)
+#: images and clips together first, then each kind alone
+MEDIA_FILTER = ";;".join((file_filter("Images and clips", IMAGE_SUFFIXES | CLIP_SUFFIXES).split(";;")[0],
+                          IMAGE_FILTER.split(";;")[0], CLIP_FILTER))
 WEIGHT_FILTER = file_filter("VAE weights", WEIGHT_SUFFIXES)

@@ -11,7 +11,7 @@ from PySide6.QtGui import QAction, QGuiApplication, QIcon, QImage, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget
 
 from vaestudio import __version__
-from vaestudio.core.filetypes import IMAGE_FILTER, WEIGHT_FILTER, WEIGHT_SUFFIXES
+from vaestudio.core.filetypes import MEDIA_FILTER, WEIGHT_FILTER, WEIGHT_SUFFIXES
 from vaestudio.ui import jobs
 from vaestudio.ui.analysis_tab import AnalysisTab
 from vaestudio.ui.evaluate_tab import EvaluateTab
@@ -148,7 +148,7 @@ class MainWindow(QMainWindow):
 
     # -- opening things -----------------------------------------------------------------------
     def pick_images(self) -> None:
-        paths, _ = QFileDialog.getOpenFileNames(self, "Open images", self._dir("images"), IMAGE_FILTER)
+        paths, _ = QFileDialog.getOpenFileNames(self, "Open images or clips", self._dir("images"), MEDIA_FILTER)
         if paths:
             self.open_images(paths)
 
@@ -231,6 +231,10 @@ class MainWindow(QMainWindow):
     # -- export -------------------------------------------------------------------------------
     def export(self, what: str) -> None:
         s = self.session
+        if s.clip is not None:
+            self.show_error("a clip is open: save its reconstruction and difference with Save videos... beside the "
+                            "frame slider")
+            return
         if s.result is None or s.image is None:
             self.show_error("nothing to save yet: open an image and load a VAE")
             return
