@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -14,6 +15,22 @@ from safetensors.torch import load_file
 from test_finetune import make_images
 
 from vaestudio.cli import main
+
+
+def torchrun(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
+    """torchrun with 2 processes in a session of their own, all of it killed if it outlives ``timeout``
+    (a rank waiting for another would otherwise hang the suite)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "vaestudio", *args]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise AssertionError(f"torchrun did not finish in {timeout} s") from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def test_two_processes_equal_one(tmp_path, capsys):
@@ -33,10 +50,7 @@ def test_two_processes_equal_one(tmp_path, capsys):
     finally:
         torch.set_num_threads(before)
     one_printed = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "vaestudio"]
-    r = subprocess.run([*torchrun, *args, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True,
-                       timeout=420, cwd=ROOT)
+    r = torchrun([*args, "--out", str(tmp_path / "two")])
     assert r.returncode == 0, r.stderr[-3000:]
     printed = [json.loads(ln) for ln in r.stdout.splitlines()]
     assert [p["event"] for p in printed] == [p["event"] for p in one_printed] == ["validation", "checkpoint", "finished"]
@@ -55,3 +69,16 @@ def pytest_approx(x):
     import pytest
 
     return pytest.approx(x, rel=1e-5)
+
+
+def test_a_rank_that_cannot_start_stops_all_and_is_said_once(tmp_path):
+    """Rank 0 alone checks --out; when it cannot be written every rank stops (none waits for the others)."""
+    make_images(tmp_path / "imgs", n=2)
+    src = tmp_path / "vae"
+    tiny_vae(norm_num_groups=8).save_pretrained(src)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = torchrun(["finetune", str(tmp_path / "imgs"), "--vae", str(src), "--size", "32", "--batch", "2", "--steps", "2",
+                  "--out", str(blocker / "out")])
+    assert r.returncode != 0
+    assert r.stderr.count("error: ") == 1 and "the output folder cannot be written" in r.stderr, r.stderr[-3000:]

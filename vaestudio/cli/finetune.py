@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 
-from vaestudio.cli.common import EXIT_IMAGE, EXIT_OK, EXIT_USAGE, err, report
+from vaestudio.cli.common import EXIT_IMAGE, EXIT_OK, err, report
 
 ORDER = 38
 
@@ -113,10 +113,10 @@ def run(args) -> int:
     except KeyboardInterrupt:
         err(None, "interrupted; the last checkpoint is kept (--resume continues)")
         return 130
-    except FinetuneError as exc:
-        return report(exc, args.debug) if lead else EXIT_USAGE
-    except Exception as exc:  # noqa: BLE001 - one line and the error's exit code, rank 0 alone says it
-        return report(exc, args.debug) if lead else getattr(exc, "exit_code", 1)
+    except Exception as exc:  # noqa: BLE001 - one line and the error's exit code; said once under torchrun
+        if getattr(exc, "quiet", False):
+            return getattr(exc, "exit_code", 1)
+        return report(exc, args.debug)
     return code
 
 

@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -108,7 +109,47 @@ def finetune(opts: FinetuneOptions, should_stop: Callable[[], bool] | None = Non
         dist.close()
 
 
+class _Session(SimpleNamespace):
+    """What the loop works with, made by ``_setup`` on every rank."""
+
+
+def _agree_started(dist: Dist, failure: BaseException | None) -> None:
+    """Every rank learns which ranks could not start, so all stop together; rank 0 alone says why when it
+    failed too (the others' errors are then ``quiet``)."""
+    if not dist.active:
+        if failure is not None:
+            raise failure
+        return
+    flags = torch.zeros(dist.world_size, dtype=torch.float64)
+    flags[dist.rank] = 0.0 if failure is None else 1.0
+    flags = dist.all_reduce_(flags)
+    if not bool(flags.any()):
+        return
+    if failure is None:
+        failure = FinetuneError("another process of the run could not start (its error says why)")
+        failure.quiet = dist.rank != 0 or bool(flags[0])
+    elif dist.rank != 0 and bool(flags[0]):
+        failure.quiet = True  # rank 0 says it
+    raise failure
+
+
 def _run(opts: FinetuneOptions, dist: Dist, should_stop) -> Iterator:
+    try:
+        s, failure = _setup(opts, dist), None
+    except Exception as exc:  # noqa: BLE001 - re-raised on every rank after they agree
+        s, failure = None, exc
+    _agree_started(dist, failure)
+    s.module = s.trainable
+    if dist.active:  # after every rank started: DDP's first broadcast is a collective
+        from torch.nn.parallel import DistributedDataParallel
+
+        dev = s.device
+        s.module = DistributedDataParallel(s.trainable, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                           broadcast_buffers=False)
+    yield from _loop(opts, dist, s, should_stop)
+
+
+def _setup(opts: FinetuneOptions, dist: Dist) -> _Session:
     out = Path(opts.out).expanduser()
     lead = dist.rank == 0
     if opts.batch % dist.world_size:
@@ -152,11 +193,10 @@ def _run(opts: FinetuneOptions, dist: Dist, should_stop) -> Iterator:
     protocol = {**opts.protocol(), "losses": losses, "base_sha256": base_hash}
     src = fdata.ImageSource()
     val_images: list[torch.Tensor] = []
+    bad_val: list[str] = []
     base_metrics = None
     if lead:
         val_images, bad_val = fdata.validation_images(src, split.val, opts.size)
-        for p in bad_val:
-            yield Skipped(p, src.failed[p])
         if not split.val:
             notes.append("no held-out images (raise --val or give a --val folder): no validation metrics")
         base_metrics = validate(trainable, val_images, loss_fn, opts.batch) if val_images else None
@@ -170,12 +210,20 @@ def _run(opts: FinetuneOptions, dist: Dist, should_stop) -> Iterator:
                                 "resume with the same options, or choose another output folder", out)
         progress = fstate.restore(tensors, meta, params, optimizer, ema, ckpt)
         src.failed.update(progress.skipped)
-    module = trainable
-    if dist.active:
-        from torch.nn.parallel import DistributedDataParallel
+    return _Session(out=out, lead=lead, ckpt=ckpt, split=split, vae=vae, device=device, notes=notes,
+                    trainable=trainable, losses=losses, loss_fn=loss_fn, amp=amp, scaler=scaler, params=params,
+                    optimizer=optimizer, ema=ema, base_hash=base_hash, protocol=protocol, src=src,
+                    val_images=val_images, bad_val=bad_val if lead else [], base_metrics=base_metrics,
+                    progress=progress)
 
-        module = DistributedDataParallel(trainable, device_ids=[device.index] if device.type == "cuda" else None,
-                                         broadcast_buffers=False)
+
+def _loop(opts: FinetuneOptions, dist: Dist, s: _Session, should_stop) -> Iterator:
+    out, lead, ckpt, split, vae, device, notes = s.out, s.lead, s.ckpt, s.split, s.vae, s.device, s.notes
+    trainable, losses, loss_fn, amp, scaler, params = s.trainable, s.losses, s.loss_fn, s.amp, s.scaler, s.params
+    optimizer, ema, base_hash, protocol, src = s.optimizer, s.ema, s.base_hash, s.protocol, s.src
+    val_images, base_metrics, progress, module = s.val_images, s.base_metrics, s.progress, s.module
+    for p in s.bad_val:
+        yield Skipped(p, src.failed[p])
     yield Started(progress.step, opts.steps, len(split.train), len(val_images), vae.architecture, vae.info.family,
                   opts.part, dist.world_size, notes)
     share = list(range(dist.rank, opts.batch, dist.world_size))
