@@ -251,6 +251,11 @@ def test_cli_bad_input_one_line_each(tmp_path, capsys):
     printed = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
     assert printed[-1]["event"] == "finished" and printed[-1]["step"] == 1
     assert main([*base, "--out", str(tmp_path / "ok")]) == 2  # a finished run's folder without --resume
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "a.png").write_bytes(b"no")
+    assert main(["finetune", str(tmp_path / "broken"), "--vae", str(src), "--out", str(tmp_path / "b"), "--size", "32",
+                 "--val", "0"]) == 3
+    assert "none of the training images can be read" in capsys.readouterr().err
 
 
 def test_other_architectures_cannot_be_finetuned_yet(tmp_path, capsys):
@@ -265,3 +270,24 @@ def test_other_architectures_cannot_be_finetuned_yet(tmp_path, capsys):
     code = main(["finetune", str(tmp_path / "imgs"), "--vae", str(ckpt), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 4 and len(err) == 1 and "cannot be fine-tuned yet" in err[0]
+
+
+def test_gradient_checkpointing_and_bf16_autocast_on_the_cpu(tmp_path):
+    """diffusers' gradient checkpointing (the GPU default) recomputes the same forward: the same weights; bf16
+    autocast (asked for here, a GPU's default where it has bf16) trains and says so."""
+    make_images(tmp_path / "imgs", n=2)
+    make_images(tmp_path / "val", n=1)
+    src, _ = sd_file(tmp_path)
+    outs = []
+    for name, kw in (("off", {}), ("on", dict(checkpointing="on")), ("bf16", dict(precision="bf16"))):
+        opts = options(tmp_path, src, steps=2, every=2, **kw)
+        opts.out = str(tmp_path / name)
+        events = run_all(opts)
+        outs.append(load_file(str(tmp_path / name / "vae.safetensors")))
+        if name == "on":
+            assert "gradient checkpointing on" in events[0].notes
+        if name == "bf16":
+            assert "mixed precision: bfloat16 autocast" in events[0].notes and isinstance(events[-1], Finished)
+    off, on, bf16 = outs
+    assert max(float((off[k] - on[k]).abs().max()) for k in off) <= 1e-6
+    assert max(float((off[k] - bf16[k]).abs().max()) for k in off) < 0.05  # close, not equal

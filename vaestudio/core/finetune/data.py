@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vaestudio.core.errors import VaeStudioError, one_line
+from vaestudio.core.errors import DataError, VaeStudioError, one_line
 from vaestudio.core.evaluate.data import list_data, resize_shorter_crop
 from vaestudio.core.finetune.options import FinetuneError
 
@@ -137,7 +137,7 @@ def training_sample(src: ImageSource, train: list[str], seed: int, g: int, size:
         if x is not None:
             return random_crop(x, size, seed, g), failed
         failed.append(path)
-    raise FinetuneError("none of the training images can be read")
+    raise DataError("none of the training images can be read")
 
 
 def validation_images(src: ImageSource, val: list[str], size: int) -> tuple[list[torch.Tensor], list[str]]:
