@@ -37,8 +37,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ENV = ROOT / "build" / "pkg-venv"
 DIST = ROOT / "dist"
-#: CUDA runtime libraries, by the part of the file name every platform shares (libcudart.so, cudart64_12.dll)
+#: CUDA runtime libraries, by the part of the file name every platform shares (libcudart.so.12, cudart64_12.dll)
 CUDA_LIBS = ("cudart", "cublas", "cudnn", "nccl")
+#: what a shared library's name has (torch's own Python modules, torch/cuda/nccl.py, are not libraries)
+LIBRARY_SUFFIXES = (".so", ".dll", ".dylib")
 
 
 def platform_name(plat: str = sys.platform) -> str:
@@ -100,12 +102,18 @@ AutoencoderKL(block_out_channels=(32, 32), down_block_types=("DownEncoderBlock2D
 
 
 def run(*cmd: str | os.PathLike, **kw) -> None:
-    print("build: $", " ".join(str(c) for c in cmd), flush=True)
+    print("build: $", " ".join(str(c) if "\n" not in str(c) else "<script>" for c in cmd), flush=True)
     subprocess.run([str(c) for c in cmd], check=True, cwd=ROOT, **kw)
 
 
+def is_cuda_library(name: str) -> bool:
+    name = name.lower()
+    library = any(name.endswith(s) or f"{s}." in name for s in LIBRARY_SUFFIXES)
+    return library and any(lib in name for lib in CUDA_LIBS)
+
+
 def cuda_files(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if any(lib in p.name.lower() for lib in CUDA_LIBS)]
+    return [p for p in folder.rglob("*") if is_cuda_library(p.name) and not p.is_dir()]
 
 
 def folder_mb(folder: Path) -> int:

@@ -305,6 +305,15 @@ def test_archive_names_say_platform_and_architecture():
     assert build.bundle_path("darwin").name == "vaestudio.app"
 
 
+def test_the_cuda_check_finds_libraries_not_torch_modules():
+    build = _module("build")
+    for lib in ("libcudart.so.12", "cudart64_12.dll", "libcudnn.so.9", "cudnn64_9.dll", "libnccl.so.2",
+                "cublas64_12.dll", "libcublasLt.dylib"):
+        assert build.is_cuda_library(lib), lib
+    for other in ("nccl.py", "cudnn_frontend", "cudart.py", "libtorch_cpu.so", "_C.cpython-311-x86_64-linux-gnu.so"):
+        assert not build.is_cuda_library(other), other
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="symbolic links")
 def test_the_release_zip_keeps_links_and_executable_bits(tmp_path):
     build = _module("build")
