@@ -138,6 +138,20 @@ def test_part_all_trains_the_encoder_with_kl_and_says_so(tmp_path):
     assert json.loads((tmp_path / "out" / "finetune.json").read_text())["losses"] == '{"l1": 1.0, "kl": 1e-06}'
 
 
+@pytest.mark.parametrize(("name", "family"), [("flux1-ae.safetensors", "flux"), ("sd3_vae.safetensors", "sd3")])
+def test_sixteen_channel_files_come_back_as_their_family(tmp_path, name, family):
+    """FLUX.1 and SD3 VAEs (16 channels, no quant convs): the LDM file out is read as the source's family."""
+    make_images(tmp_path / "imgs", n=2)
+    make_images(tmp_path / "val", n=1)
+    src = tmp_path / name
+    save_file(ldm_state_dict(tiny_vae(latent_channels=16, quant=False)), str(src))
+    events = run_all(options(tmp_path, src, steps=1, every=1))
+    assert events[0].family == family
+    out = load_vae(tmp_path / "out" / "vae.safetensors")
+    assert (out.info.architecture, out.info.family, out.info.latent_channels) == ("autoencoder-kl", family, 16)
+    assert load_vae(tmp_path / "out" / "diffusers").info.family == family
+
+
 def test_tiny_autoencoder_pair_out(tmp_path):
     from vaestudio.core.archs.taesd import make_decoder, make_encoder
 

@@ -46,10 +46,15 @@ def single_file_layout(architecture: str, info) -> str:
     return "bfl" if architecture == "flux2" else "ldm"
 
 
-def write_diffusers(folder: Path, model, metadata: dict[str, str]) -> Path:
+def write_diffusers(folder: Path, model, info, metadata: dict[str, str]) -> Path:
+    """config.json (with the scaling vaestudio used, which a single file's shapes cannot tell) and weights."""
     folder.mkdir(parents=True, exist_ok=True)
     cfg = dict(model.config)
     cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    if "scaling_factor" in cfg:
+        cfg["scaling_factor"] = info.scaling_factor
+    if "shift_factor" in cfg and (cfg["shift_factor"] is not None or info.shift_factor):
+        cfg["shift_factor"] = info.shift_factor  # SD's null stays null
     cfg = {"_class_name": type(model).__name__, **cfg}
     import diffusers
 
@@ -92,7 +97,7 @@ def write_outputs(out: Path, vae, metadata: dict[str, str]) -> list[Path]:
             sd = diffusers_to_bfl({k: v for k, v in sd.items() if k != "bn.num_batches_tracked"})
         meta[METADATA_PREFIX + "layout"] = layout
         written.append(_safetensors(out / "vae.safetensors", sd, meta))
-        written.append(write_diffusers(out / "diffusers", model, {METADATA_PREFIX + k: v for k, v in metadata.items()}))
+        written.append(write_diffusers(out / "diffusers", model, info, {METADATA_PREFIX + k: v for k, v in metadata.items()}))
     record = {**metadata, "outputs": [p.name for p in written]}
     written.append(write_atomic(out / "finetune.json", json.dumps(record, indent=2) + "\n"))
     return written

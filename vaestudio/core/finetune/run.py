@@ -45,7 +45,7 @@ CSV_COLUMNS = ("step", "train_loss", "psnr", "ssim", "lpips", "ema_psnr", "ema_s
 
 
 def source_hash(info, source: str) -> str:
-    """sha256 of the base VAE's weight files (a folder: its config.json and weights, sorted)."""
+    """sha256 of the base VAE's weight files (a folder: its config.json and weights, sorted); "" for a hub id."""
     from vaestudio.core.filetypes import WEIGHT_SUFFIXES
 
     p = Path(source).expanduser()
@@ -57,6 +57,8 @@ def source_hash(info, source: str) -> str:
     elif p.is_dir():
         sub = p / "vae" if not (p / "config.json").is_file() and (p / "vae").is_dir() else p
         files = sorted(f for f in sub.iterdir() if f.is_file() and (f.suffix.lower() in WEIGHT_SUFFIXES or f.name == "config.json"))
+    if not files:  # a Hugging Face id: the cache's files are not named by the source
+        return ""
     h = hashlib.sha256()
     for f in sorted(files):
         with open(f, "rb") as fh:
