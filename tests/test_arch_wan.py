@@ -29,7 +29,7 @@ from helpers.archs import (
 from safetensors.torch import save_file
 
 from vaestudio.cli import main
-from vaestudio.core.archs.wan import diffusers_to_original, original_to_diffusers
+from vaestudio.core.archs._wan_layout import diffusers_to_original, original_to_diffusers
 from vaestudio.core.errors import VaeLoadError
 from vaestudio.core.noise import add_noise
 from vaestudio.core.sources import load_vae, prepare_source

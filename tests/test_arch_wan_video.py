@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from vaestudio.cli import main
 from vaestudio.core.archs._common import shipped_config
-from vaestudio.core.archs.wan import diffusers_to_original
+from vaestudio.core.archs._wan_layout import diffusers_to_original
 from vaestudio.core.sources import load_vae
 
 # the block layout of the real VAEs (diffusers' converter assumes it), 8 channels wide
