@@ -2,10 +2,14 @@
 ``encode`` (mean) + ``decode`` of the whole clip, each side in its own process (peak RSS is that process's).
 
 A model of the published config (random weights: no pretrained weights are reachable here) is saved once as
-a diffusers folder; vaestudio loads it through its registry, diffusers with ``from_pretrained``. Both run
+a diffusers folder (the parent then spawns the two sides, so build its models small or it hogs memory); vaestudio loads it through its registry, diffusers with ``from_pretrained``. Both run
 fp32 (``VAESTUDIO_CPU_BF16=0``) on the same clip, trimmed to the VAE's 1 + k x factor frames.
 
     python benchmarks/bench_video_vaes.py [--frames 17] [--size 256] [--archs ltx-video,ltx2-video,mochi,cosmos] [--small]
+    python benchmarks/bench_video_vaes.py --interleave 2 ...   # both sides in one process, alternating (times only)
+
+On a shared, loaded CPU one run per side in its own process is mostly noise; ``--interleave N`` alternates the
+two sides N times on the same loaded models and prints each run.
 """
 
 from __future__ import annotations
@@ -62,8 +66,34 @@ def child(side: str, folder: str, frames: int, size: int) -> None:
         out = (dec[0] / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).numpy()
     t3 = time.perf_counter()
     np.save(Path(folder).parent / f"{side}.npy", out)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
+    # VmHWM: this process's own peak (ru_maxrss keeps the parent's from before exec on Linux)
+    hwm = [ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith("VmHWM:")]
+    rss = int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"load": t1 - t0, "encode": t2 - t1, "decode": t3 - t2, "peak_rss_mib": rss}))
+
+
+def interleave(name: str, folder: Path, frames: int, size: int, n: int) -> None:
+    import diffusers
+    import torch
+
+    from vaestudio.core.sources import load_vae
+
+    os.environ["VAESTUDIO_CPU_BF16"] = "0"
+    vae = load_vae(folder)
+    cls = json.loads((folder / "config.json").read_text())["_class_name"]
+    plain = getattr(diffusers, cls).from_pretrained(folder).eval()
+    x = clip(frames, size)
+    video = torch.from_numpy(x).permute(3, 0, 1, 2)[None] * 2 - 1
+    for i in range(n):
+        t0 = time.perf_counter()
+        enc = vae.encode_clip(x, tile="off")
+        vae.decode_clip(enc.latent, size, size, tile="off")
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            z = plain.encode(video).latent_dist.mode()
+            plain.decode(z, torch.zeros(1)) if plain.config.get("timestep_conditioning") else plain.decode(z)
+        t2 = time.perf_counter()
+        print(f"{name} run {i + 1}: ours {t1 - t0:.1f} s, plain {t2 - t1:.1f} s", flush=True)
 
 
 def main() -> int:
@@ -72,6 +102,7 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--archs", default=",".join(CONFIGS))
     ap.add_argument("--small", action="store_true", help="the tiny configs of bench_archs (a smoke run)")
+    ap.add_argument("--interleave", type=int, default=0, help="both sides in one process, alternating N times")
     ap.add_argument("--child", nargs=4, metavar=("SIDE", "FOLDER", "FRAMES", "SIZE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -97,6 +128,9 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             model.save_pretrained(Path(tmp) / "vae")
             del model
+            if args.interleave:
+                interleave(name, Path(tmp) / "vae", frames, args.size, args.interleave)
+                continue
             res = {}
             for side in ("plain", "ours"):
                 cmd = [sys.executable, __file__, "--child", side, str(Path(tmp) / "vae"), str(frames), str(args.size)]
