@@ -86,3 +86,30 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path, capsys):
     assert "resuming at step 3 of 10" in capsys.readouterr().err
     assert_same_weights(tmp_path / "whole" / "vae.safetensors", tmp_path / "out" / "vae.safetensors")
     assert not list((tmp_path / "out").glob(".*.tmp"))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="RLIMIT_FSIZE is POSIX")
+def test_a_full_disk_loses_no_checkpoint(tmp_path):
+    """A checkpoint that cannot be written (the file size limit stands in for a full disk: the write fails with
+    EFBIG as with ENOSPC) stops the run with one sentence; the previous checkpoint is intact and resumes."""
+    import resource
+
+    from vaestudio.core.errors import CheckpointError
+    from vaestudio.core.finetune import state as fstate
+
+    make_images(tmp_path / "imgs", n=2)
+    make_images(tmp_path / "val", n=1)
+    src, _ = sd_file(tmp_path)
+    run_all(options(tmp_path, src, steps=2, every=2))
+    ckpt = tmp_path / "out" / "checkpoint.safetensors"
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (ckpt.stat().st_size // 2, hard))
+    try:
+        with pytest.raises(CheckpointError, match="the previous one is kept"):
+            run_all(options(tmp_path, src, steps=4, every=2, resume=True))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    _, meta = fstate.load(ckpt)
+    assert json.loads(meta["progress"])["step"] == 2
+    assert not list((tmp_path / "out").glob(".*.tmp"))
+    assert isinstance(run_all(options(tmp_path, src, steps=4, every=2, resume=True))[-1], Finished)
