@@ -212,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Build the vaestudio desktop bundle and its release archive.")
     ap.add_argument("--test", action="store_true", help="run the bundle's self-test after building")
     args = ap.parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # a Windows pipe (cp1252) cannot encode the check's folder name
+        stream.reconfigure(errors="backslashreplace")
     try:
         return build(args.test)
     except subprocess.CalledProcessError as exc:
