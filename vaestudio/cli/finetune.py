@@ -87,7 +87,7 @@ def run(args) -> int:
             if isinstance(ev, Started):
                 what = f"resuming at step {ev.step} of {ev.steps}" if ev.step else f"{ev.steps} steps"
                 procs = f" on {ev.world_size} processes" if ev.world_size > 1 else ""
-                print(f"fine-tuning the {ev.part} of a {ev.architecture} VAE ({ev.family}): {ev.train_images} training "
+                print(f"fine-tuning the {ev.part} of the {ev.architecture} VAE ({ev.family}): {ev.train_images} training "
                       f"images, {ev.val_images} held out, {what}{procs}", file=sys.stderr, flush=True)
                 for n in ev.notes:
                     print(f"note: {n}", file=sys.stderr, flush=True)
@@ -136,7 +136,5 @@ def _show_validation(ev, as_json: bool) -> None:
 
     ema = f" | EMA {fmt(ev.ema)}" if ev.ema is not None else ""
     loss = f"loss {ev.train_loss:.5f}  " if ev.train_loss is not None else ""
-    end = "\n" if not sys.stderr.isatty() else "\n"
-    print(f"\rstep {ev.step}: {loss}held-out {fmt(ev.current)}{ema} | base {fmt(ev.base)}\033[K" if sys.stderr.isatty()
-          else f"step {ev.step}: {loss}held-out {fmt(ev.current)}{ema} | base {fmt(ev.base)}", end=end,
-          file=sys.stderr, flush=True)
+    line = f"step {ev.step}: {loss}held-out {fmt(ev.current)}{ema} | base {fmt(ev.base)}"
+    print(f"\r{line}\033[K" if sys.stderr.isatty() else line, file=sys.stderr, flush=True)
