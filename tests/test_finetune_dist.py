@@ -11,8 +11,8 @@ import sys
 
 import torch
 from conftest import ROOT, tiny_vae
+from helpers.finetune import make_images
 from safetensors.torch import load_file
-from test_finetune import make_images
 
 from vaestudio.cli import main
 

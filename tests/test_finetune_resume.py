@@ -13,8 +13,8 @@ import sys
 import pytest
 import torch
 from conftest import ROOT
+from helpers.finetune import make_images, options, run_all, sd_file
 from safetensors.torch import load_file
-from test_finetune import make_images, options, run_all, sd_file
 
 from vaestudio.cli import main
 from vaestudio.core.finetune.options import Finished, Stopped
