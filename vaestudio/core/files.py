@@ -31,7 +31,9 @@ def os_replace(src: Path, dst: Path) -> None:
     os.replace(src, dst)
 
 
-def _replace(tmp: Path, path: Path) -> None:
+def replace(tmp: Path, path: Path) -> None:
+    """Rename a finished temporary file over ``path``, retried for a moment while the target is held open
+    (Windows); ``FileInUseError`` after, the old file untouched."""
     for wait in (*RETRY_WAITS, None):
         try:
             os_replace(tmp, path)
@@ -54,7 +56,7 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
             fh.write(raw)
             fh.flush()
             os.fsync(fh.fileno())
-        _replace(tmp, path)
+        replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

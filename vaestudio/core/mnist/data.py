@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from vaestudio.core.errors import Cancelled, DataError, DatasetMissing, DownloadError, one_line
+from vaestudio.core.files import replace
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -237,7 +238,7 @@ def _fetch(url: str, target: Path, md5: str, timeout: float, progress, should_st
                 raise DownloadError(f"the connection closed after {done} of {total} bytes")
         if h.hexdigest() != md5:
             raise DownloadError(f"checksum mismatch for {target.name} (got md5 {h.hexdigest()}, expected {md5})")
-        os.replace(tmp, target)
+        replace(tmp, target)  # retried while the target is held open (Windows)
     except urllib.error.HTTPError as exc:
         raise DownloadError(f"{url} answered HTTP {exc.code}") from None
     except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as exc:
