@@ -15,8 +15,10 @@ import pytest
 import torch
 from helpers.archs import (
     as_input,
+    assert_clip_tiles,
     assert_weights,
     check_broken,
+    clip,
     close,
     load_from_hub,
     perturbed,
@@ -27,7 +29,6 @@ from helpers.archs import (
     to_hwc,
 )
 from safetensors.torch import save_file
-from test_arch_wan_video import clip
 
 from vaestudio.cli import main
 from vaestudio.core.archs.cogvideox import diffusers_to_original, original_to_diffusers
@@ -190,31 +191,6 @@ def test_inspect_vae_json_says_kind_and_temporal_downscale(tmp_path, capsys, mod
 
 def test_broken_files_give_one_sentence(tmp_path, sd, rgb_image, capsys):
     check_broken(tmp_path, sd, "decoder.conv_in.conv.weight", rgb_image, capsys, name="cogvideox")
-
-
-def assert_clip_tiles(vae, x: np.ndarray) -> None:
-    """An 8x video VAE on (T, 32, 48) frames with 32 px tiles overlapping by 16: two tiles side by side. The tiled
-    clip is each tile's untiled clip where only one covers it, and their linear blend where both do."""
-    vae.encode_tile, vae.tile_overlap = 32, 16
-    tiled = vae.encode_clip(x, tile="on")
-    left, right = vae.encode_clip(x[:, :, :32], tile="off").raw, vae.encode_clip(x[:, :, 16:], tile="off").raw
-    assert tiled.tiled and tiled.raw.shape[-2:] == (4, 6)
-    close(tiled.raw[..., :2], left[..., :2])
-    close(tiled.raw[..., 4:], right[..., 2:])
-    close(tiled.raw[..., 2], left[..., 2] * 2 / 3 + right[..., 0] / 3)  # the 2 shared latent columns, ramped
-    close(tiled.raw[..., 3], left[..., 3] / 3 + right[..., 1] * 2 / 3)
-    z = tiled.latent
-    dec = vae.decode_clip(z, 32, 48, tile="on")
-    a = vae.decode_clip(z[..., :4], 32, 32, tile="off").frames
-    b = vae.decode_clip(z[..., 2:], 32, 32, tile="off").frames
-    assert dec.tiled and dec.complete and dec.frames.shape == (len(x), 32, 48, 3)
-    close(dec.frames[:, :, :16], a[:, :, :16])
-    close(dec.frames[:, :, 32:], b[:, :, 16:])
-    ramp = (np.arange(1, 17, dtype=np.float32) / 17)[None, None, :, None]  # the right tile's weight
-    blend = a[:, :, 16:] * (1 - ramp) + b[:, :, :16] * ramp
-    inside = (a[:, :, 16:] > 0) & (a[:, :, 16:] < 1) & (b[:, :, :16] > 0) & (b[:, :, :16] < 1)  # not clamped
-    assert inside.mean() > 0.5
-    close(dec.frames[:, :, 16:32][inside], blend[inside])
 
 
 def test_clip_tiles_are_the_model_on_each_tile(tmp_path):

@@ -10,9 +10,8 @@ import json
 
 import pytest
 import torch
-from helpers.archs import assert_weights, check_broken, close, perturbed, state
+from helpers.archs import assert_weights, check_broken, clip, close, perturbed, state
 from safetensors.torch import save_file
-from test_arch_wan_video import clip
 
 from vaestudio.cli import main
 from vaestudio.core.archs.cosmos import RENAME, original_to_diffusers

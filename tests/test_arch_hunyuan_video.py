@@ -16,8 +16,10 @@ import pytest
 import torch
 from helpers.archs import (
     as_input,
+    assert_clip_tiles,
     assert_weights,
     check_broken,
+    clip,
     close,
     load_from_hub,
     perturbed,
@@ -26,7 +28,6 @@ from helpers.archs import (
     state,
 )
 from safetensors.torch import save_file
-from test_arch_wan_video import clip
 
 from vaestudio.cli import main
 from vaestudio.core.sources import load_vae
@@ -157,7 +158,6 @@ def test_clip_tiles_are_the_model_on_each_tile(tmp_path):
     """21 frames: each of diffusers' temporal tiles tiled spatially (a narrower model whose folder sets its
     group norms, to keep this fast)."""
     from diffusers import AutoencoderKLHunyuanVideo
-    from test_arch_cogvideox import assert_clip_tiles
 
     torch.manual_seed(4)
     perturbed(AutoencoderKLHunyuanVideo(block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4),

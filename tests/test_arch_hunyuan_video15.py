@@ -17,6 +17,7 @@ import torch
 from helpers.archs import (
     assert_weights,
     check_broken,
+    clip,
     close,
     load_from_hub,
     perturbed,
@@ -26,7 +27,6 @@ from helpers.archs import (
 )
 from PIL import Image
 from safetensors.torch import save_file
-from test_arch_wan_video import clip
 
 from vaestudio.cli import main
 from vaestudio.core.archs.hunyuan_video15 import diffusers_to_original, infer_config, original_to_diffusers

@@ -11,9 +11,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers.archs import assert_weights, check_broken, close, perturbed, state
+from helpers.archs import assert_weights, check_broken, clip, close, perturbed, state
 from safetensors.torch import save_file
-from test_arch_wan_video import clip
 
 from vaestudio.cli import main
 from vaestudio.core.sources import load_vae

@@ -13,54 +13,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers.archs import ZeroTransformer, close, perturbed, pipeline_quiet, scheduler, state
-from safetensors.torch import save_file
+from helpers.archs import ZeroTransformer, clip, close, pipeline_quiet, scheduler
+from helpers.wan import model_of, write
 
 from vaestudio.cli import main
-from vaestudio.core.archs._common import shipped_config
-from vaestudio.core.archs._wan_layout import diffusers_to_original
 from vaestudio.core.sources import load_vae
-
-# the block layout of the real VAEs (diffusers' converter assumes it), 8 channels wide
-SMALL = dict(base_dim=8, dim_mult=[1, 2, 4, 4], num_res_blocks=2)
-# a single file has no config: its latent statistics are the published ones (the shipped config)
-WAN22 = shipped_config("wan2.2")
-MODELS: dict[str, torch.nn.Module] = {}
-
-
-def model_of(kind: str) -> torch.nn.Module:
-    from diffusers import AutoencoderKLQwenImage, AutoencoderKLWan
-
-    if kind not in MODELS:
-        torch.manual_seed(3)
-        if kind == "wan2.1":
-            MODELS[kind] = perturbed(AutoencoderKLWan(z_dim=16, **SMALL))
-        elif kind == "qwen-image":
-            MODELS[kind] = perturbed(AutoencoderKLQwenImage(z_dim=16, **SMALL))
-        else:  # Wan 2.2 TI2V-5B: patchified 2x2, residual blocks, its own decoder width
-            MODELS[kind] = perturbed(AutoencoderKLWan(
-                z_dim=48, decoder_base_dim=12, is_residual=True, in_channels=12, out_channels=12, patch_size=2,
-                scale_factor_spatial=16, latents_mean=WAN22["latents_mean"], latents_std=WAN22["latents_std"], **SMALL))
-    return MODELS[kind]
-
-
-def write(kind: str, layout: str, tmp_path):
-    m = model_of(kind)
-    if layout == "diffusers-folder":
-        m.save_pretrained(tmp_path / "vae")
-        return tmp_path / "vae"
-    name = {"wan2.1": "wan_2.1_vae", "wan2.2": "wan2.2_vae", "qwen-image": "qwen_image_vae"}[kind]
-    save_file(diffusers_to_original(state(m)), str(tmp_path / f"{name}.safetensors"))  # ComfyUI's original keys
-    return tmp_path / f"{name}.safetensors"
-
-
-def clip(t: int = 9, h: int = 32, w: int = 32, seed: int = 0) -> np.ndarray:
-    """A gradient moving right, with noise: frames that differ, so a wrong frame order or cache shows."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    frames = [np.stack([(xx + 2 * i) % w / w, yy / h, 0.5 + 0.2 * rng.standard_normal((h, w))], axis=2)
-              for i in range(t)]
-    return np.clip(np.stack(frames), 0, 1).astype(np.float32)
 
 
 def reference(m, x: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:

@@ -192,7 +192,7 @@ def test_chunks_arrive_progressively_and_cancel_keeps_them(qtbot, win, tmp_path,
 
 
 def test_a_video_vae_clip_and_its_latent_frames(qtbot, win, tmp_path, vae_dir):
-    from test_taehv import reference_state, write
+    from helpers.taehv import reference_state, write
 
     vae = write(tmp_path, "taew2_1", reference_state("taew2_1"))
     path = write_clip(tmp_path / "walk.mp4", frames=10)
@@ -281,9 +281,9 @@ def test_closing_the_window_mid_clip_is_clean(qtbot, tmp_path, vae_dir):
 def test_a_preview_decoder_stands_in_until_the_frames_come(qtbot, win, tmp_path):
     from dataclasses import replace
 
-    from test_arch_wan_video import write as write_wan
-    from test_taehv import reference_state
-    from test_taehv import write as write_tiny
+    from helpers.taehv import reference_state
+    from helpers.taehv import write as write_tiny
+    from helpers.wan import write as write_wan
 
     s = win.session
     folder = tmp_path / "vae_approx"  # as ComfyUI keeps them: the tiny decoder alone
@@ -315,6 +315,7 @@ def test_a_preview_decoder_stands_in_until_the_frames_come(qtbot, win, tmp_path)
     assert ins.compare.difference.data is None and ins.metrics.psnr.text().endswith("(1 of 9 frames)")
     gate.set()
     qtbot.waitUntil(lambda: complete(win), timeout=60000)
+    r = s.clip_result  # the session's result now (the preview job may have replaced the record it had)
     view.slider.setValue(5)
     np.testing.assert_array_equal(ins.compare.reconstruction.data, r.frames[5])
     assert ins.compare.reconstruction.title.text.startswith("Reconstruction, frame 5")

@@ -43,6 +43,15 @@ def pixels(h: int = 64, w: int = 96, seed: int = 0) -> np.ndarray:
     return np.clip(np.stack([xx / w, yy / h, 0.5 + 0.2 * rng.standard_normal((h, w))], axis=2), 0, 1).astype(np.float32)
 
 
+def clip(t: int = 9, h: int = 32, w: int = 32, seed: int = 0) -> np.ndarray:
+    """A gradient moving right, with noise: frames that differ, so a wrong frame order or cache shows."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    frames = [np.stack([(xx + 2 * i) % w / w, yy / h, 0.5 + 0.2 * rng.standard_normal((h, w))], axis=2)
+              for i in range(t)]
+    return np.clip(np.stack(frames), 0, 1).astype(np.float32)
+
+
 def as_input(x: np.ndarray) -> torch.Tensor:
     """(H, W, 3) in [0, 1] to the (1, 3, H, W) batch in [-1, 1] diffusers' VAEs and pipelines take."""
     return torch.from_numpy(x).permute(2, 0, 1)[None] * 2 - 1
@@ -178,3 +187,28 @@ def assert_tiles_are_the_model_on_each_tile(vae, x: np.ndarray) -> None:
     inside = (a[:, 32:] > 0) & (a[:, 32:] < 1) & (b[:, :32] > 0) & (b[:, :32] < 1)
     assert inside.mean() > 0.5
     close(dec.pixels[:, 32:64][inside], blend[inside])
+
+
+def assert_clip_tiles(vae, x: np.ndarray) -> None:
+    """An 8x video VAE on (T, 32, 48) frames with 32 px tiles overlapping by 16: two tiles side by side. The tiled
+    clip is each tile's untiled clip where only one covers it, and their linear blend where both do."""
+    vae.encode_tile, vae.tile_overlap = 32, 16
+    tiled = vae.encode_clip(x, tile="on")
+    left, right = vae.encode_clip(x[:, :, :32], tile="off").raw, vae.encode_clip(x[:, :, 16:], tile="off").raw
+    assert tiled.tiled and tiled.raw.shape[-2:] == (4, 6)
+    close(tiled.raw[..., :2], left[..., :2])
+    close(tiled.raw[..., 4:], right[..., 2:])
+    close(tiled.raw[..., 2], left[..., 2] * 2 / 3 + right[..., 0] / 3)  # the 2 shared latent columns, ramped
+    close(tiled.raw[..., 3], left[..., 3] / 3 + right[..., 1] * 2 / 3)
+    z = tiled.latent
+    dec = vae.decode_clip(z, 32, 48, tile="on")
+    a = vae.decode_clip(z[..., :4], 32, 32, tile="off").frames
+    b = vae.decode_clip(z[..., 2:], 32, 32, tile="off").frames
+    assert dec.tiled and dec.complete and dec.frames.shape == (len(x), 32, 48, 3)
+    close(dec.frames[:, :, :16], a[:, :, :16])
+    close(dec.frames[:, :, 32:], b[:, :, 16:])
+    ramp = (np.arange(1, 17, dtype=np.float32) / 17)[None, None, :, None]  # the right tile's weight
+    blend = a[:, :, 16:] * (1 - ramp) + b[:, :, :16] * ramp
+    inside = (a[:, :, 16:] > 0) & (a[:, :, 16:] < 1) & (b[:, :, :16] > 0) & (b[:, :, :16] < 1)  # not clamped
+    assert inside.mean() > 0.5
+    close(dec.frames[:, :, 16:32][inside], blend[inside])
