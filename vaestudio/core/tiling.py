@@ -82,3 +82,29 @@ def run_tiled(
                 progress(done, total)
     assert out is not None and weight is not None
     return out / weight
+
+
+def run_clip_tiled(streams: list, make: Callable[[], object], step: Callable[[object, torch.Tensor], torch.Tensor],
+                   x: torch.Tensor, tiles: dict) -> torch.Tensor:
+    """``step`` of each tile's own stream on the spatial tiles of a clip x (1, C, t, H, W), blended as images are
+    (``run_tiled``, the time axis folded into the channels). Tiles come in the same order every chunk, so tile i
+    always continues stream i (a causal video VAE's cache of its own); ``make`` starts a new one."""
+    c, t = x.shape[1:3]
+    calls, shape = [0], []
+
+    def one(part: torch.Tensor) -> torch.Tensor:
+        i = calls[0]
+        calls[0] += 1
+        if i == len(streams):
+            streams.append(make())
+        out = step(streams[i], part.unflatten(1, (c, t)))
+        shape[:] = out.shape[1:3]
+        return out.flatten(1, 2)
+
+    res = run_tiled(x.flatten(1, 2), one, **tiles)
+    return res.unflatten(1, tuple(shape))
+
+
+def clip_tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tiles: dict | None) -> torch.Tensor:
+    """``fn`` (no state between calls) on a whole clip (1, C, t, H, W), or on its spatial tiles, blended."""
+    return fn(x) if tiles is None else run_clip_tiled([], lambda: None, lambda _, part: fn(part), x, tiles)

@@ -15,11 +15,11 @@ operation, so equal to diffusers' whole-clip one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
 
-from vaestudio.core.tiling import run_tiled
+from vaestudio.core.tiling import run_clip_tiled
 
 
 def temporal_factor(cfg: dict) -> int:
@@ -66,27 +66,6 @@ class Stream:
         return out.clamp(-1.0, 1.0)
 
 
-def _tiled(streams: list[Stream], make: Callable[[], Stream], step: Callable[[Stream, torch.Tensor], torch.Tensor],
-           x: torch.Tensor, tiles: dict) -> torch.Tensor:
-    """``step`` of each tile's own stream on the spatial tiles of x (1, C, t, H, W), blended as images are
-    (``tiling.run_tiled``, the time axis folded into the channels). Tiles come in the same order every
-    chunk, so tile i always continues stream i (its own causal cache)."""
-    c, t = x.shape[1:3]
-    calls, shape = [0], []
-
-    def one(part: torch.Tensor) -> torch.Tensor:
-        i = calls[0]
-        calls[0] += 1
-        if i == len(streams):
-            streams.append(make())
-        out = step(streams[i], part.unflatten(1, (c, t)))
-        shape[:] = out.shape[1:3]
-        return out.flatten(1, 2)
-
-    res = run_tiled(x.flatten(1, 2), one, **tiles)
-    return res.unflatten(1, tuple(shape))
-
-
 def iter_encode(model: torch.nn.Module, x: torch.Tensor, chunks: list[tuple[int, int]], patch: int,
                 tiles: dict | None = None) -> Iterator[tuple[tuple[int, int], torch.Tensor]]:
     """(1, 3, T, H, W) in [-1, 1] -> ``((start, end), mean)`` per chunk, mean (1, C, t', h, w); spatially
@@ -97,7 +76,7 @@ def iter_encode(model: torch.nn.Module, x: torch.Tensor, chunks: list[tuple[int,
     streams = [make()]
     for s, e in chunks:
         part = x[:, :, s:e]
-        yield (s, e), streams[0].encode(part) if tiles is None else _tiled(streams, make, Stream.encode, part, tiles)
+        yield (s, e), streams[0].encode(part) if tiles is None else run_clip_tiled(streams, make, Stream.encode, part, tiles)
 
 
 def iter_decode(model: torch.nn.Module, z: torch.Tensor, patch: int, tiles: dict | None = None) -> Iterator[torch.Tensor]:
@@ -108,4 +87,4 @@ def iter_decode(model: torch.nn.Module, z: torch.Tensor, patch: int, tiles: dict
     streams = [make()]
     for i in range(z.shape[2]):
         part = z[:, :, i : i + 1]
-        yield streams[0].decode(part) if tiles is None else _tiled(streams, make, Stream.decode, part, tiles)
+        yield streams[0].decode(part) if tiles is None else run_clip_tiled(streams, make, Stream.decode, part, tiles)

@@ -35,9 +35,9 @@ import torch
 
 from vaestudio.core.archs._common import count_index
 from vaestudio.core.archs._diffusers import DiffusersArchitecture, Layout
-from vaestudio.core.archs._wan_video import _tiled
 from vaestudio.core.autoencoder import TorchAutoencoder
 from vaestudio.core.registry import PreparedVae, find_prefix
+from vaestudio.core.tiling import run_clip_tiled
 from vaestudio.core.vae import ClipEncoding
 from vaestudio.core.weights import WeightFile
 
@@ -173,14 +173,14 @@ class CogVideoXVae(TorchAutoencoder):
         for s, e in batches(x.shape[2], SAMPLE_BATCH):
             part = x[:, :, s:e]
             yield (s, e), (self._encode_step(streams[0], part) if tiles is None
-                           else _tiled(streams, _stream, self._encode_step, part, tiles))
+                           else run_clip_tiled(streams, _stream, self._encode_step, part, tiles))
 
     def _iter_decode_clip_tensor(self, z: torch.Tensor, tiles: dict | None = None):
         streams = [_stream()]
         for s, e in batches(z.shape[2], LATENT_BATCH):
             part = z[:, :, s:e]
             yield (self._decode_step(streams[0], part) if tiles is None
-                   else _tiled(streams, _stream, self._decode_step, part, tiles))
+                   else run_clip_tiled(streams, _stream, self._decode_step, part, tiles))
 
 
 def _stream() -> dict:

@@ -27,9 +27,9 @@ import torch
 
 from vaestudio.core.archs._common import count_index
 from vaestudio.core.archs._diffusers import DiffusersArchitecture, Layout
-from vaestudio.core.archs._wan_video import _tiled
 from vaestudio.core.autoencoder import TorchAutoencoder
 from vaestudio.core.registry import PreparedVae, find_prefix
+from vaestudio.core.tiling import clip_tiled
 from vaestudio.core.weights import WeightFile
 
 _ANCHOR = "decoder.conv_in.conv.weight"
@@ -102,11 +102,11 @@ class HunyuanVideoVae(TorchAutoencoder):
 
     def _enc(self, x: torch.Tensor, tiles: dict | None) -> torch.Tensor:
         m = self.model
-        return _spatial(lambda p: m.quant_conv(m.encoder(p)), x, tiles)
+        return clip_tiled(lambda p: m.quant_conv(m.encoder(p)), x, tiles)
 
     def _dec(self, z: torch.Tensor, tiles: dict | None) -> torch.Tensor:
         m = self.model
-        return _spatial(lambda p: m.decoder(m.post_quant_conv(p)), z, tiles)
+        return clip_tiled(lambda p: m.decoder(m.post_quant_conv(p)), z, tiles)
 
     def _clip_chunks(self, frames: int, height: int, width: int) -> list[tuple[int, int]]:
         td = self.info.temporal_downscale
@@ -196,10 +196,6 @@ class HunyuanVideoArchitecture(DiffusersArchitecture):
                                    "encode and decode")
         return prepared
 
-
-def _spatial(fn, x: torch.Tensor, tiles: dict | None) -> torch.Tensor:
-    """``fn`` on a clip (or temporal tile), or on its spatial tiles (``tiling.run_tiled``'s arguments), blended."""
-    return fn(x) if tiles is None else _tiled([], lambda: None, lambda _, part: fn(part), x, tiles)
 
 
 ARCHITECTURE = HunyuanVideoArchitecture()

@@ -26,9 +26,9 @@ import torch
 
 from vaestudio.core.archs._common import count_index
 from vaestudio.core.archs._diffusers import DiffusersArchitecture, Layout
-from vaestudio.core.archs._wan_video import _tiled
 from vaestudio.core.autoencoder import TorchAutoencoder
 from vaestudio.core.registry import PreparedVae, find_prefix
+from vaestudio.core.tiling import clip_tiled
 from vaestudio.core.weights import WeightFile
 
 _ANCHOR = "decoder.conv_in.conv.weight"
@@ -122,16 +122,12 @@ class HunyuanVideo15Vae(TorchAutoencoder):
     clip_tiles = True  # spatial tiles of the whole clip, blended as image tiles are (time folded into channels)
 
     def _iter_encode_clip_tensor(self, x: torch.Tensor, tiles: dict | None = None):
-        h = _spatial(self.model.encoder, x, tiles)
+        h = clip_tiled(self.model.encoder, x, tiles)
         yield (0, x.shape[2]), h[:, : h.shape[1] // 2]  # the posterior's mean
 
     def _iter_decode_clip_tensor(self, z: torch.Tensor, tiles: dict | None = None):
-        yield _spatial(self.model.decoder, z, tiles)
+        yield clip_tiled(self.model.decoder, z, tiles)
 
-
-def _spatial(fn, x: torch.Tensor, tiles: dict | None) -> torch.Tensor:
-    """``fn`` on the whole clip, or on its spatial tiles (``tiling.run_tiled``'s arguments), blended."""
-    return fn(x) if tiles is None else _tiled([], lambda: None, lambda _, part: fn(part), x, tiles)
 
 
 class HunyuanVideo15Architecture(DiffusersArchitecture):
