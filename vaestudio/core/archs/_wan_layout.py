@@ -17,6 +17,7 @@ import re
 import torch
 
 from vaestudio.core.archs._common import count_index
+from vaestudio.core.errors import VaeLoadError
 
 _RES = (("residual.0.gamma", "norm1.gamma"), ("residual.2.", "conv1."), ("residual.3.gamma", "norm2.gamma"),
         ("residual.6.", "conv2."), ("shortcut.", "conv_shortcut."))
@@ -113,3 +114,13 @@ def diffusers_to_original(tensors: dict[str, torch.Tensor]) -> dict[str, torch.T
                 new = f"decoder.upsamples.{int(m.group(1)) * (n_res + 2) + n_res + 1}.{m.group(2)}"
         out[new or k] = v
     return out
+
+
+def check_statistics(cfg: dict, label: str) -> None:
+    """The per-channel latents_mean/latents_std of a Wan-family config: one value per latent channel, std > 0."""
+    mean, std, channels = cfg.get("latents_mean") or [], cfg.get("latents_std") or [], cfg["z_dim"]
+    if len(mean) != channels or len(std) != channels:
+        raise VaeLoadError(f"the config's latents_mean/latents_std have {len(mean)} values but the latent has "
+                           f"{channels} channels", label)
+    if any(float(s) <= 0 for s in std):
+        raise VaeLoadError("the config's latents_std has a value that is not positive", label)

@@ -26,7 +26,7 @@ import torch
 
 from vaestudio.core.archs._common import count_index
 from vaestudio.core.archs._diffusers import DiffusersArchitecture, Layout
-from vaestudio.core.archs._wan_layout import original_to_diffusers
+from vaestudio.core.archs._wan_layout import check_statistics, original_to_diffusers
 from vaestudio.core.autoencoder import TorchAutoencoder
 from vaestudio.core.errors import VaeLoadError
 from vaestudio.core.registry import find_prefix
@@ -141,12 +141,7 @@ class QwenImage21Architecture(DiffusersArchitecture):
         if in_ch != out_ch or in_ch not in (3 * patch ** 2, 4 * patch ** 2):
             raise VaeLoadError(f"a Qwen-Image 2.1 VAE takes and gives RGBA (or RGB) channels, this one takes {in_ch} "
                                f"and gives {out_ch}", label)
-        mean, std, channels = cfg.get("latents_mean") or [], cfg.get("latents_std") or [], cfg["z_dim"]
-        if len(mean) != channels or len(std) != channels:
-            raise VaeLoadError(f"the config's latents_mean/latents_std have {len(mean)} values but the latent has "
-                               f"{channels} channels", label)
-        if any(float(s) <= 0 for s in std):
-            raise VaeLoadError("the config's latents_std has a value that is not positive", label)
+        check_statistics(cfg, label)
 
     def channels_of(self, cfg: dict) -> int:
         return int(cfg["z_dim"])

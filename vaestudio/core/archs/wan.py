@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from vaestudio.core.archs._common import count_index
 from vaestudio.core.archs._diffusers import DiffusersArchitecture, Found, Layout
-from vaestudio.core.archs._wan_layout import original_to_diffusers
+from vaestudio.core.archs._wan_layout import check_statistics, original_to_diffusers
 from vaestudio.core.archs._wan_video import causal_chunks, iter_decode, iter_encode, temporal_factor
 from vaestudio.core.autoencoder import TorchAutoencoder
 from vaestudio.core.errors import VaeLoadError
@@ -223,12 +223,7 @@ class WanArchitecture(DiffusersArchitecture):
         if in_ch != out_ch or in_ch != 3 * (cfg.get("patch_size") or 1) ** 2:
             raise VaeLoadError(f"an RGB Wan VAE takes and gives 3 colour channels (12 patchified), this one takes "
                                f"{in_ch} and gives {out_ch}", label)
-        mean, std, channels = cfg.get("latents_mean") or [], cfg.get("latents_std") or [], cfg["z_dim"]
-        if len(mean) != channels or len(std) != channels:
-            raise VaeLoadError(f"the config's latents_mean/latents_std have {len(mean)} values but the latent has "
-                               f"{channels} channels", label)
-        if any(float(s) <= 0 for s in std):
-            raise VaeLoadError("the config's latents_std has a value that is not positive", label)
+        check_statistics(cfg, label)
 
     def channels_of(self, cfg: dict) -> int:
         return int(cfg["z_dim"])
