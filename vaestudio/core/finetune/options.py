@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from vaestudio.core.errors import VaeStudioError
 
@@ -64,6 +64,8 @@ class FinetuneOptions:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast)
     checkpointing: str = "auto"  # auto (on a GPU) | on | off
     family: str | None = None
+    #: held-out images whose pictures (base, current, original) each validation carries: 0 none (a window asks)
+    gallery: int = 0
 
     def validate(self) -> None:
         if self.part not in ("decoder", "all"):
@@ -75,6 +77,8 @@ class FinetuneOptions:
             raise FinetuneError("--size must be a multiple of 16, at least 16")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise FinetuneError("--lr must be a positive number")
+        if self.gallery < 0:
+            raise FinetuneError("gallery must be at least 0")
         if self.ema is not None and not (0.0 < self.ema < 1.0):
             raise FinetuneError("--ema must be between 0 and 1 (e.g. 0.999)")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
@@ -119,15 +123,28 @@ class Skipped:
 
 
 @dataclass
+class Gallery:
+    """The first ``gallery`` held-out images as (N, size, size, 3) float32 arrays in [0, 1]: each
+    reconstructed by the starting VAE (``base``) and by the current weights (``current``)."""
+
+    original: object
+    base: object
+    current: object
+
+
+@dataclass
 class Validated:
     step: int
     train_loss: float | None  # mean since the previous validation
     current: dict[str, float | None]  # psnr, ssim, lpips on the held-out images
     ema: dict[str, float | None] | None
     base: dict[str, float | None]  # the starting VAE's
+    gallery: Gallery | None = None  # with options.gallery > 0
 
     def to_dict(self) -> dict:
-        return {"event": "validation", **asdict(self)}
+        d = asdict(replace(self, gallery=None))
+        d.pop("gallery")
+        return {"event": "validation", **d}
 
 
 @dataclass

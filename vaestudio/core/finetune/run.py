@@ -38,7 +38,7 @@ from vaestudio.core.finetune.options import (
     StepDone,
     Stopped,
 )
-from vaestudio.core.finetune.validate import validate, validation_event
+from vaestudio.core.finetune.validate import pictures, validate, validation_event
 
 CSV_COLUMNS = ("step", "train_loss", "psnr", "ssim", "lpips", "ema_psnr", "ema_ssim", "ema_lpips",
                "base_psnr", "base_ssim", "base_lpips", "seconds")
@@ -196,12 +196,13 @@ def _setup(opts: FinetuneOptions, dist: Dist) -> _Session:
     src = fdata.ImageSource()
     val_images: list[torch.Tensor] = []
     bad_val: list[str] = []
-    base_metrics = None
+    base_metrics = gallery_base = None
     if lead:
         val_images, bad_val = fdata.validation_images(src, split.val, opts.size)
         if not split.val:
             notes.append("no held-out images (raise --val or give a --val folder): no validation metrics")
         base_metrics = validate(trainable, val_images, loss_fn, opts.batch) if val_images else None
+        gallery_base = pictures(trainable, val_images[: opts.gallery]) if opts.gallery and val_images else None
     progress = fstate.Progress()
     if opts.resume:
         tensors, meta = fstate.load(ckpt)
@@ -216,7 +217,7 @@ def _setup(opts: FinetuneOptions, dist: Dist) -> _Session:
                     trainable=trainable, losses=losses, loss_fn=loss_fn, amp=amp, scaler=scaler, params=params,
                     optimizer=optimizer, ema=ema, base_hash=base_hash, protocol=protocol, src=src,
                     val_images=val_images, bad_val=bad_val if lead else [], base_metrics=base_metrics,
-                    progress=progress)
+                    gallery_base=gallery_base, progress=progress)
 
 
 def _loop(opts: FinetuneOptions, dist: Dist, s: _Session, should_stop) -> Iterator:
@@ -279,7 +280,8 @@ def _loop(opts: FinetuneOptions, dist: Dist, s: _Session, should_stop) -> Iterat
         yield StepDone(progress.step, mean_loss, terms, len(share) * dist.world_size / max(dt, 1e-9))
         if progress.step % opts.every == 0 or progress.step == opts.steps:
             if lead:
-                event = validation_event(trainable, val_images, loss_fn, opts.batch, ema, base_metrics, progress)
+                event = validation_event(trainable, val_images, loss_fn, opts.batch, ema, base_metrics, progress,
+                                         s.gallery_base)
                 write_metrics_csv(out / "metrics.csv", progress.history)
                 if event is not None:
                     yield event

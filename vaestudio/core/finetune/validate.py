@@ -1,6 +1,7 @@
 """Held-out metrics of a fine-tune: PSNR, SSIM and LPIPS (where its weights ship) of the current
 weights, the EMA copy and the starting VAE, on the held-out images (each resized and centre-cropped
-to ``--size``), reconstructed as in training (the latent mean)."""
+to ``--size``), reconstructed as in training (the latent mean); and, for a window, the pictures of
+the first few (``pictures``: the base's once at the start, the current weights' at each validation)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import math
 import numpy as np
 import torch
 
-from vaestudio.core.finetune.options import Validated
+from vaestudio.core.finetune.options import Gallery, Validated
 
 
 @torch.no_grad()
@@ -45,8 +46,23 @@ def validate(trainable, images: list[torch.Tensor], losses, batch: int) -> dict[
             "lpips": round(float(np.mean(lps)), 6) if lps else None}
 
 
-def validation_event(trainable, images, losses, batch, ema, base, progress) -> Validated | None:
-    """Measure at this step, add the metrics.csv row to ``progress.history``, reset the running loss."""
+@torch.no_grad()
+def pictures(trainable, images: list[torch.Tensor]) -> np.ndarray:
+    """Reconstructions of ``images`` (the latent mean, as ``validate``) as (N, H, W, 3) float32 in [0, 1]."""
+    device = next(trainable.model.parameters()).device
+    part, trainable.part = trainable.part, "decoder"
+    try:
+        out = [trainable(x[None].to(device))[0].float().clamp(0.0, 1.0)[0].cpu() for x in images]
+    finally:
+        trainable.part = part
+    return torch.stack(out).permute(0, 2, 3, 1).numpy() if out else np.zeros((0, 1, 1, 3), np.float32)
+
+
+def validation_event(trainable, images, losses, batch, ema, base, progress,
+                     gallery_base: np.ndarray | None = None) -> Validated | None:
+    """Measure at this step, add the metrics.csv row to ``progress.history``, reset the running loss;
+    with ``gallery_base`` (the base's ``pictures`` of the first held-out images) the event carries
+    those images' pictures by the current weights too."""
     train_loss = progress.loss_sum / progress.loss_count if progress.loss_count else None
     row: dict = {"step": progress.step, "train_loss": None if train_loss is None else round(train_loss, 8),
                  "seconds": round(progress.seconds, 3)}
@@ -61,6 +77,10 @@ def validation_event(trainable, images, losses, batch, ema, base, progress) -> V
             for k, v in m.items():
                 row[prefix + k] = v
         event = Validated(progress.step, row["train_loss"], current, ema_m, base or {})
+        if gallery_base is not None and len(gallery_base):
+            shown = images[: len(gallery_base)]
+            event.gallery = Gallery(torch.stack(shown).permute(0, 2, 3, 1).numpy().astype(np.float32),
+                                    gallery_base, pictures(trainable, shown))
     progress.history.append(row)
     progress.loss_sum, progress.loss_count = 0.0, 0
     return event
