@@ -12,6 +12,8 @@ SUPPORTED = ("autoencoder-kl", "flux2", "taesd")
 KNOWN_LOSSES = ("l1", "lpips", "kl")
 #: each loss's weight when the list does not give one (KL as in the LDM autoencoders' training)
 DEFAULT_WEIGHTS = {"l1": 1.0, "lpips": 1.0, "kl": 1e-6}
+#: the checkpoint's name in the output folder (here, so a window can look for one without importing torch)
+CHECKPOINT = "checkpoint.safetensors"
 #: protocol fields a resumed run must share with the checkpoint
 PROTOCOL = ("source", "data", "part", "size", "batch", "lr", "losses", "ema", "val", "seed")
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 
 from vaestudio.core.errors import CheckpointError, VaeLoadError
+from vaestudio.core.finetune.options import CHECKPOINT  # noqa: F401 - its name, here as fstate.CHECKPOINT
 from vaestudio.core.mnist.train import clean_stale_temporaries, write_checkpoint
 
 FORMAT_TAG = "vaestudio-finetune"
 FORMAT_VERSION = "1"
-CHECKPOINT = "checkpoint.safetensors"
 
 
 class Ema:
