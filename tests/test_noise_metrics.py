@@ -18,7 +18,7 @@ from vaestudio.core.metrics import (
     psnr,
     ssim,
 )
-from vaestudio.core.noise import add_noise, noise_like
+from vaestudio.core.noise import add_noise, edm_sigma, noise_like
 from vaestudio.core.pictures import channel_mosaic
 
 Z = torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -45,6 +45,30 @@ def test_ddpm_equals_diffusers_scheduler_at_both_ends():
     assert add_noise(Z, FAMILIES["sd1"], timestep=999, seed=3).snr < 0.01
     with pytest.raises(ValueError, match="between 0 and 999"):
         add_noise(Z, FAMILIES["sd1"], timestep=1000)
+
+
+def test_edm_is_diffusers_edm_scheduler_preconditioned():
+    """Playground v2.5 / Cosmos: the noise level at t is the Karras sigma of diffusers' EDM scheduler (a ramp of 11
+    steps puts step i at t = 1000 (1 - i/10)); the decoded latent is add_noise's z + sigma eps preconditioned by
+    c_in and times sigma_data."""
+    from diffusers import EDMDPMSolverMultistepScheduler
+
+    sched = EDMDPMSolverMultistepScheduler()  # the class defaults: what Playground v2.5's pipeline config sets
+    sched.set_timesteps(11)
+    eps = noise_like(Z, 5)
+    fam = FAMILIES["playground-v2.5"]
+    data = sched.config.sigma_data
+    for i in range(10):  # the ramp's last step is sigma_min; t = 0 is the clean latent (as for every schedule)
+        t = 1000 * (1 - i / 10)
+        sigma = float(sched.sigmas[i])
+        assert edm_sigma(t, fam.edm) == pytest.approx(sigma, rel=1e-5)
+        ref = sched.add_noise(Z, eps, sched.timesteps[i:i + 1]) * data / math.sqrt(sigma**2 + data**2)
+        ours = add_noise(Z, fam, timestep=t, seed=5)
+        torch.testing.assert_close(ours.latent, ref, rtol=1e-5, atol=1e-5)
+    zero = add_noise(Z, fam, timestep=0, seed=5)
+    assert torch.equal(zero.latent, Z) and math.isinf(zero.snr)
+    assert add_noise(Z, fam, timestep=1000, seed=5).snr < 1e-3  # sigma 80 against a latent of std ~1
+    assert FAMILIES["cosmos"].schedule == "edm" and fam.max_timestep == 1000
 
 
 def test_flow_matching_at_both_ends():

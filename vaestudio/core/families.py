@@ -18,6 +18,10 @@ from functools import cache
 from importlib import resources
 
 
+# diffusers' EDMDPMSolverMultistepScheduler / EDMEulerScheduler defaults (the Karras et al. 2022 values)
+EDM_DEFAULTS = (0.002, 80.0, 0.5, 7.0)
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
@@ -25,7 +29,7 @@ class Family:
     latent_channels: int  # channels of the raw latent of this family's VAEs (0: a vector latent)
     scaling_factor: float  # of an SD-style VAE of this family: model = (raw - shift) * scale
     shift_factor: float
-    schedule: str  # "ddpm" (scaled-linear betas) or "flow" (rectified flow)
+    schedule: str  # "ddpm" (scaled-linear betas), "flow" (rectified flow) or "edm" (Karras noise levels, ``edm``)
     downscale: int = 8  # spatial factor of the raw latent (1: a vector latent)
     tiny: str = ""  # the name of this family's tiny autoencoder (madebyollin's files: <tiny>_decoder.pth)
     patch: int = 1  # the model space packs patch x patch raw latent pixels into channels (FLUX.2: 2)
@@ -33,10 +37,12 @@ class Family:
     # per-channel statistics of an SD-style VAE whose model space is (raw - mean) * scale / std (Playground v2.5)
     latents_mean: tuple[float, ...] = ()
     latents_std: tuple[float, ...] = ()
+    # an "edm" schedule's (sigma_min, sigma_max, sigma_data, rho), as its diffusers scheduler config has them
+    edm: tuple[float, float, float, float] = EDM_DEFAULTS
 
     @property
     def max_timestep(self) -> int:
-        return 999 if self.schedule == "ddpm" else 1000
+        return 999 if self.schedule == "ddpm" else 1000  # flow and EDM: t / 1000 is the place on the ramp
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
@@ -45,8 +51,9 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
                   "840000")),
     Family("sdxl", "Stable Diffusion XL", 4, 0.13025, 0.0, "ddpm", tiny="taesdxl",
            hints=("sdxl", "sd_xl", "stable-diffusion-xl", "pony", "illustrious")),
-    # EDM-trained; its statistics are those of the published vae/config.json (resources/configs/playground-v2.5.json)
-    Family("playground-v2.5", "Playground v2.5", 4, 0.5, 0.0, "ddpm", tiny="taesdxl",
+    # its statistics are those of the published vae/config.json (resources/configs/playground-v2.5.json); EDM-trained
+    # (EDMDPMSolverMultistepScheduler, Karras sigmas 0.002..80, sigma_data 0.5: the class defaults its pipeline uses)
+    Family("playground-v2.5", "Playground v2.5", 4, 0.5, 0.0, "edm", tiny="taesdxl",
            hints=("playground-v2.5", "playground_v2.5", "playground-v2", "playground"),
            latents_mean=(-1.6574, 1.886, -1.383, 2.5155), latents_std=(8.4927, 5.9022, 6.5498, 5.2299)),
     Family("sd-x4-upscaler", "Stable Diffusion x4 upscaler", 4, 0.08333, 0.0, "ddpm", 4,
@@ -74,8 +81,9 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     # Mochi 1: per channel (z - latents_mean) * scale / latents_std from the config (ComfyUI latent_formats.Mochi)
     Family("mochi", "Mochi 1", 12, 1.0, 0.0, "flow", hints=("mochi", "genmo")),
     # Cosmos 1.0 (CV8x8x8): per channel and latent frame statistics * sigma_data (archs/cosmos.py); its diffusion
-    # models are EDM-trained (EDMEulerScheduler), which vaestudio has no schedule for: "flow" previews noise only
-    Family("cosmos", "Cosmos 1.0 (CV8x8x8)", 16, 1.0, 0.0, "flow", hints=("cosmos", "cv8x8x8")),
+    # models are EDM-trained (EDMEulerScheduler): Karras sigmas with the class defaults (sigma_data 0.5, as the
+    # model space assumes; the published scheduler config was not read here, so sigma_min/max are the defaults)
+    Family("cosmos", "Cosmos 1.0 (CV8x8x8)", 16, 1.0, 0.0, "edm", hints=("cosmos", "cv8x8x8")),
     # model space: the VAE's per-channel statistics (the diffusion model's latents, as the tiny one makes them)
     Family("ltx2", "LTX-2", 128, 1.0, 0.0, "flow", 32, "taeltx_2", hints=("ltx2", "ltx-2", "ltx_2", "ltxv2")),
     Family("ltx2.3", "LTX-2.3", 128, 1.0, 0.0, "flow", 32, "taeltx2_3", hints=("ltx2.3", "ltx2_3", "ltx-2.3")),

@@ -6,7 +6,14 @@ Noise always acts on the model-space latent (what the diffusion model sees):
 - timestep t, SD1/SD2/SDXL: DDPM with scaled-linear betas 0.00085..0.012 over 1000 steps
   (diffusers' ``DDPMScheduler.add_noise``), t in 0..999;
 - timestep t, flow-matching families (SD3, FLUX.1, FLUX.2, SANA, ...): rectified flow,
-  ``z_t = (1 - sigma) z + sigma eps`` with sigma = t / 1000, t in 0..1000.
+  ``z_t = (1 - sigma) z + sigma eps`` with sigma = t / 1000, t in 0..1000;
+- timestep t, EDM families (Playground v2.5, Cosmos 1.0): the Karras noise levels of diffusers'
+  ``EDMDPMSolverMultistepScheduler`` / ``EDMEulerScheduler``: t in 0..1000 is the place on the ramp, sigma(0) = 0
+  (clean), sigma(t) = (smin^(1/rho) + t/1000 (smax^(1/rho) - smin^(1/rho)))^rho, so t = 1000 is sigma_max. The
+  scheduler's noisy latent is ``z + sigma eps`` (``add_noise``); what is decoded is that latent preconditioned as the
+  denoiser's input, ``c_in (z + sigma eps)`` with ``c_in = 1 / sqrt(sigma^2 + sigma_data^2)``, times sigma_data to
+  stay in the latent's units: ``z_t = a z + a sigma eps``, ``a = sigma_data / sqrt(sigma^2 + sigma_data^2)`` (t = 0
+  is the latent itself; the signal-to-noise ratio is the scheduler's).
 
 The noise is seeded; the signal-to-noise ratio is measured on the actual latent and noise.
 """
@@ -58,6 +65,16 @@ def _ddpm_alphas_cumprod() -> torch.Tensor:
     return torch.cumprod(1.0 - betas, dim=0)
 
 
+def edm_sigma(t: float, edm: tuple[float, float, float, float]) -> float:
+    """The Karras noise level at timestep t (0..1000) of an EDM family's ``(sigma_min, sigma_max, sigma_data, rho)``;
+    0 at t = 0."""
+    smin, smax, _data, rho = edm
+    if t <= 0:
+        return 0.0
+    lo, hi = smin ** (1.0 / rho), smax ** (1.0 / rho)
+    return (lo + t / 1000.0 * (hi - lo)) ** rho
+
+
 def noise_like(latent: torch.Tensor, seed: int) -> torch.Tensor:
     return torch.randn(latent.shape, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float32)
 
@@ -86,6 +103,10 @@ def add_noise(latent: torch.Tensor, family: Family, *, strength: float | None = 
         if family.schedule == "flow":
             sigma = t / 1000.0
             a, b = 1.0 - sigma, sigma
+        elif family.schedule == "edm":
+            sigma, data = edm_sigma(t, family.edm), family.edm[2]
+            a = data / math.sqrt(sigma * sigma + data * data)
+            b = a * sigma
         else:
             abar = float(_ddpm_alphas_cumprod()[int(round(t))])
             a, b = math.sqrt(abar), math.sqrt(1.0 - abar)

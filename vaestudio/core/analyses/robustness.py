@@ -42,7 +42,7 @@ class RobustnessResult:
     mode: str  # "timestep" or "strength"
     points: list[NoisePoint]
     clean: np.ndarray  # (H, W, 3) the clean reconstruction
-    schedule: str  # "ddpm" or "flow" (the family's), for timesteps
+    schedule: str  # "ddpm", "flow" or "edm" (the family's), for timesteps
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
