@@ -55,7 +55,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.inspector, "Inspector")
         self.tabs.addTab(self.analysis, "Analysis")
         self.tabs.addTab(self.evaluate, "Evaluate")
-        self.tabs.addTab(self.training, "MNIST studio")
+        self.tabs.addTab(self.training, "Training")
         self.setCentralWidget(self.tabs)
         self.busy_label = QLabel("")
         self.statusBar().addPermanentWidget(self.busy_label)
@@ -290,7 +290,15 @@ class MainWindow(QMainWindow):
     def ask_about_training(self) -> bool:
         """Quitting with an unsaved training run: save, discard or stay. True when the window may close."""
         t = self.training
-        if not t.unsaved() or self._close_approved:
+        if self._close_approved:
+            return True
+        if t.finetune.unsaved():  # its checkpoint is on disk; stopping it (as closing does) writes the last
+            box = QMessageBox(QMessageBox.Icon.Question, "Quit vaestudio", t.finetune.unsaved_text(),
+                              QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel, self)
+            box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+            if box.exec() != QMessageBox.StandardButton.Discard:
+                return False
+        if not t.unsaved():
             return True
         box = QMessageBox(QMessageBox.Icon.Question, "Quit vaestudio",
                           f"The MNIST VAE has trained {t.step - t.saved_step} steps since it was last saved. "

@@ -1,5 +1,6 @@
-"""The MNIST studio: train the classic VAE live, look at its latent space, send it to the inspector.
+"""The training tab: the MNIST studio, or a fine-tune of the inspector's VAE (``finetune_tab``), by a choice.
 
+The MNIST studio trains the classic VAE live, shows its latent space and sends it to the inspector.
 The run is one generator job (``core.mnist.session.training_session``) in the shared worker layer;
 its state is an explicit ``RunState``. The UI thread never touches the model while it trains:
 snapshots and checkpoints are taken by the worker between batches (``Worker.call_soon``), and
@@ -13,17 +14,21 @@ import time
 from pathlib import Path
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QMessageBox, QWidget
+from PySide6.QtWidgets import QFileDialog, QMessageBox, QWidget
 
 from vaestudio.core.errors import one_line
 from vaestudio.ui.session import Session, wire
 from vaestudio.ui.training import jobs
 from vaestudio.ui.training.controls import RunState, TrainingControls
+from vaestudio.ui.training.finetune_tab import FinetuneTab
+from vaestudio.ui.training.modes import add_modes, side_by_side
 from vaestudio.ui.training.plots import TrainingPlots
+
+MODES = ("MNIST VAE", "Fine-tune the inspector's VAE A")
 
 
 class TrainingTab(QWidget):
-    open_in_inspector = Signal()  # the trained VAE is the session's VAE A now: show the inspector
+    open_in_inspector = Signal()  # the trained VAE (or the fine-tune) is in the session now: show the inspector
 
     def __init__(self, session: Session) -> None:
         super().__init__()
@@ -32,9 +37,9 @@ class TrainingTab(QWidget):
         self.controls = TrainingControls()
         self.controls.setFixedWidth(400)
         self.plots = TrainingPlots()
-        lay = QHBoxLayout(self)
-        lay.addWidget(self.controls)
-        lay.addWidget(self.plots, 1)
+        self.finetune = FinetuneTab(session)
+        self.finetune.open_in_inspector.connect(self.open_in_inspector)
+        self.mode = add_modes(self, [(MODES[0], side_by_side(self.controls, self.plots)), (MODES[1], self.finetune)])
         self.state = RunState.IDLE
         self.trainer = None  # held only while no session runs; the session returns it when it ends
         self.spec: tuple[str, int, int] | None = None  # (arch, hidden, latent) of the model
@@ -74,6 +79,7 @@ class TrainingTab(QWidget):
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         self._connect_session(False)
+        self.finetune.close()  # it lets go of the session too
         super().closeEvent(event)
 
     def _devices_changed(self) -> None:

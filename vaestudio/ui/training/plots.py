@@ -1,4 +1,5 @@
-"""The MNIST studio's plots and pictures: loss per step and per epoch, digits, samples, PCA, exploration."""
+"""The MNIST studio's plots and pictures: loss per step and per epoch, digits, samples, PCA, exploration;
+``picture`` (a captioned image) is the fine-tune's gallery too."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ EPOCH_CURVES = (("train", "train_loss", (90, 140, 220)), ("held-out", "heldout_l
                 ("reconstruction (BCE)", "recon", (80, 180, 80)), ("KL", "kl", (200, 80, 160)))
 
 
-def _picture(layout: pg.GraphicsLayout, row: int, col: int, caption: str):
+def picture(layout: pg.GraphicsLayout, row: int, col: int, caption: str, rowspan: int = 1):
     """A caption directly above a picture, as one unit."""
-    inner = layout.addLayout(row=row, col=col)
+    inner = layout.addLayout(row=row, col=col, rowspan=rowspan)
     label = inner.addLabel(caption, row=0, col=0)
     vb = inner.addViewBox(row=1, col=0, lockAspect=True, invertY=True, enableMenu=False)
     item = pg.ImageItem(axisOrder="row-major")
@@ -53,8 +54,8 @@ class TrainingPlots(QWidget):
                                      symbolBrush=colour, symbolPen=None)
             self.epoch_legend.addItem(c, name)
             self.curves[name] = c
-        self.recon_label, self.recon_vb, self.recon_img = _picture(g, 1, 0, "held-out digits (top), reconstructed")
-        self.samples_label, self.samples_vb, self.samples_img = _picture(g, 1, 1, "samples from the prior N(0, I)")
+        self.recon_label, self.recon_vb, self.recon_img = picture(g, 1, 0, "held-out digits (top), reconstructed")
+        self.samples_label, self.samples_vb, self.samples_img = picture(g, 1, 1, "samples from the prior N(0, I)")
         pca_box = g.addLayout(row=2, col=0)
         self.pca_legend = pg.LegendItem(colCount=5)
         pca_box.addItem(self.pca_legend, row=0, col=0)
@@ -72,7 +73,7 @@ class TrainingPlots(QWidget):
             self.pca_scatters.append(item)
             if k < 10:
                 self.pca_legend.addItem(pg.ScatterPlotItem(size=8, pen=None, brush=pg.mkBrush(*colour)), str(k))
-        self.explore_label, self.explore_vb, self.explore_img = _picture(
+        self.explore_label, self.explore_vb, self.explore_img = picture(
             g, 2, 1, "interpolation / traversal (use Explore on the left)")
         self.step_x: list[float] = []
         self.step_y: list[float] = []
