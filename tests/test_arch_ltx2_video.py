@@ -1,7 +1,8 @@
 """LTX-2 (AutoencoderKLLTX2Video): tiny random models of the real diffusers class in LTX-2.0's and LTX-2.3's
 block layouts, written as the original single file (converted by diffusers' own single-file converter), a
 diffusers folder and a diffusers-key file; a 9-frame clip encoded (mean) and decoded equal to diffusers'
-encode/decode within 1e-5, the model space LTX2Pipeline's _normalize_latents, LTX-2 told from LTX-Video
+encode/decode within 1e-5, a 25- and a 33-frame clip in diffusers' temporal tiles (its frame-wise path) equal to
+it tile by tile, the model space LTX2Pipeline's _normalize_latents, LTX-2 told from LTX-Video
 0.9.5 (the same keys), the family from the decoder, kind video with temporal_downscale 8."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import pytest
 import torch
 from helpers.archs import assert_weights, clip, close, perturbed, state
+from helpers.temporal import assert_clip_in_tiles, frames_seen, framewise
 from safetensors.torch import save_file
 
 from vaestudio.cli import main
@@ -108,6 +110,25 @@ def test_clip_encode_and_decode_equal_diffusers(tmp_path, kind, layout):
     dec = vae.decode_clip(enc.latent, 64, 64)
     assert dec.complete and dec.frames.shape == (9, 64, 64, 3)
     close(dec.frames, ref)
+
+
+@pytest.mark.parametrize(("kind", "size", "stride", "frames", "chunks"), [
+    ("2.0", None, None, 25, [(0, 9), (9, 17), (17, 25)]),  # diffusers' default tiles: 17 frames every 8
+    ("2.3", 24, 16, 33, [(0, 17), (17, 33)]),  # tiles set on the model: 25 frames every 16
+])
+def test_a_clip_longer_than_a_tile_runs_in_diffusers_temporal_tiles(tmp_path, kind, size, stride, frames, chunks):
+    m = model_of(kind)
+    vae = load_vae(write(kind, "diffusers-folder", tmp_path))
+    x = clip(frames, 64, 64, seed=2)
+    video = torch.from_numpy(x).permute(3, 0, 1, 2)[None] * 2 - 1
+    with framewise(m, vae.model, size=size, stride=stride):
+        with torch.no_grad():  # diffusers' own _temporal_tiled_encode / _temporal_tiled_decode
+            mean = m.encode(video).latent_dist.mean
+            ref = (m.decode(mean).sample[0] / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).numpy()
+        with frames_seen(vae.model.encoder) as enc_in, frames_seen(vae.model.decoder) as dec_in:
+            assert_clip_in_tiles(vae, x, mean[0], ref, chunks)
+        tile = vae.model.tile_sample_min_num_frames
+    assert max(enc_in) == tile + 1 and max(dec_in) == tile // 8 + 1  # memory bounded by one tile
 
 
 def test_told_from_ltx_video_by_name_and_timestep_conditioning(tmp_path, capsys):

@@ -2,7 +2,8 @@
 0.9.1 (timestep-conditioned, noise-injecting decoder) and 0.9.5 block layouts, written as a diffusers
 folder, the original single file (ComfyUI's keys, converted by diffusers' own single-file converter) and a
 diffusers-key file; a 9-frame clip encoded (mean) and decoded equal to diffusers' encode/decode within
-1e-5, the model space LTXPipeline's _normalize_latents, the family, kind video with temporal_downscale 8."""
+1e-5, a 25- and a 33-frame clip in diffusers' temporal tiles (its frame-wise path) equal to it tile by tile,
+the model space LTXPipeline's _normalize_latents, the family, kind video with temporal_downscale 8."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.archs import assert_weights, check_broken, clip, close, perturbed, state
+from helpers.temporal import assert_clip_in_tiles, frames_seen, framewise
 from safetensors.torch import save_file
 
 from vaestudio.cli import main
@@ -133,12 +135,49 @@ def test_clip_encode_and_decode_equal_diffusers(tmp_path, kind, layout):
     close(one.raw, reference(m, x[:1])[0][:, 0])
 
 
-def test_trimmed_to_one_plus_8k_and_clips_run_whole(tmp_path):
+def test_trimmed_to_one_plus_8k_frames(tmp_path):
     vae = load_vae(write("0.9.0", "comfyui-original", tmp_path))
     assert [vae.frames_valid(n) for n in (1, 8, 9, 16, 17)] == [1, 1, 9, 9, 17]
     enc = vae.encode_clip(clip(10, 64, 64))
     assert enc.frames == 9 and "trimmed 10 frames to 9 (this VAE takes 1 + 8k frames)" in enc.notes
-    assert any("clips run whole" in n for n in vae.info.notes)
+    assert any("longer ones in diffusers' temporal tiles" in n for n in vae.info.notes)
+
+
+@pytest.mark.parametrize(("kind", "size", "stride", "frames", "chunks"), [
+    ("0.9.0", None, None, 25, [(0, 9), (9, 17), (17, 25)]),  # diffusers' default tiles: 17 frames every 8
+    ("0.9.1", None, None, 25, [(0, 9), (9, 17), (17, 25)]),  # its decode noise drawn on from tile to tile
+    ("0.9.5", 24, 16, 33, [(0, 17), (17, 33)]),  # tiles set on the model: 25 frames every 16
+])
+def test_a_clip_longer_than_a_tile_runs_in_diffusers_temporal_tiles(tmp_path, kind, size, stride, frames, chunks):
+    m = model_of(kind)
+    vae = load_vae(write(kind, "diffusers-folder", tmp_path))
+    x = clip(frames, 64, 64, seed=2)
+    with framewise(m, vae.model, size=size, stride=stride):
+        mean, ref = reference(m, x)  # diffusers' own _temporal_tiled_encode / _temporal_tiled_decode
+        with frames_seen(vae.model.encoder) as enc_in, frames_seen(vae.model.decoder) as dec_in:
+            assert_clip_in_tiles(vae, x, mean, ref, chunks)
+        tile = vae.model.tile_sample_min_num_frames
+    assert max(enc_in) == tile + 1 and max(dec_in) == tile // 8 + 1  # memory bounded by one tile
+
+
+def test_a_clip_one_tile_holds_runs_whole(tmp_path):
+    """17 frames: diffusers' frame-wise path would tile it (computing the same frames again); here it runs whole,
+    equal to diffusers' default encode/decode."""
+    m = model_of("0.9.0")
+    vae = load_vae(write("0.9.0", "diffusers-folder", tmp_path))
+    x = clip(17, 64, 64)
+    mean, ref = reference(m, x)
+    assert_clip_in_tiles(vae, x, mean, ref, [(0, 17)])
+
+
+def test_cancel_keeps_the_frames_of_the_finished_tiles(tmp_path):
+    vae = load_vae(write("0.9.0", "diffusers-folder", tmp_path))
+    enc = vae.encode_clip(clip(25, 64, 64))
+    whole = vae.decode_clip(enc.latent, 64, 64).frames
+    steps = []
+    dec = vae.decode_clip(enc.latent, 64, 64, progress=lambda i, n: steps.append(i), should_stop=lambda: len(steps) >= 1)
+    assert not dec.complete and dec.chunks == [(0, 9)]
+    np.testing.assert_array_equal(dec.frames, whole[:9])
 
 
 def test_inspect_vae_reports_kind_video(tmp_path, capsys):

@@ -17,7 +17,7 @@ import re
 import torch
 
 from vaestudio.core.archs._common import count_index
-from vaestudio.core.archs._diffusers_video import ClipVae
+from vaestudio.core.archs._diffusers_video import ClipVae, TemporalTiles
 
 _STRIDE = {4: "spatial", 2: "temporal", 8: "spatiotemporal"}
 #: 0.9.0-style blocks: a resnet ``conv_out`` and a plain strided ``downsamplers.0.conv``
@@ -149,19 +149,57 @@ ORIGINAL_MARK = "decoder.up_blocks.0.res_blocks.0.conv1.conv.weight"  # ComfyUI'
 DIFFUSERS_MARK = "decoder.mid_block.resnets.0.conv1.conv.weight"
 
 
+#: how an LTX VAE's clips run (the tiles are diffusers' defaults; the model's own tile_sample_* decide)
+TILED = ("whole up to 17 frames, longer ones in diffusers' temporal tiles (17 frames every 8, blended: "
+         "the class's frame-wise encode and decode), so memory is bounded by one tile")
+
+
 class LtxClipVae(ClipVae):
-    """An LTX-Video / LTX-2 VAE: the VAE's own statistics; decoded as the pipelines decode with their defaults."""
+    """An LTX-Video / LTX-2 VAE: the VAE's own statistics; decoded as the pipelines decode with their defaults;
+    a clip longer than one of diffusers' temporal tiles (17 frames every 8 by default) in those tiles, as the
+    class's frame-wise encode and decode (``use_framewise_decoding``, which both read) make them; large frames
+    tiled spatially."""
+
+    clip_tiles = True  # diffusers tiles LTX frames spatially too (512 px every 448); here as images are
 
     def stats(self):
         return self.model.latents_mean, self.model.latents_std, float(self.model.config.scaling_factor)
 
-    def _decode_clip(self, z: torch.Tensor) -> torch.Tensor:
-        temb = None
-        if self.model.config.timestep_conditioning:  # the pipelines' default decode_timestep, no decode noise
-            temb = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype)
-        if not any(self.model.config.decoder_inject_noise):
-            return self.model.decode(z, temb).sample
-        # a noise-injecting decoder (0.9.1) draws from torch's global generator: seeded 0 per call, the caller's kept
-        with torch.random.fork_rng(devices=[z.device] if z.device.type == "cuda" else []):
-            torch.manual_seed(0)
-            return self.model.decode(z, temb).sample
+    def temporal(self) -> TemporalTiles:
+        # a clip one tile holds runs whole (diffusers tiles it, computing the same frames again); a later
+        # decoded tile drops its last frame, as _temporal_tiled_decode does
+        return TemporalTiles.of(self.model, one_tile=True, drop_last=True)
+
+    def _enc(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.model.encoder(x)
+        return h[:, : h.shape[1] // 2]  # the posterior's mean
+
+    def _decoder(self):
+        m = self.model
+        cuda = [] if self.device.type != "cuda" else [self.device]
+
+        def dec(z: torch.Tensor) -> torch.Tensor:
+            temb = None
+            if m.config.timestep_conditioning:  # the pipelines' default decode_timestep, no decode noise
+                temb = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype)
+            return m.decoder(z, temb)
+
+        if not any(m.config.decoder_inject_noise):
+            return dec
+        # a noise-injecting decoder (0.9.1) draws from torch's global generator: seeded 0 once per clip and carried
+        # from tile to tile (as diffusers' decode after torch.manual_seed(0)), the caller's generator kept
+        rng: list = []
+
+        def noisy(z: torch.Tensor) -> torch.Tensor:
+            with torch.random.fork_rng(devices=cuda):
+                if rng:
+                    torch.set_rng_state(rng[0])
+                    if cuda:
+                        torch.cuda.set_rng_state(rng[1], cuda[0])
+                else:
+                    torch.manual_seed(0)
+                out = dec(z)
+                rng[:] = [torch.get_rng_state()] + ([torch.cuda.get_rng_state(cuda[0])] if cuda else [])
+            return out
+
+        return noisy

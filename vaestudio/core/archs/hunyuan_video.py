@@ -5,7 +5,7 @@ split into causal chunks with a cache: diffusers encodes a clip of up to 16 fram
 one in temporal tiles of 17 frames every 12 (each tile's first latent frame dropped after the first
 tile, one latent frame blended into the next), and decodes tiles of 5 latent frames every 3 (4 frames
 blended). vaestudio runs the same tiles one at a time with diffusers' own ``blend_t`` and hands out
-each tile's part as soon as it is final, so a clip equals diffusers' ``encode``/``decode`` with its
+each tile's part as soon as it is final (``_diffusers_video.TemporalTiles``, which LTX's VAEs share), so a clip equals diffusers' ``encode``/``decode`` with its
 default frame-wise setting, memory stays bounded by the tile, and the window gets frames tile by tile.
 
 The model space is what HunyuanVideoPipeline gives its transformer: ``z * scaling_factor`` (0.476986,
@@ -27,6 +27,7 @@ import torch
 
 from vaestudio.core.archs._common import count_index
 from vaestudio.core.archs._diffusers import DiffusersArchitecture, Layout
+from vaestudio.core.archs._diffusers_video import TemporalTiles
 from vaestudio.core.autoencoder import TorchAutoencoder
 from vaestudio.core.registry import PreparedVae, find_prefix
 from vaestudio.core.tiling import clip_tiled
@@ -62,28 +63,6 @@ def infer_config(t: dict[str, torch.Tensor], label: str) -> dict:
     }
 
 
-def latent_tiles(frames: int, model) -> list[tuple[int, int]]:
-    """The latent frame ranges diffusers' frame-wise encode and decode make final one tile at a time (one
-    range when the clip is not tiled); empty tiles left out."""
-    latents = (frames - 1) // model.temporal_compression_ratio + 1
-    if frames <= model.tile_sample_min_num_frames:
-        return [(0, latents)]
-    stride = model.tile_sample_stride_num_frames // model.temporal_compression_ratio
-    out, start = [], 0
-    for i in range(0, latents, stride):
-        end = min(latents, start + stride + (1 if i == 0 else 0))
-        if end > start:
-            out.append((start, end))
-        start = end
-    return out
-
-
-def frame_range(lat: tuple[int, int], factor: int) -> tuple[int, int]:
-    """The frames a range of latent frames decodes to (latent 0 is frame 0, latent j the frames 4j-3 .. 4j)."""
-    s, e = lat
-    return (0 if s == 0 else factor * (s - 1) + 1, factor * (e - 1) + 1)
-
-
 class HunyuanVideoVae(TorchAutoencoder):
     """A HunyuanVideo VAE: clips whole or in diffusers' temporal tiles (kind video), images as one-frame clips."""
 
@@ -109,50 +88,17 @@ class HunyuanVideoVae(TorchAutoencoder):
         return clip_tiled(lambda p: m.decoder(m.post_quant_conv(p)), z, tiles)
 
     def _clip_chunks(self, frames: int, height: int, width: int) -> list[tuple[int, int]]:
-        td = self.info.temporal_downscale
-        return [frame_range(r, td) for r in latent_tiles(frames, self.model)]
+        return TemporalTiles.of(self.model).chunks(frames)
 
     def _iter_encode_clip_tensor(self, x: torch.Tensor, tiles: dict | None = None):
-        m, frames = self.model, x.shape[2]
-        td = m.temporal_compression_ratio
-        if frames <= m.tile_sample_min_num_frames:
-            h = self._enc(x, tiles)
-            yield (0, frames), h[:, : h.shape[1] // 2]
-            return
-        latents = (frames - 1) // td + 1
-        stride = m.tile_sample_stride_num_frames // td
-        blend = m.tile_sample_min_num_frames // td - stride
-        prev, given = None, 0
-        for n, i in enumerate(range(0, frames, m.tile_sample_stride_num_frames)):
-            tile = self._enc(x[:, :, i : i + m.tile_sample_min_num_frames + 1], tiles)
-            if n > 0:
-                tile = m.blend_t(prev, tile[:, :, 1:], blend)
-            prev = tile
-            part = tile[:, :, : min(stride + (1 if n == 0 else 0), latents - given)]
-            if part.shape[2]:
-                yield frame_range((given, given + part.shape[2]), td), part[:, : part.shape[1] // 2]
-                given += part.shape[2]
+        def mean(p: torch.Tensor) -> torch.Tensor:
+            h = self._enc(p, tiles)
+            return h[:, : h.shape[1] // 2]
+
+        yield from TemporalTiles.of(self.model).iter_encode(mean, x, self.model.blend_t)
 
     def _iter_decode_clip_tensor(self, z: torch.Tensor, tiles: dict | None = None):
-        m, latents = self.model, z.shape[2]
-        td = m.temporal_compression_ratio
-        lat_min = m.tile_sample_min_num_frames // td
-        if latents <= lat_min:
-            yield self._dec(z, tiles)
-            return
-        frames = (latents - 1) * td + 1
-        lat_stride = m.tile_sample_stride_num_frames // td
-        blend = m.tile_sample_min_num_frames - m.tile_sample_stride_num_frames
-        prev, given = None, 0
-        for n, i in enumerate(range(0, latents, lat_stride)):
-            tile = self._dec(z[:, :, i : i + lat_min + 1], tiles)
-            if n > 0:
-                tile = m.blend_t(prev, tile[:, :, 1:], blend)
-            prev = tile
-            part = tile[:, :, : min(m.tile_sample_stride_num_frames + (1 if n == 0 else 0), frames - given)]
-            if part.shape[2]:
-                given += part.shape[2]
-                yield part
+        yield from TemporalTiles.of(self.model).iter_decode(lambda p: self._dec(p, tiles), z, self.model.blend_t)
 
 
 class HunyuanVideoArchitecture(DiffusersArchitecture):

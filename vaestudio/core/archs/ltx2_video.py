@@ -27,6 +27,7 @@ from vaestudio.core.archs._diffusers_video import make_video
 from vaestudio.core.archs._ltx_layout import (
     DIFFUSERS_MARK,
     ORIGINAL_MARK,
+    TILED,
     LtxClipVae,
     factors,
     infer_ltx,
@@ -113,7 +114,7 @@ class Ltx2VideoArchitecture(DiffusersArchitecture):
         prepared = super().prepare_weights(wf, label, **kw)
         if prepared.extra.get("config_class") is None:
             prepared.info.notes.append(f"LTX-2, not LTX-Video 0.9.5: {is_ltx2(wf.tensors, kw.get('name', ''))[1]}")
-        return make_video(prepared, factors(prepared.config)[1], "causal encoder, as AutoencoderKLLTX2Video")
+        return make_video(prepared, factors(prepared.config)[1], "causal encoder, as AutoencoderKLLTX2Video", TILED)
 
 
 ARCHITECTURE = Ltx2VideoArchitecture()

@@ -32,6 +32,7 @@ from vaestudio.core.archs._ltx_layout import (
     DIFFUSERS_MARK,
     OLD_BLOCK,
     ORIGINAL_MARK,
+    TILED,
     LtxClipVae,
     factors,
     infer_ltx,
@@ -105,7 +106,7 @@ class LtxVideoArchitecture(DiffusersArchitecture):
         if any(cfg.get("decoder_inject_noise") or ()):
             prepared.info.notes.append("the decoder injects noise (0.9.1): drawn from torch's generator seeded 0 per "
                                        "decode, so the same latent decodes the same each time")
-        return make_video(prepared, factors(cfg)[1], "causal encoder, as AutoencoderKLLTXVideo")
+        return make_video(prepared, factors(cfg)[1], "causal encoder, as AutoencoderKLLTXVideo", TILED)
 
 
 ARCHITECTURE = LtxVideoArchitecture()
