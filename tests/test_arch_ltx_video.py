@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers.archs import assert_weights, check_broken, clip, close, perturbed, state
+from helpers.archs import assert_clip_tiles, assert_weights, check_broken, clip, close, perturbed, state
 from helpers.temporal import assert_clip_in_tiles, frames_seen, framewise
 from safetensors.torch import save_file
 
@@ -210,3 +210,8 @@ def test_a_hub_id_through_the_cache(tmp_path):
     vae = load_from_hub(tmp_path, "Lightricks/LTX-Video")
     assert vae.info.architecture == "ltx-video" and vae.info.kind == "video"
     assert_weights(vae, state(m))
+
+
+def test_clip_tiles_are_the_model_on_each_tile(tmp_path):
+    """Large frames: the clip tiled spatially (128 px tiles overlapping by 64 at 32x), blended linearly."""
+    assert_clip_tiles(load_vae(write("0.9.5", "diffusers-folder", tmp_path)), clip(9, 128, 192, seed=7), scale=4)

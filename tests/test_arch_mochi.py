@@ -10,7 +10,7 @@ import re
 
 import pytest
 import torch
-from helpers.archs import assert_weights, check_broken, clip, close, perturbed, state
+from helpers.archs import assert_clip_tiles, assert_weights, check_broken, clip, close, perturbed, state
 from safetensors.torch import save_file
 
 from vaestudio.cli import main
@@ -150,3 +150,9 @@ def test_a_hub_id_through_the_cache(tmp_path):
     vae = load_from_hub(tmp_path, "genmo/mochi-1-preview")
     assert vae.info.architecture == "mochi" and vae.info.kind == "video"
     assert_weights(vae, state(m))
+
+
+def test_clip_tiles_are_the_model_on_each_tile(tmp_path):
+    """Large frames: each spatial tile the whole clip, blended linearly (the clip is not split in time: diffusers'
+    Mochi encoder has no temporal tiles)."""
+    assert_clip_tiles(load_vae(write("diffusers-folder", tmp_path)), clip(7, 32, 48, seed=7))

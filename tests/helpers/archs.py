@@ -189,26 +189,30 @@ def assert_tiles_are_the_model_on_each_tile(vae, x: np.ndarray) -> None:
     close(dec.pixels[:, 32:64][inside], blend[inside])
 
 
-def assert_clip_tiles(vae, x: np.ndarray) -> None:
-    """An 8x video VAE on (T, 32, 48) frames with 32 px tiles overlapping by 16: two tiles side by side. The tiled
+def assert_clip_tiles(vae, x: np.ndarray, scale: int = 1) -> None:
+    """An 8x video VAE on (T, 32, 48) frames with 32 px tiles overlapping by 16: two tiles side by side (a
+    ``scale`` times larger VAE on frames, tiles and overlap ``scale`` times larger: the same latents). The tiled
     clip is each tile's untiled clip where only one covers it, and their linear blend where both do."""
-    vae.encode_tile, vae.tile_overlap = 32, 16
+    s = scale
+    h, w, t, o = 32 * s, 48 * s, 32 * s, 16 * s  # frame height, width, tile, overlap
+    assert x.shape[1:3] == (h, w) and vae.downscale == 8 * s
+    vae.encode_tile, vae.tile_overlap = t, o
     tiled = vae.encode_clip(x, tile="on")
-    left, right = vae.encode_clip(x[:, :, :32], tile="off").raw, vae.encode_clip(x[:, :, 16:], tile="off").raw
+    left, right = vae.encode_clip(x[:, :, :t], tile="off").raw, vae.encode_clip(x[:, :, o:], tile="off").raw
     assert tiled.tiled and tiled.raw.shape[-2:] == (4, 6)
     close(tiled.raw[..., :2], left[..., :2])
     close(tiled.raw[..., 4:], right[..., 2:])
     close(tiled.raw[..., 2], left[..., 2] * 2 / 3 + right[..., 0] / 3)  # the 2 shared latent columns, ramped
     close(tiled.raw[..., 3], left[..., 3] / 3 + right[..., 1] * 2 / 3)
     z = tiled.latent
-    dec = vae.decode_clip(z, 32, 48, tile="on")
-    a = vae.decode_clip(z[..., :4], 32, 32, tile="off").frames
-    b = vae.decode_clip(z[..., 2:], 32, 32, tile="off").frames
-    assert dec.tiled and dec.complete and dec.frames.shape == (len(x), 32, 48, 3)
-    close(dec.frames[:, :, :16], a[:, :, :16])
-    close(dec.frames[:, :, 32:], b[:, :, 16:])
-    ramp = (np.arange(1, 17, dtype=np.float32) / 17)[None, None, :, None]  # the right tile's weight
-    blend = a[:, :, 16:] * (1 - ramp) + b[:, :, :16] * ramp
-    inside = (a[:, :, 16:] > 0) & (a[:, :, 16:] < 1) & (b[:, :, :16] > 0) & (b[:, :, :16] < 1)  # not clamped
+    dec = vae.decode_clip(z, h, w, tile="on")
+    a = vae.decode_clip(z[..., :4], h, t, tile="off").frames
+    b = vae.decode_clip(z[..., 2:], h, t, tile="off").frames
+    assert dec.tiled and dec.complete and dec.frames.shape == (len(x), h, w, 3)
+    close(dec.frames[:, :, :o], a[:, :, :o])
+    close(dec.frames[:, :, t:], b[:, :, o:])
+    ramp = (np.arange(1, o + 1, dtype=np.float32) / (o + 1))[None, None, :, None]  # the right tile's weight
+    blend = a[:, :, o:] * (1 - ramp) + b[:, :, :o] * ramp
+    inside = (a[:, :, o:] > 0) & (a[:, :, o:] < 1) & (b[:, :, :o] > 0) & (b[:, :, :o] < 1)  # not clamped
     assert inside.mean() > 0.5
-    close(dec.frames[:, :, 16:32][inside], blend[inside])
+    close(dec.frames[:, :, o:t][inside], blend[inside])

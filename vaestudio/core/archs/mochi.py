@@ -131,6 +131,7 @@ def infer_config(t: dict[str, torch.Tensor], label: str) -> dict:
 class MochiVae(ClipVae):
     architecture = "mochi"
     cancel_blocks = ("MochiResnetBlock3D",)
+    clip_tiles = True  # diffusers tiles Mochi frames spatially (256 px every 192); here as images are
 
     def stats(self):
         c = self.model.config
