@@ -202,3 +202,56 @@ def test_small_decoder_narrower_than_the_encoder(tmp_path, layout):
         ref = to_hwc(small.decode(mean).sample)
     close(vae.encode(x).raw, mean[0])
     close(vae.decode(vae.to_model(mean[0]), 64, 96).pixels, ref)
+
+
+def _full_and_small():
+    """A FLUX.2 VAE and a small decoder trained for its latent: the small model's encoder is the full one's."""
+    from diffusers import AutoencoderKLFlux2
+
+    torch.manual_seed(2)
+    full = AutoencoderKLFlux2(block_out_channels=(32, 32, 64, 64), layers_per_block=1, latent_channels=32,
+                              norm_num_groups=16)
+    with torch.no_grad():
+        full.bn.running_mean.normal_(0, 0.5)
+        full.bn.running_var.uniform_(0.5, 2.0)
+    full = perturbed(full, 0.03)
+    small = perturbed(AutoencoderKLFlux2(block_out_channels=(32, 32, 64, 64), decoder_block_out_channels=(16, 16, 32, 32),
+                                         layers_per_block=1, latent_channels=32, norm_num_groups=16), 0.03, seed=5)
+    mine = state(full)
+    small.load_state_dict({**state(small), **{k: v for k, v in mine.items() if not k.startswith(("decoder.", "post_quant"))}})
+    return full, small
+
+
+@pytest.mark.parametrize("decoder_layout", ["bfl", "diffusers"])
+def test_a_decoder_only_file_pairs_with_the_full_encoder(tmp_path, decoder_layout, rgb_image, capsys):
+    """A decoder-only file (FLUX.2's small decoder) given with --decoder decodes the full VAE's latent: equal to
+    AutoencoderKLFlux2 with the small decoder's widths holding the full encoder and the small decoder."""
+    full, small = _full_and_small()
+    save_file({k: v.contiguous() for k, v in diffusers_to_bfl(state(full)).items()}, str(tmp_path / "flux2-vae.safetensors"))
+    dec = {k: v for k, v in state(small).items() if k.startswith(("decoder.", "post_quant_conv."))}
+    if decoder_layout == "bfl":
+        dec = {k: v for k, v in diffusers_to_bfl(dec).items() if k.startswith("decoder.")}
+        assert "decoder.post_quant_conv.weight" in dec
+    save_file({k: v.contiguous() for k, v in dec.items()}, str(tmp_path / "small_decoder.safetensors"))
+    vae = load_vae(tmp_path / "flux2-vae.safetensors", decoder=tmp_path / "small_decoder.safetensors")
+    assert_weights(vae, state(small))
+    assert (vae.info.architecture, vae.info.family, vae.info.family_guessed) == ("flux2", "flux2", False)
+    assert any("another file's" in n for n in vae.info.notes)
+    x = pixels(64, 96, seed=4)
+    with torch.no_grad():
+        mean = small.encode(as_input(x)).latent_dist.mean
+        ref = to_hwc(small.decode(mean).sample)
+    close(vae.encode(x).raw, mean[0])
+    close(vae.decode(vae.to_model(mean[0]), 64, 96).pixels, ref)
+    # alone, the decoder-only file is named for what it is
+    assert main(["inspect-vae", str(tmp_path / "small_decoder.safetensors")]) == 4
+    assert "holds only a FLUX.2 VAE decoder" in capsys.readouterr().err
+    # the CLI: --decoder on reconstruct and inspect-vae; a decoder for another latent is refused in one sentence
+    assert main(["reconstruct", str(rgb_image), "--vae", str(tmp_path / "flux2-vae.safetensors"), "--decoder",
+                 str(tmp_path / "small_decoder.safetensors"), "--out", str(tmp_path / "out"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["architecture"] == "flux2"
+    sd1_decoder = {**dec, "decoder.conv_in.weight": torch.zeros(dec["decoder.conv_in.weight"].shape[0], 4, 3, 3)}
+    save_file({k: v.contiguous() for k, v in sd1_decoder.items()}, str(tmp_path / "other.safetensors"))
+    code = main(["inspect-vae", str(tmp_path / "flux2-vae.safetensors"), "--decoder", str(tmp_path / "other.safetensors")])
+    err = capsys.readouterr().err.strip()
+    assert code == 4 and "the decoder does not fit this FLUX.2 VAE's encoder" in err and len(err.splitlines()) == 1

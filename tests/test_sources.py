@@ -277,7 +277,7 @@ def test_zip_checkpoint_renamed_as_safetensors(tmp_path, tiny_model):
         ({"lora_unet_down_blocks_0_attentions_0.lora_down.weight": (4, 8), "lora_unet_x.alpha": ()}, "LoRA"),
         ({"model.diffusion_model.input_blocks.0.0.weight": (8, 4, 3, 3)}, "UNet"),
         ({"text_model.encoder.layers.0.mlp.fc1.weight": (8, 8)}, "text encoder"),
-        ({"decoder.conv_in.weight": (8, 4, 3, 3), "decoder.conv_out.weight": (3, 8, 3, 3)}, "only a decoder"),
+        ({"decoder.conv_in.weight": (8, 4, 3, 3), "decoder.conv_out.weight": (3, 8, 3, 3)}, "only an SD VAE decoder and no encoder"),
         ({"foo.bar": (3,)}, "no VAE weights"),
     ],
 )
@@ -352,3 +352,26 @@ def test_an_incomplete_ldm_file_is_one_sentence(tmp_path, tiny_model):
     with pytest.raises(VaeLoadError) as e:
         load_vae(p)
     assert "incomplete" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_another_sd_vaes_decoder_pairs_with_the_encoder(tmp_path, ldm_file, tiny_model):
+    """--decoder: an LDM file's encoder with another SD VAE's decoder (a diffusers-key file, e.g. a decoder fine-tune)
+    is AutoencoderKL holding exactly those halves; a whole VAE given as the decoder lends only its decoder."""
+    from diffusers import AutoencoderKL
+
+    other = tiny_vae(seed=7)
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(tmp_path / "finetune.safetensors"))
+    vae = load_vae(ldm_file, decoder=tmp_path / "finetune.safetensors")
+    mine = tiny_model.state_dict()
+    want = {k: (other.state_dict() if k.startswith(("decoder.", "post_quant_conv.")) else mine)[k] for k in mine}
+    got = vae.model.state_dict()
+    assert set(got) == set(want) and all(torch.equal(got[k].float(), want[k].float()) for k in want)
+    ref = AutoencoderKL(**tiny_model.config).eval()
+    ref.load_state_dict(want)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        mean = ref.encode(x).latent_dist.mean
+        torch.testing.assert_close(vae.model.decode(mean).sample, ref.decode(mean).sample, rtol=1e-5, atol=1e-5)
+    assert vae.info.family == prepare_source(ldm_file).info.family
+    with pytest.raises(VaeLoadError, match="the decoder must be a weight file"):
+        prepare_source(ldm_file, decoder=tmp_path / "missing.safetensors")

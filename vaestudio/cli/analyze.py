@@ -22,6 +22,7 @@ from vaestudio.cli.common import (
     EXIT_IMAGE,
     EXIT_OK,
     EXIT_OTHER,
+    add_decoder_option,
     add_vae_options,
     err,
     load,
@@ -78,6 +79,7 @@ def add_parser(sub) -> None:
         for o in kind.options:
             _argument(p, o)
         add_vae_options(p)
+        add_decoder_option(p)
         p.set_defaults(handler=run)
 
 

@@ -75,6 +75,12 @@ def add_vae_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile", default="auto", choices=["auto", "on", "off"], help="tiled encode/decode")
 
 
+def add_decoder_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--decoder", default=None, metavar="FILE",
+                   help="decode with this file's decoder instead of the VAE's own (a FLUX.2 small decoder, another "
+                        "SD VAE's decoder): it must take the same latent")
+
+
 def add_size_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=None, metavar="N", help="resize so the longer side is N pixels")
 
@@ -93,7 +99,8 @@ def load(args, source: str):
             print(f"\rdownloading {p.filename}: {100 * p.done // p.total}% of {p.total / 1e6:.0f} MB",
                   end="" if p.done < p.total else "\n", file=sys.stderr, flush=True)
 
-    return load_vae(source, family=args.family, device=args.device, dtype=args.dtype, progress=show)
+    return load_vae(source, family=args.family, device=args.device, dtype=args.dtype, progress=show,
+                    decoder=getattr(args, "decoder", None))
 
 
 def metric_fields(m) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from vaestudio.cli.common import EXIT_OK, family_help, reason, report
+from vaestudio.cli.common import EXIT_OK, add_decoder_option, family_help, reason, report
 
 ORDER = 20
 
@@ -14,6 +14,7 @@ def add_parser(sub) -> None:
     i.add_argument("sources", nargs="+", metavar="SOURCE")
     i.add_argument("--family", default=None, help=family_help())
     i.add_argument("--json", action="store_true", help="one JSON object per source per line")
+    add_decoder_option(i)
     i.set_defaults(handler=run)
 
 
@@ -26,7 +27,7 @@ def run(args) -> int:
     device = pick_device(None)
     for source in args.sources:
         try:
-            info = prepare_source(source, family=args.family).info
+            info = prepare_source(source, family=args.family, decoder=args.decoder).info
             auto = get_architecture(info.architecture).auto_dtype(info, device)
         except Exception as exc:  # noqa: BLE001
             code = max(code, report(exc, args.debug, source))

@@ -10,6 +10,7 @@ import sys
 from vaestudio.cli.common import (
     EXIT_OK,
     EXIT_OTHER,
+    add_decoder_option,
     add_size_option,
     add_vae_options,
     check_size,
@@ -44,6 +45,7 @@ def add_parser(sub) -> None:
     r.add_argument("--sample", action="store_true", help="sample the latent instead of taking its mean")
     r.add_argument("--json", action="store_true", help="one JSON object per image per line")
     add_vae_options(r)
+    add_decoder_option(r)
     r.set_defaults(handler=run)
 
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-
 # diffusers' EDMDPMSolverMultistepScheduler / EDMEulerScheduler defaults (the Karras et al. 2022 values)
 EDM_DEFAULTS = (0.002, 80.0, 0.5, 7.0)
 

@@ -47,8 +47,10 @@ def hf_cache_dir() -> Path:
 
 def prepare_source(source: str | os.PathLike, *, family: str | None = None, subfolder: str | None = None,
                    progress: Callable[[DownloadProgress], None] | None = None,
-                   should_stop: Callable[[], bool] | None = None) -> PreparedVae:
-    """Read and check a VAE source without building the model.
+                   should_stop: Callable[[], bool] | None = None,
+                   decoder: str | os.PathLike | None = None) -> PreparedVae:
+    """Read and check a VAE source without building the model; ``decoder`` names a weight file whose decoder
+    takes the place of the source's own (FLUX.2's small decoder; another SD VAE's decoder).
 
     Raises
     ------
@@ -66,6 +68,8 @@ def prepare_source(source: str | os.PathLike, *, family: str | None = None, subf
         prepared = _prepare_folder(folder, text, fmt="hub")
     else:
         raise VaeLoadError("no such file or folder, and not a Hugging Face model id (like org/name)", text)
+    if decoder is not None:
+        prepared = _pair_decoder(prepared, Path(decoder).expanduser(), f"{text} + decoder {decoder}")
     if family:
         arch = get_architecture(prepared.architecture)
         fam = arch.check_family(prepared.info, family)
@@ -77,13 +81,14 @@ def prepare_source(source: str | os.PathLike, *, family: str | None = None, subf
 def load_vae(source: str | os.PathLike, *, family: str | None = None, device: str | None = None,
              dtype: str | None = None, subfolder: str | None = None, halves: tuple[str, ...] = BOTH_HALVES,
              progress: Callable[[DownloadProgress], None] | None = None,
-             should_stop: Callable[[], bool] | None = None) -> Autoencoder:
+             should_stop: Callable[[], bool] | None = None, decoder: str | os.PathLike | None = None) -> Autoencoder:
     """Load a VAE from a file, a folder, a Hugging Face id or an MNIST checkpoint.
 
     ``halves`` names what the caller needs: a source that lacks one of them (a tiny decoder without
     its encoder file) fails with a sentence naming what is missing.
     """
-    prepared = prepare_source(source, family=family, subfolder=subfolder, progress=progress, should_stop=should_stop)
+    prepared = prepare_source(source, family=family, subfolder=subfolder, progress=progress, should_stop=should_stop,
+                              decoder=decoder)
     return build_vae(prepared, device=device, dtype=dtype, halves=halves)
 
 
@@ -111,6 +116,15 @@ def _prepare_file(path: Path, label: str) -> PreparedVae:
         if other is None:
             raise
         raise VaeLoadError(other, label) from None
+
+
+def _pair_decoder(prepared: PreparedVae, path: Path, label: str) -> PreparedVae:
+    if not path.is_file():
+        raise VaeLoadError("the decoder must be a weight file, and there is no such file", path)
+    pair = getattr(get_architecture(prepared.architecture), "pair_decoder", None)
+    if pair is None:
+        raise VaeLoadError(f"a {prepared.info.architecture} VAE cannot take another file's decoder yet", label)
+    return pair(prepared, read_weight_file(path), label)
 
 
 # -- folders ----------------------------------------------------------------------------------

@@ -97,5 +97,9 @@ def not_a_vae_reason(sd: dict[str, torch.Tensor]) -> str:
         return f"is {what}"
     keys = list(sd)
     if any(k.startswith("decoder.") for k in keys) and not any(k.startswith("encoder.") for k in keys):
-        return "holds only a decoder (e.g. a decoder-only file); a full VAE needs the encoder too"
+        conv_in = sd.get("decoder.conv_in.weight")
+        latent = int(conv_in.shape[1]) if conv_in is not None and conv_in.ndim == 4 else 0
+        what = {32: "a FLUX.2 VAE decoder (such as FLUX.2's small decoder)", 16: "a 16-channel (SD3/FLUX.1) VAE decoder",
+                4: "an SD VAE decoder"}.get(latent, "a decoder")
+        return f"holds only {what} and no encoder; it decodes beside a full VAE of the same latent (as its decoder)"
     return f"no VAE weights found ({len(keys)} tensors, e.g. '{keys[0] if keys else 'none'}')"

@@ -41,6 +41,8 @@ class Layout:
     anchor: str  # a key every file of this layout has; the VAE's prefix is found from it
     blocks: tuple[str, ...] = ()  # key starts (after the prefix) that tell this layout from another
     to_diffusers: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
+    # the inverse, where it exists: what lets another file's decoder, in this layout, pair with a loaded encoder
+    from_diffusers: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
 
 
 @dataclass
@@ -140,6 +142,8 @@ class DiffusersArchitecture(Architecture):
     half_keys: ClassVar[dict[str, str]] = {"encoder": "encoder", "decoder": "decoder"}
     #: Build with real buffers (see ``load_state_into``).
     real_buffers: ClassVar[bool] = False
+    #: The first key parts (diffusers' keys) of what decodes: another file's decoder replaces them (``pair_decoder``).
+    decoder_parts: ClassVar[tuple[str, ...]] = ()
 
     # -- hooks --------------------------------------------------------------------------------
     def infer_config(self, tensors: dict[str, torch.Tensor], label: str) -> dict:
@@ -247,6 +251,44 @@ class DiffusersArchitecture(Architecture):
         )
         self.describe(info, found)
         return PreparedVae(self.name, tensors, merged, info, guess.family, extra={"config_class": found.config_class})
+
+    def pair_decoder(self, prepared: PreparedVae, wf: WeightFile, label: str) -> PreparedVae:
+        """The loaded VAE with the decoder of another file (a decoder-only file such as FLUX.2's small decoder, or a
+        whole VAE's decoder half) in place of its own: the encoder side is put into the decoder file's key layout and
+        the two are read as one file, so the config comes from their shapes as for any file."""
+        if not self.decoder_parts:
+            raise VaeLoadError(f"a {self.short} cannot take another file's decoder yet", label)
+        hit = self._decoder_layout(wf.tensors)
+        if hit is None:
+            raise VaeLoadError(f"no {self.short} decoder found in the decoder file", label)
+        layout, prefix = hit
+        mine = set(self.decoder_parts) | {self.half_keys["decoder"]}
+        decoder = {k[len(prefix):]: v for k, v in wf.tensors.items()
+                   if k.startswith(prefix) and k[len(prefix):].split(".")[0] in mine}
+        encoder = {k: v for k, v in prepared.tensors.items() if k.split(".")[0] not in mine}
+        paired = WeightFile({**(layout.from_diffusers or dict)(encoder), **decoder}, wf.format, dict(wf.metadata))
+        try:
+            out = self.prepare_weights(paired, label, fmt=prepared.info.format, name=label, config=None)
+        except VaeLoadError as exc:
+            raise VaeLoadError(f"the decoder does not fit this {self.short}'s encoder ({exc.reason})", label) from None
+        out.family, full = prepared.family, prepared.info
+        for key in ("family", "family_guessed", "family_reason", "scaling_factor", "shift_factor"):
+            setattr(out.info, key, getattr(full, key))
+        out.info.notes = [*out.info.notes, "the decoder is another file's, paired with this VAE's encoder"]
+        return out
+
+    def _decoder_layout(self, sd: dict[str, torch.Tensor]) -> tuple[Layout, str] | None:
+        """The layout (one with an inverse converter, or diffusers' own) whose decoder blocks the keys have, and
+        the prefix before them."""
+        half = self.half_keys["decoder"] + "."
+        for layout in self.layouts:
+            if layout.to_diffusers is not None and layout.from_diffusers is None and layout.name != "diffusers":
+                continue
+            for block in (b for b in layout.blocks if b.startswith(half)):
+                key = next((k for k in sd if block in k), None)
+                if key is not None:
+                    return layout, key[:key.index(block)]
+        return None
 
     def channels_of(self, cfg: dict) -> int:
         return int(cfg["latent_channels"])

@@ -86,7 +86,8 @@ class AutoencoderKLArchitecture(DiffusersArchitecture):
     diffusers_class = "AutoencoderKL"
     vae_class = SdVae
     layouts = (Layout("diffusers", kl.ANCHOR, kl.DIFFUSERS_BLOCKS, kl.modernize_attention_names),
-               Layout("ldm", kl.ANCHOR, kl.LDM_BLOCKS, kl.ldm_to_diffusers))
+               Layout("ldm", kl.ANCHOR, kl.LDM_BLOCKS, kl.ldm_to_diffusers, kl.diffusers_to_ldm))
+    decoder_parts = ("decoder", "post_quant_conv")  # another SD VAE's decoder (e.g. a fine-tune's) can pair
     parts = ("encoder", "decoder", "quant_conv", "post_quant_conv")
     short = "Stable Diffusion VAE"
     guessed = kl.GUESSED

@@ -121,8 +121,9 @@ class Flux2Architecture(DiffusersArchitecture):
     diffusers_class = "AutoencoderKLFlux2"
     vae_class = Flux2Vae
     layouts = (Layout("diffusers", kl.ANCHOR, kl.DIFFUSERS_BLOCKS, _tracked),
-               Layout("bfl", kl.ANCHOR, kl.LDM_BLOCKS, lambda t: _tracked(bfl_to_diffusers(t))))
+               Layout("bfl", kl.ANCHOR, kl.LDM_BLOCKS, lambda t: _tracked(bfl_to_diffusers(t)), diffusers_to_bfl))
     parts = ("encoder", "decoder", "quant_conv", "post_quant_conv", "bn")
+    decoder_parts = ("decoder", "post_quant_conv")  # the small decoder's file: BFL's keys, or diffusers'
     short = "FLUX.2 VAE"
     shipped = "flux2"
     guessed = kl.GUESSED
