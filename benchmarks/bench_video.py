@@ -3,8 +3,9 @@
 A random-weight ``AutoencoderKLWan`` with the published Wan 2.1 config (base_dim 96, 16 latent channels,
 ~127 M parameters) is written once as a diffusers folder; each side then runs in a fresh process (so
 peak RSS is its own): diffusers ``encode(clip).latent_dist.mean`` + ``decode(mean)`` of the whole clip,
-and vaestudio ``encode_clip`` + ``iter_decode_clip`` (chunked causal, with the time to the first decoded
-frame, what the window waits for). Both in fp32 unless ``--dtype`` says otherwise; the table also gives
+vaestudio ``encode_clip`` + ``iter_decode_clip`` (chunked causal), and vaestudio streamed
+(``iter_round_trip_clip``: each chunk decoded as soon as it is encoded, what the window runs); "first
+frame" is the time from the start of the encode to the first reconstructed frame, what the window waits for. Both in fp32 unless ``--dtype`` says otherwise; the table also gives
 the largest difference between the two reconstructions. With ``--repeats N`` the two sides run N times
 alternately (diffusers first, then vaestudio first, ...) and each time is the best of its N (on a
 shared machine other work slows whichever side it meets); the load average is printed with the table.
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+SIDES = ("diffusers", "vaestudio", "vaestudio-streamed")
 
 
 def rss_mib() -> float:
@@ -66,7 +68,7 @@ def child(side: str, folder: Path, frames: int, size: int, dtype: str, out: Path
             t2 = time.perf_counter()
         frames_out = (rec[0] / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).numpy()
         first = None
-    else:
+    elif side == "vaestudio":
         from vaestudio.core.sources import load_vae
 
         vae = load_vae(folder, dtype=dtype)
@@ -77,9 +79,24 @@ def child(side: str, folder: Path, frames: int, size: int, dtype: str, out: Path
         parts, first = [], None
         for _, part in vae.iter_decode_clip(enc.latent, size, size):
             if first is None:
-                first = time.perf_counter() - t1
+                first = time.perf_counter() - t0
             parts.append(part)
         t2 = time.perf_counter()
+        frames_out = np.concatenate(parts)
+    else:  # streamed: each chunk decoded as soon as it is encoded
+        from vaestudio.core.sources import load_vae
+
+        vae = load_vae(folder, dtype=dtype)
+        loaded = rss_mib()
+        t0 = time.perf_counter()
+        rt = vae.iter_round_trip_clip(x)
+        parts, first = [], None
+        for _, part in rt:
+            if first is None:
+                first = time.perf_counter() - t0
+            parts.append(part)
+        t2 = time.perf_counter()
+        t1 = t0 + rt.encoding.seconds  # its encoder steps; the rest is the decoder's, between them
         frames_out = np.concatenate(parts)
     np.save(out, frames_out)
     return {"side": side, "encode_s": t1 - t0, "decode_s": t2 - t1, "first_frame_s": first,
@@ -102,7 +119,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--dtype", default="fp32", help="vaestudio's --dtype (diffusers runs fp32)")
     ap.add_argument("--repeats", type=int, default=1, help="runs per side, alternating; the best is shown")
-    ap.add_argument("--child", choices=["diffusers", "vaestudio"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     ap.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -123,10 +140,10 @@ def main() -> None:
         params = sum(p.numel() for p in model.parameters())
         model.save_pretrained(folder)
         del model
-        runs: dict[str, list[dict]] = {"diffusers": [], "vaestudio": []}
+        runs: dict[str, list[dict]] = {side: [] for side in SIDES}
         load = [os.getloadavg()[0]]
         for r in range(max(1, a.repeats)):
-            for side in ("diffusers", "vaestudio")[:: 1 if r % 2 == 0 else -1]:
+            for side in SIDES[:: 1 if r % 2 == 0 else -1]:
                 out = Path(tmp) / f"{side}.npy"
                 cmd = [sys.executable, __file__, "--child", side, "--folder", str(folder), "--frames", str(a.frames),
                        "--size", str(a.size), "--dtype", a.dtype, "--out", str(out)]
@@ -138,7 +155,8 @@ def main() -> None:
         rows = [{k: min(r[k] for r in rs) if k != "side" and rs[0][k] is not None else rs[0][k] for k in rs[0]}
                 for rs in runs.values()]
         totals = {side: [r["encode_s"] + r["decode_s"] for r in rs] for side, rs in runs.items()}
-        diff = float(np.abs(np.load(Path(tmp) / "diffusers.npy") - np.load(Path(tmp) / "vaestudio.npy")).max())
+        ref = np.load(Path(tmp) / "diffusers.npy")
+        diff = {side: float(np.abs(ref - np.load(Path(tmp) / f"{side}.npy")).max()) for side in SIDES[1:]}
 
     print(f"Wan 2.1-sized AutoencoderKLWan ({params / 1e6:.0f} M parameters, random weights), "
           f"{a.frames} frames {a.size}x{a.size}; vaestudio --dtype {a.dtype}, diffusers fp32")
@@ -150,7 +168,8 @@ def main() -> None:
         first = "-" if r["first_frame_s"] is None else f"{r['first_frame_s']:.1f}"
         print(f"| {r['side']} | {r['encode_s']:.1f} | {r['decode_s']:.1f} | {r['encode_s'] + r['decode_s']:.1f} "
               f"| {first} | {r['loaded_mib']:.0f} | {r['peak_mib']:.0f} |")
-    print(f"\nlargest |vaestudio - diffusers| over the reconstructed frames: {diff:.2e}")
+    for side, d in diff.items():
+        print(f"\nlargest |{side} - diffusers| over the reconstructed frames: {d:.2e}")
     if a.repeats > 1:
         print("every run's encode + decode s: " + "; ".join(
             f"{side} {', '.join(f'{t:.1f}' for t in ts)}" for side, ts in totals.items()))

@@ -301,12 +301,18 @@ def test_a_preview_decoder_stands_in_until_the_frames_come(qtbot, win, tmp_path)
                 gate.wait(30)
             yield out
 
-    s.vae._iter_decode_clip_tensor = gated
+    # the first round trip streams (each chunk decoded as it is encoded): the preview decoder has no
+    # latent before the frames; a decode of the held encoding (noise, Run) is where it stands in
     drop(win, [write_clip(tmp_path / "walk.mp4")])
+    qtbot.waitUntil(lambda: complete(win), timeout=60000)
+    assert all(p is None for p in s.clip_result.previews)
+    s.vae._iter_decode_clip_tensor = gated
+    s.reconstruct_clip(None)
     qtbot.waitUntil(lambda: s.clip_result is not None and s.clip_result.decoded == 1
                     and all(p is not None for p in s.clip_result.previews), timeout=60000)
     ins, view, r = win.inspector, win.inspector.clip, s.clip_result
     enc = s.clip_encoded.encoding
+    assert r.decoded == 1
     tiny = s.preview_vae.decode_clip(enc.latent, enc.height, enc.width).frames
     np.testing.assert_allclose(np.stack(r.previews), tiny, atol=1e-6)
     view.slider.setValue(5)  # not decoded by the VAE yet: the tiny decoder's frame, said so
@@ -321,3 +327,40 @@ def test_a_preview_decoder_stands_in_until_the_frames_come(qtbot, win, tmp_path)
     assert ins.compare.reconstruction.title.text.startswith("Reconstruction, frame 5")
     whole = s.vae.decode_clip(enc.latent, enc.height, enc.width).frames
     np.testing.assert_allclose(np.stack(r.frames), whole, atol=1e-5)
+
+
+def test_a_wan_clip_shows_its_first_frame_before_the_whole_encode(qtbot, win, tmp_path):
+    """Wan streams the window's round trip: the first frame is on screen while the encoder still waits
+    on chunk 2; Cancel keeps it; Run again gives every frame, equal to encode_clip -> decode_clip."""
+    from helpers.wan import write as write_wan
+
+    s, ins, view = win.session, win.inspector, win.inspector.clip
+    s.load_vae(str(write_wan("wan2.1", "diffusers-folder", tmp_path)))
+    qtbot.waitUntil(lambda: s.vae is not None, timeout=30000)
+    gate, calls = threading.Event(), []
+
+    def hold(_module, _inputs):  # the real encoder; its calls after the first wait for the test
+        calls.append(1)
+        while len(calls) > 1 and not gate.wait(0.005):
+            pass
+
+    handle = s.vae.model.encoder.register_forward_pre_hook(hold)
+    drop(win, [write_clip(tmp_path / "walk.mp4")])
+    qtbot.waitUntil(lambda: s.clip_result is not None and s.clip_result.decoded == 1, timeout=60000)
+    assert s.clip_encoded is None and len(calls) == 2  # chunk 1 only encoded; chunk 2 held
+    view.slider.setValue(0)
+    np.testing.assert_array_equal(ins.compare.reconstruction.data, s.clip_result.frames[0])
+    assert view.status.text() == "decoded 1 of 9 frames" and view.slider.maximum() == 8
+    ins.cancel_btn.click()
+    gate.set()  # chunk 2's encode goes on and meets the cancel before its first residual block
+    qtbot.waitUntil(lambda: not win.runner.busy(), timeout=10000)
+    handle.remove()
+    assert s.clip_result.decoded == 1 and s.clip_encoded is None
+    assert view.status.text() == "cancelled: decoded 1 of 9 frames"
+    view.run_btn.click()
+    qtbot.waitUntil(lambda: complete(win), timeout=60000)
+    enc = s.clip_encoded.encoding
+    assert enc.frames == 9 and tuple(enc.latent.shape[:2]) == (16, 3)
+    whole = s.vae.decode_clip(enc.latent, enc.height, enc.width).frames
+    np.testing.assert_allclose(np.stack(s.clip_result.frames), whole, atol=1e-5)
+    assert ins.latents.frame.maximum() == 2

@@ -28,12 +28,14 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import torch
 
+from vaestudio.core.clip_stream import ClipRoundTrip
 from vaestudio.core.device import is_oom
 from vaestudio.core.errors import Cancelled, VaeStudioError
 from vaestudio.core.tensors import pad_to_multiple
 from vaestudio.core.vae import ClipDecoding, ClipEncoding
 
 if TYPE_CHECKING:
+    from vaestudio.core.noise import NoiseSpec
     from vaestudio.core.tiling import Progress, ShouldStop
 
 #: an image VAE encodes a clip in batches of at most this many frames (fewer for large frames)
@@ -104,8 +106,24 @@ class ClipMixin:
     def encode_clip(self, frames: np.ndarray, *, tile: str = "auto", progress: Progress | None = None,
                     should_stop: ShouldStop | None = None) -> ClipEncoding:
         """Encode (T, H, W, 3) float frames in [0, 1]; see ``Autoencoder.encode_clip``."""
-        self._need("encoder")
         t0 = time.perf_counter()
+        original, notes = self._prepare_clip(frames)
+        return self._encode_prepared(original, notes, t0, tile, progress, should_stop)
+
+    def iter_round_trip_clip(self, frames: np.ndarray, *, noise: NoiseSpec | None = None, tile: str = "auto",
+                             progress: Progress | None = None, should_stop: ShouldStop | None = None) -> ClipRoundTrip:
+        """Encode, noise and decode a clip, handing out the frames as they are decoded: chunk by chunk
+        interleaved when the VAE streams (``_clip_streams``), else encode-then-decode; see ``clip_stream``."""
+        return ClipRoundTrip(self, frames, noise, tile, progress, should_stop)
+
+    def _clip_streams(self, tiles_encode: dict | None, tiles_decode: dict | None):
+        """``(encode_step, decode_step)`` of one streamed round trip (each takes the next chunk, raw in and
+        out, with a causal cache of its own), or None: this VAE's clips are encoded whole before decoding."""
+        return None
+
+    def _prepare_clip(self, frames: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """The frames as the VAE sees them (trimmed to ``frames_valid``; an image VAE's prepared), float32."""
+        self._need("encoder")
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
             raise VaeStudioError(f"a clip is (frames, height, width, 3) with at least one frame, not {frames.shape}")
@@ -116,15 +134,21 @@ class ClipMixin:
             notes.append(f"trimmed {len(frames)} frames to {n} (this VAE takes 1 + {td}k frames)")
             frames = frames[:n]
         if self._is_video:
-            original = np.ascontiguousarray(frames, dtype=np.float32)
+            return np.ascontiguousarray(frames, dtype=np.float32), notes
+        notes.append("an image VAE: the clip is encoded frame by frame")
+        prepared = [self.prepare_pixels(f) for f in frames]
+        for _, ns in prepared[:1]:
+            notes.extend(ns)
+        return np.ascontiguousarray(np.stack([p for p, _ in prepared]), dtype=np.float32), notes
+
+    def _encode_prepared(self, original, notes, t0, tile, progress, should_stop) -> ClipEncoding:
+        if self._is_video:
             raw, tiled, chunks = self._encode_video(original, tile, progress, should_stop, notes)
         else:
-            notes.append("an image VAE: the clip is encoded frame by frame")
-            prepared = [self.prepare_pixels(f) for f in frames]
-            for _, ns in prepared[:1]:
-                notes.extend(ns)
-            original = np.ascontiguousarray(np.stack([p for p, _ in prepared]), dtype=np.float32)
             raw, tiled, chunks = self._encode_frames(original, tile, progress, should_stop, notes)
+        return self._clip_encoding(original, raw, t0, tiled, chunks, notes)
+
+    def _clip_encoding(self, original, raw, t0, tiled, chunks, notes) -> ClipEncoding:
         latent = self.clip_to_model(raw)
         h, w = original.shape[1:3]
         return ClipEncoding(original, latent.contiguous(), raw.contiguous(), len(original), h, w,

@@ -1,10 +1,12 @@
 """A clip in the window: what its worker job yields, and the reconstruction so far as the session holds it.
 
-``clip_job`` is a generator run by the worker layer: it encodes the clip through the clip interface
-(``vae.encode_clip``: a video VAE's causal chunks, an image VAE frame by frame) unless the session
-already holds the encoding, noises the model-space latent (C, T', h, w) as a whole when asked, and
-decodes it with ``vae.iter_decode_clip``, yielding each temporal chunk as it arrives with its difference
-heat maps and per-frame metrics computed in the worker. ``ClipProgress`` collects the chunks on the UI
+``clip_job`` is a generator run by the worker layer: unless the session already holds the encoding it
+round-trips the clip with ``vae.iter_round_trip_clip`` (a causal video VAE streams: each chunk is
+decoded as soon as it is encoded, so the first frame shows after one chunk, not the whole encode; the
+noise, when asked, is drawn for the whole latent and streams with it; others encode, then decode), else
+it noises the held model-space latent (C, T', h, w) and decodes it with ``vae.iter_decode_clip``; either
+way it yields each temporal chunk as it arrives with its difference heat maps and per-frame metrics
+computed in the worker. ``ClipProgress`` collects the chunks on the UI
 thread: a cancelled job keeps what was decoded. torch is imported inside the functions only.
 """
 
@@ -26,6 +28,8 @@ class ClipEncoded:
 
     encoding: object  # core.vae.ClipEncoding
     previews: list  # (h, w, 3) or None per latent frame
+    snr_db: float | None = None  # the noise's, when the round trip that encoded it was noised
+    latent: object = None  # the (possibly noised) latent being decoded, for a preview decoder
 
 
 @dataclass
@@ -113,18 +117,29 @@ class ClipProgress:
 
 
 def clip_job(vae, frames, encoding, noise, tile, *, progress, should_stop):
-    """Encode ``frames`` (unless ``encoding`` is given), noise the latent, decode chunk by chunk.
+    """Round-trip ``frames`` (``vae.iter_round_trip_clip``: streamed for a causal video VAE, each chunk
+    decoded as soon as it is encoded) or, when ``encoding`` is given, noise its latent and decode it.
 
-    Yields a ``ClipEncoded`` (when it encoded), a ``ClipStart``, then one ``ClipChunk`` per decoded chunk.
+    Yields a ``ClipStart`` and one ``ClipChunk`` per decoded chunk; when it encodes, the ``ClipEncoded``
+    comes as soon as the whole clip is encoded: before the first chunk when encode-then-decode, after the
+    last when streamed (none when cancelled before). Returns the seconds taken.
     """
     import time
 
-    from vaestudio.core.latents import latent_preview
-
+    t0, prev = time.perf_counter(), None
     if encoding is None:
-        encoding = vae.encode_clip(frames, tile=tile, progress=progress, should_stop=should_stop)
-        previews = [latent_preview(encoding.latent[:, i], vae.family.name) for i in range(encoding.latent.shape[1])]
-        yield ClipEncoded(encoding, previews)
+        rt = vae.iter_round_trip_clip(frames, noise=noise, tile=tile, progress=progress, should_stop=should_stop)
+        yield ClipStart(rt.frames)
+        sent = False
+        for start, rec in rt:
+            if rt.encoding is not None and not sent:
+                sent = True
+                yield encoded(vae, rt)
+            yield measure_chunk(rt.original, start, rec, prev)
+            prev = rec[-1]
+        if rt.encoding is not None and not sent:
+            yield encoded(vae, rt)
+        return time.perf_counter() - t0
     latent, snr_db = encoding.latent, None
     if noise is not None:
         from vaestudio.core.noise import add_noise
@@ -132,12 +147,21 @@ def clip_job(vae, frames, encoding, noise, tile, *, progress, should_stop):
         noised = add_noise(latent, vae.family, spec=noise)
         latent, snr_db = noised.latent, noised.snr_db
     yield ClipStart(encoding.frames, snr_db, latent)
-    t0, prev = time.perf_counter(), None
     for start, rec in vae.iter_decode_clip(latent, encoding.height, encoding.width, tile=tile, progress=progress,
                                            should_stop=should_stop):
         yield measure_chunk(encoding.original, start, rec, prev)
         prev = rec[-1]
     return time.perf_counter() - t0
+
+
+def encoded(vae, rt) -> ClipEncoded:
+    """A round trip's encoding (``core.clip_stream.ClipRoundTrip``) with the latent-to-RGB picture of each
+    latent frame."""
+    from vaestudio.core.latents import latent_preview
+
+    e = rt.encoding
+    previews = [latent_preview(e.latent[:, i], vae.family.name) for i in range(e.latent.shape[1])]
+    return ClipEncoded(e, previews, rt.snr_db, e.latent if rt.noised is None else rt.noised.latent)
 
 
 def measure_chunk(original: np.ndarray, start: int, rec: np.ndarray, prev: np.ndarray | None) -> ClipChunk:

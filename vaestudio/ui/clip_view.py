@@ -110,6 +110,8 @@ class ClipView(QWidget):
         s = self.session
         if s.clip_encoded is not None:
             return int(s.clip_encoded.encoding.frames)
+        if s.clip_result is not None:  # a streamed round trip: frames before the encoding
+            return s.clip_result.total
         return s.clip.count if s.clip is not None else 0
 
     def original(self) -> np.ndarray | None:

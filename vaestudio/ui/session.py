@@ -295,11 +295,16 @@ class Session(QObject):
         enc = self.clip_encoded
 
         def item(x) -> None:
-            if isinstance(x, clip_jobs.ClipEncoded):
+            if isinstance(x, clip_jobs.ClipEncoded):  # (after the frames when the round trip streamed)
                 self.clip_encoded = x
+                r = self.clip_result
+                if r is not None and x.snr_db is not None:
+                    r.snr_db = x.snr_db
                 for note in x.encoding.notes:
                     self.message.emit(note)
                 self.clip_encoding_changed.emit()
+                if r is not None and r.decoded < r.total:  # encode-then-decode: the decode begins
+                    self._preview_clip(x.latent)
             elif isinstance(x, clip_jobs.ClipStart):
                 self.clip_result = clip_jobs.ClipProgress(x.frames, x.snr_db)
                 self._preview_clip(x.latent)
@@ -335,9 +340,10 @@ class Session(QObject):
     def _preview_clip(self, latent) -> None:
         """The preview decoder's frames (Preferences > Preview decoder) stand in until the VAE's arrive."""
         self.runner.drop("clip_preview")
-        tiny, r, enc = self.preview_vae, self.clip_result, self.clip_encoded.encoding
-        if tiny is None or latent is None:
+        tiny, r = self.preview_vae, self.clip_result
+        if tiny is None or latent is None or self.clip_encoded is None:
             return
+        enc = self.clip_encoded.encoding
 
         def chunk(item) -> None:
             start, frames = item

@@ -8,14 +8,16 @@ have). Here the same calls are made with a cache of the caller's own, one chunk 
 encoded and decoded with memory bounded by the chunk (not the clip), the window gets frames as they are
 decoded, and jobs sharing one model never share a cache. Spatial tiles (large frames, or on running
 out of memory) each keep a stream and cache of their own and are blended per chunk as image tiles are
-(``tiling.run_tiled``; diffusers' own ``tiled_encode`` blends differently). Wan 2.2 patchifies the
+(``tiling.run_tiled``; diffusers' own ``tiled_encode`` blends differently). ``stepper`` gives one pass as
+a function of the next chunk, so a round trip can run an encoder pass and a decoder pass side by side
+(``core.clip_stream``: each chunk decoded as soon as it is encoded). Wan 2.2 patchifies the
 frames 2x2 before its encoder and unpatchifies after its decoder, per chunk (or tile) here: a spatial
 operation, so equal to diffusers' whole-clip one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -66,25 +68,31 @@ class Stream:
         return out.clamp(-1.0, 1.0)
 
 
+def stepper(model: torch.nn.Module, half: str, patch: int, tiles: dict | None = None) -> Callable:
+    """One causal pass of ``half`` ("encoder", "decoder") as a function of the next chunk (``Stream.encode``
+    or ``Stream.decode``), spatially tiled when ``tiles`` gives ``run_tiled``'s tile, overlap, up and down."""
+    def make() -> Stream:
+        return Stream(model, half, patch)
+
+    fn = Stream.encode if half == "encoder" else Stream.decode
+    streams = [make()]
+
+    def step(part: torch.Tensor) -> torch.Tensor:
+        return fn(streams[0], part) if tiles is None else run_clip_tiled(streams, make, fn, part, tiles)
+
+    return step
+
+
 def iter_encode(model: torch.nn.Module, x: torch.Tensor, chunks: list[tuple[int, int]], patch: int,
                 tiles: dict | None = None) -> Iterator[tuple[tuple[int, int], torch.Tensor]]:
-    """(1, 3, T, H, W) in [-1, 1] -> ``((start, end), mean)`` per chunk, mean (1, C, t', h, w); spatially
-    tiled when ``tiles`` gives ``run_tiled``'s tile, overlap, up and down."""
-    def make() -> Stream:
-        return Stream(model, "encoder", patch)
-
-    streams = [make()]
+    """(1, 3, T, H, W) in [-1, 1] -> ``((start, end), mean)`` per chunk, mean (1, C, t', h, w)."""
+    step = stepper(model, "encoder", patch, tiles)
     for s, e in chunks:
-        part = x[:, :, s:e]
-        yield (s, e), streams[0].encode(part) if tiles is None else run_clip_tiled(streams, make, Stream.encode, part, tiles)
+        yield (s, e), step(x[:, :, s:e])
 
 
 def iter_decode(model: torch.nn.Module, z: torch.Tensor, patch: int, tiles: dict | None = None) -> Iterator[torch.Tensor]:
     """Raw (1, C, T', h, w) -> (1, 3, t, H, W) in [-1, 1] per latent frame (1 frame, then 4 each)."""
-    def make() -> Stream:
-        return Stream(model, "decoder", patch)
-
-    streams = [make()]
+    step = stepper(model, "decoder", patch, tiles)
     for i in range(z.shape[2]):
-        part = z[:, :, i : i + 1]
-        yield streams[0].decode(part) if tiles is None else run_clip_tiled(streams, make, Stream.decode, part, tiles)
+        yield step(z[:, :, i : i + 1])

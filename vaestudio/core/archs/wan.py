@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from vaestudio.core.archs._common import count_index
 from vaestudio.core.archs._diffusers import DiffusersArchitecture, Found, Layout
 from vaestudio.core.archs._wan_layout import check_statistics, original_to_diffusers
-from vaestudio.core.archs._wan_video import causal_chunks, iter_decode, iter_encode, temporal_factor
+from vaestudio.core.archs._wan_video import causal_chunks, iter_decode, iter_encode, stepper, temporal_factor
 from vaestudio.core.autoencoder import TorchAutoencoder
 from vaestudio.core.errors import VaeLoadError
 from vaestudio.core.families import FAMILIES, FamilyGuess
@@ -160,6 +160,12 @@ class WanVae(TorchAutoencoder):
 
     def _iter_decode_clip_tensor(self, z: torch.Tensor, tiles: dict | None = None):
         return iter_decode(self.model, z, self._patch, tiles)
+
+    def _clip_streams(self, tiles_encode: dict | None, tiles_decode: dict | None):
+        if not self._is_video:
+            return None
+        return (stepper(self.model, "encoder", self._patch, tiles_encode),
+                stepper(self.model, "decoder", self._patch, tiles_decode))
 
     def to_model(self, raw: torch.Tensor) -> torch.Tensor:
         return (raw - self._mean.to(raw.device, raw.dtype)) * self._inv_std.to(raw.device, raw.dtype)
