@@ -2,7 +2,9 @@
 channels at 1/8, 1/8 in time).
 
 A causal 3D autoencoder behind a 3D Haar wavelet patcher (4x4x4), with factorised spatial/temporal
-convolutions and attention; its posterior is the identity (the latent itself). The model space is what
+convolutions and attention; its posterior is the identity (the latent itself). A clip runs whole and untiled: diffusers' class tiles
+neither in time nor in space (``enable_tiling`` is accepted and unused), so memory grows with the clip's
+length and frame size (docs/benchmarks.md). The model space is what
 ``CosmosVideoToWorldPipeline`` gives its transformer: ``(z - latents_mean) * sigma_data / latents_std``
 with statistics per channel *and latent frame* (``latents_mean`` holds 16 channels x 16 latent frames,
 ``view(C, -1)[:, :T']`` as the pipeline reads it), sigma_data 0.5 (EDMEulerScheduler's default; the
@@ -165,7 +167,10 @@ class CosmosArchitecture(DiffusersArchitecture):
             frames = len(mean) // int(cfg["latent_channels"])
             prepared.info.notes.append(f"latent statistics for {frames} latent frames (clips of at most "
                                        f"{1 + (frames - 1) * int(cfg['temporal_compression_ratio'])} frames)")
-        return make_video(prepared, int(cfg["temporal_compression_ratio"]), "causal, as AutoencoderKLCosmos")
+        return make_video(prepared, int(cfg["temporal_compression_ratio"]), "causal, as AutoencoderKLCosmos",
+                          "clips run whole, as one chunk and untiled (diffusers' AutoencoderKLCosmos has no temporal or "
+                          "spatial tiles: enable_tiling is accepted and unused), so memory grows with the clip's length "
+                          "and frame size")
 
 
 ARCHITECTURE = CosmosArchitecture()

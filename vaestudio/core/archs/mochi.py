@@ -2,7 +2,9 @@
 
 A causal 3D VAE whose encoder takes the frames with Fourier features (15 channels) and has attention in
 its down blocks; its decoder drops the first 5 of the frames it makes, so T' latent frames give
-1 + 6 (T' - 1) frames. The model space is what ``MochiPipeline`` decodes from: per channel
+1 + 6 (T' - 1) frames. A clip runs whole (diffusers' encoder has no temporal tiles, its attention spanning
+all frames; its opt-in frame-wise decoding, with other padding, is not used), so memory grows with the clip's
+length; large frames tile spatially as images do (diffusers tiles Mochi spatially too). The model space is what ``MochiPipeline`` decodes from: per channel
 ``(z - latents_mean) * scaling_factor / latents_std``, the statistics from the config (the class
 defaults are the published ones, as ComfyUI's ``latent_formats.Mochi``).
 
@@ -180,7 +182,9 @@ class MochiArchitecture(DiffusersArchitecture):
         td = 1
         for s in prepared.config["temporal_expansions"]:
             td *= int(s)
-        return make_video(prepared, td, f"the decoder drops its first {td - 1} frames, as AutoencoderKLMochi")
+        return make_video(prepared, td, f"the decoder drops its first {td - 1} frames, as AutoencoderKLMochi",
+                          "clips run whole, as one chunk (diffusers' Mochi encoder has no temporal tiles: its attention "
+                          "spans all frames), so memory grows with the clip's length; large frames tile spatially")
 
 
 
