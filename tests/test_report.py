@@ -62,3 +62,35 @@ def test_a_small_evaluation_reads_well(tmp_path, vae_dir, capsys, monkeypatch):
     assert (len(shown["worst"]), len(shown["best"])) == (N_EXAMPLES, 10 - N_EXAMPLES)
     assert not set(shown["worst"]) & set(shown["best"])
     assert "LPIPS: unavailable (the LPIPS weights file is missing from this install)" in page
+
+
+def test_each_vaes_analysis_figures_are_drawn_in_its_own_colour(tmp_path, vae_dir, ldm_file):
+    """Two VAEs: the second one's spectrum and latent figures use its palette colour (the swatch beside its name),
+    not the first VAE's."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from vaestudio.core.analyses.plotting import PALETTE
+
+    (tmp_path / "data").mkdir()
+    images = [photo(tmp_path / "data", f"p{i}.png", size=(32, 32), seed=i) for i in range(3)]
+    out = tmp_path / "out"
+    assert main(["evaluate", *map(str, images), "--vae", str(vae_dir), "--vae", str(ldm_file), "--out", str(out),
+                 "--workers", "0", "--metrics", "psnr"]) == 0
+    page = (out / "report.html").read_text()
+    blocks = [b.split('<h2 id="protocol">')[0] for b in page.split('<div class="vae-analyses">')[1:]]
+    assert len(blocks) == 2
+
+    def colours(block: str) -> set[tuple[int, int, int]]:
+        found = set()
+        for data in re.findall(r'src="data:image/png;base64,([^"]+)"', block):
+            px = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")).reshape(-1, 3)
+            found |= {tuple(int(v) for v in c) for c in np.unique(px, axis=0)}
+        return found
+
+    first, second = colours(blocks[0]), colours(blocks[1])
+    assert tuple(PALETTE[0]) in first and tuple(PALETTE[1]) not in first
+    assert tuple(PALETTE[1]) in second and tuple(PALETTE[0]) not in second

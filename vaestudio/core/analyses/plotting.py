@@ -269,14 +269,15 @@ class Canvas:
         return np.asarray(self.image, dtype=np.uint8).copy()
 
 
-def draw(analysis, results, pictures: Sequence = ()) -> np.ndarray:
+def draw(analysis, results, pictures: Sequence = (), *, first_colour: int = 0) -> np.ndarray:
     """An analysis's figure (``describe.Analysis.figure``) of (label, numbers) pairs, with ``pictures``
-    (``describe.Picture``) under it, as an (H, W, 3) uint8 picture: the PNG the CLI writes."""
-    return draw_figure(analysis.figure(results), [label for label, _ in results], pictures)
+    (``describe.Picture``) under it, as an (H, W, 3) uint8 picture: the PNG the CLI writes. The i-th result is
+    drawn in palette colour ``first_colour + i`` (a report's VAE k draws its own figure in colour k)."""
+    return draw_figure(analysis.figure(results), [label for label, _ in results], pictures, first_colour=first_colour)
 
 
 def draw_figure(fig, labels: Sequence[str], pictures: Sequence = (), *, width: int = 1040,
-                chart_height: int = 330) -> np.ndarray:
+                chart_height: int = 330, first_colour: int = 0) -> np.ndarray:
     """Draw a ``describe.Figure``: its charts in a grid, a legend of the VAEs, the pictures in a row."""
     cols = max(1, fig.columns)
     grid_rows = max(1, math.ceil(len(fig.charts) / cols))
@@ -289,11 +290,11 @@ def draw_figure(fig, labels: Sequence[str], pictures: Sequence = (), *, width: i
     cw = width // cols
     for k, chart in enumerate(fig.charts):
         x0, y0 = (k % cols) * cw, head + (k // cols) * chart_height
-        _draw_chart(c, chart, (x0, y0, x0 + cw, y0 + chart_height - 20))
+        _draw_chart(c, chart, (x0, y0, x0 + cw, y0 + chart_height - 20), first_colour)
         if chart.note:
             c.text((x0 + 70, y0 + chart_height - 20), chart.note, size=12, color=WARN if chart.warn else GREY)
     y = head + grid_rows * chart_height + 4
-    c.legend([(label, colour(i)) for i, label in enumerate(labels)], (70, y))
+    c.legend([(label, colour(first_colour + i)) for i, label in enumerate(labels)], (70, y))
     if pictures:
         y += legend_h
         n = len(pictures)
@@ -306,7 +307,7 @@ def draw_figure(fig, labels: Sequence[str], pictures: Sequence = (), *, width: i
     return c.array()
 
 
-def _draw_chart(c: Canvas, chart, box: tuple[int, int, int, int]) -> None:
+def _draw_chart(c: Canvas, chart, box: tuple[int, int, int, int], first_colour: int = 0) -> None:
     xs = [v for s in chart.series for v in s.x]
     ys = [np.nan if v is None else v for s in chart.series for v in s.y]
     xlim = chart.xlim or limits(xs, pad=0.02)
@@ -318,7 +319,7 @@ def _draw_chart(c: Canvas, chart, box: tuple[int, int, int, int]) -> None:
     for h in chart.hlines:
         ax.hline(h)
     for s in chart.series:
-        col = REFERENCE if s.vae is None else colour(s.vae)
+        col = REFERENCE if s.vae is None else colour(first_colour + s.vae)
         y = [np.nan if v is None else v for v in s.y]
         if s.style == "bars":
             ax.bars(list(s.x), y, 0.6, col)

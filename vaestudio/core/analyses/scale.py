@@ -128,6 +128,7 @@ class LatentStatsAccumulator:
 
         self.family = family if family is not None else str(getattr(ref, "family", "") or "")
         self.label = str(getattr(ref, "name", "") or label or self.family or "latents")
+        self.colour = int(getattr(ref, "index", 0) or 0)  # the VAE's colour in a report
         fam = FAMILIES.get(self.family)
         self.scaling_factor = float(scaling_factor if scaling_factor is not None else fam.scaling_factor if fam else 1.0)
         self.shift_factor = float(shift_factor if shift_factor is not None else fam.shift_factor if fam else 0.0)
@@ -149,8 +150,10 @@ class LatentStatsAccumulator:
         from vaestudio.core.evaluate.data import short_names
 
         label = str(getattr(ref, "name", "") or short_names([vae.info.source])[0])
-        return cls(to_model=vae.to_model, scaling_factor=vae.info.scaling_factor, shift_factor=vae.info.shift_factor,
-                   family=vae.info.family, label=label)
+        acc = cls(to_model=vae.to_model, scaling_factor=vae.info.scaling_factor, shift_factor=vae.info.shift_factor,
+                  family=vae.info.family, label=label)
+        acc.colour = int(getattr(ref, "index", 0) or 0)
+        return acc
 
     def _add(self, space: str, z: torch.Tensor) -> None:
         z = z.detach().cpu().to(torch.float64)
@@ -191,7 +194,7 @@ class LatentStatsAccumulator:
             return None
         r = ScaleResult.from_dict(result)
         warn = f'<p class="warning"><b>Warning:</b> {html.escape(r.warning)}</p>' if r.warning else ""
-        img = png_base64(draw(ANALYSIS, [(self.label, result)]))
+        img = png_base64(draw(ANALYSIS, [(self.label, result)], first_colour=self.colour))
         return (
             '<section class="analysis scale"><h3>Scaling factor</h3>'
             f"<p>Latents measured over the dataset ({r.values} values per channel): raw mean {r.mean:.4g}, "

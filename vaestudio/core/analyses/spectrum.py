@@ -170,6 +170,7 @@ class SpectrumAccumulator:
     def __init__(self, ref: object | None = None, *, bins: int = DATASET_BINS) -> None:
         """``ref`` (an evaluation ``VaeRef``) names the VAE in the plot, so the class is an accumulator factory."""
         self.label = str(getattr(ref, "name", "") or "reconstruction")
+        self.colour = int(getattr(ref, "index", 0) or 0)  # the VAE's colour in a report
         self.bins = bins
         self.original = torch.zeros(bins, dtype=torch.float64)
         self.reconstruction = torch.zeros(bins, dtype=torch.float64)
@@ -224,6 +225,6 @@ class SpectrumAccumulator:
             '<section class="analysis spectrum"><h3>Spectrum</h3>'
             f"<p>Radially averaged power spectrum of the reconstructions against the originals, averaged over "
             f"{res.images} images. Ratio 1: the frequency is kept; below 1: lost (blur); above 1: added.</p>"
-            f'<img alt="spectrum" src="data:image/png;base64,{png_base64(draw(ANALYSIS, [(self.label, result)]))}">'
+            f'<img alt="spectrum" src="data:image/png;base64,{png_base64(draw(ANALYSIS, [(self.label, result)], first_colour=self.colour))}">'
             "<table><tr><th>cycles/pixel</th><th>power ratio</th></tr>" + "".join(rows) + "</table></section>"
         )

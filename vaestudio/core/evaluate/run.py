@@ -126,7 +126,7 @@ class _Run:
                 yield failure
                 continue
             ref = VaeRef(name, source, vae.info.architecture, vae.info.family, str(vae.device), dtype_name(vae.dtype),
-                         vae.dtype_reason)
+                         vae.dtype_reason, index=len(self.vaes))
             self.vaes.append(VaeState(ref, vae, owned))
 
     def _metrics_setup(self) -> None:

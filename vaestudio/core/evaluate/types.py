@@ -184,6 +184,7 @@ class VaeRef:
     device: str = ""
     dtype: str = ""
     dtype_reason: str = ""
+    index: int = 0  # its place among the VAEs that loaded: its colour in the report, its figures included
 
 
 #: Called once per VAE with its ``VaeRef`` (or, where the factory has ``for_vae``, that is called with
