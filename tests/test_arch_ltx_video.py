@@ -140,7 +140,7 @@ def test_trimmed_to_one_plus_8k_frames(tmp_path):
     assert [vae.frames_valid(n) for n in (1, 8, 9, 16, 17)] == [1, 1, 9, 9, 17]
     enc = vae.encode_clip(clip(10, 64, 64))
     assert enc.frames == 9 and "trimmed 10 frames to 9 (this VAE takes 1 + 8k frames)" in enc.notes
-    assert any("longer ones in diffusers' temporal tiles" in n for n in vae.info.notes)
+    assert any("in diffusers' temporal tiles (17 frames every 8" in n for n in vae.info.notes)
 
 
 @pytest.mark.parametrize(("kind", "size", "stride", "frames", "chunks"), [
@@ -162,16 +162,25 @@ def test_a_clip_longer_than_a_tile_runs_in_diffusers_temporal_tiles(tmp_path, ki
 
 def test_a_clip_one_tile_holds_runs_whole(tmp_path):
     """17 frames: diffusers' frame-wise path would tile it (computing the same frames again); here it runs whole,
-    equal to diffusers' default encode/decode."""
+    equal to diffusers' default encode/decode. A longer but small clip (25 frames, 64x64: below whole_clip_voxels)
+    runs whole too by default, equal to diffusers' default (untiled) encode and decode."""
     m = model_of("0.9.0")
     vae = load_vae(write("0.9.0", "diffusers-folder", tmp_path))
     x = clip(17, 64, 64)
     mean, ref = reference(m, x)
     assert_clip_in_tiles(vae, x, mean, ref, [(0, 17)])
+    vae = load_vae(tmp_path / "vae")
+    x = clip(25, 64, 64, seed=2)
+    mean, ref = reference(m, x)
+    enc = vae.encode_clip(x)
+    assert enc.chunks == [(0, 25)]
+    close(enc.raw, mean)
+    close(vae.decode_clip(enc.latent, 64, 64).frames, ref)
 
 
 def test_cancel_keeps_the_frames_of_the_finished_tiles(tmp_path):
     vae = load_vae(write("0.9.0", "diffusers-folder", tmp_path))
+    vae.whole_clip_voxels = 0  # a tiny clip in tiles
     enc = vae.encode_clip(clip(25, 64, 64))
     whole = vae.decode_clip(enc.latent, 64, 64).frames
     steps = []

@@ -139,6 +139,10 @@ class ClipVae(TorchAutoencoder):
 
     has_logvar = False  # _encode_tensor gives the posterior's mean
     channels_last = False  # 5-D weights
+    #: a clip of at most this many frames x pixels runs whole even where diffusers has temporal tiles (unless its
+    #: frames are tiled spatially too): the tiles compute about 2 of every 3 latent frames twice (3x the time at 49
+    #: frames), which pays only where the whole clip's activations would not fit
+    whole_clip_voxels = 0
 
     def __init__(self, model, info, family, device=None, dtype=None) -> None:
         super().__init__(model, info, family, device=device, dtype=dtype)
@@ -164,16 +168,21 @@ class ClipVae(TorchAutoencoder):
         """A clip's decoder, as diffusers' untiled ``decode`` (a new one per clip: LTX-Video 0.9.1's noise)."""
         return lambda z: self.model.decode(z).sample
 
+    def _temporal_for(self, frames: int, pixels: int, spatial: bool) -> TemporalTiles | None:
+        """The temporal tiles a clip of ``frames`` x ``pixels`` runs in (None: whole)."""
+        t = self.temporal()
+        return None if t is None or (not spatial and frames * pixels <= self.whole_clip_voxels) else t
+
     # -- the hooks ---------------------------------------------------------------------------
     def _clip_chunks(self, frames: int, height: int, width: int) -> list[tuple[int, int]]:
-        t = self.temporal()
+        t = self._temporal_for(frames, height * width, height * width > self.auto_tile_pixels)
         return [(0, frames)] if t is None else t.chunks(frames)
 
     def _iter_encode_clip_tensor(self, x: torch.Tensor, tiles: dict | None = None):
         def enc(p: torch.Tensor) -> torch.Tensor:
             return clip_tiled(self._enc, p, tiles)
 
-        t = self.temporal()
+        t = self._temporal_for(int(x.shape[2]), int(x.shape[-2] * x.shape[-1]), tiles is not None)
         if t is None:
             yield (0, x.shape[2]), enc(x)
         else:
@@ -185,7 +194,9 @@ class ClipVae(TorchAutoencoder):
         def dec(p: torch.Tensor) -> torch.Tensor:
             return clip_tiled(decoder, p, tiles)
 
-        t = self.temporal()
+        f = self.downscale
+        t = self._temporal_for(self._clip_frames(int(z.shape[2])), int(z.shape[-2] * z.shape[-1]) * f * f,
+                               tiles is not None)
         if t is None:
             yield dec(z)
         else:

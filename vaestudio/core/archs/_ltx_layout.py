@@ -150,8 +150,9 @@ DIFFUSERS_MARK = "decoder.mid_block.resnets.0.conv1.conv.weight"
 
 
 #: how an LTX VAE's clips run (the tiles are diffusers' defaults; the model's own tile_sample_* decide)
-TILED = ("whole up to 17 frames, longer ones in diffusers' temporal tiles (17 frames every 8, blended: "
-         "the class's frame-wise encode and decode), so memory is bounded by one tile")
+TILED = ("whole up to 17 frames or about 2 million frames x pixels (33 frames at 256x256), longer ones (or ones "
+         "tiled spatially) in diffusers' temporal tiles (17 frames every 8, blended: the class's frame-wise encode "
+         "and decode), so memory is bounded by one tile")
 
 
 class LtxClipVae(ClipVae):
@@ -161,6 +162,7 @@ class LtxClipVae(ClipVae):
     tiled spatially."""
 
     clip_tiles = True  # diffusers tiles LTX frames spatially too (512 px every 448); here as images are
+    whole_clip_voxels = 1 << 21  # 33 frames at 256x256 run whole (docs/benchmarks.md: tiles were 3x slower at 49)
 
     def stats(self):
         return self.model.latents_mean, self.model.latents_std, float(self.model.config.scaling_factor)
