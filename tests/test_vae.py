@@ -63,7 +63,9 @@ def test_shift_factor_is_applied_like_diffusers(tmp_path):
     enc = vae.encode(pixels)
     z_ref, out_ref = diffusers_round_trip(model, pixels, 1.5305, 0.0609)
     torch.testing.assert_close(enc.latent, z_ref, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(vae.decode(enc.latent, 24, 24).pixels, out_ref, rtol=1e-5, atol=1e-5)
+    # the decoder from the reference's own latent: decoding ours (within 1e-5 of it) amplified the encoders' 1e-6
+    # rounding differences past 1e-5 on an AMX Xeon
+    np.testing.assert_allclose(vae.decode(z_ref, 24, 24).pixels, out_ref, rtol=1e-5, atol=1e-5)
 
 
 def test_tiles_report_progress_and_cover_the_image(vae_dir):
