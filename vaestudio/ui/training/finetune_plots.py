@@ -7,7 +7,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-from vaestudio.ui.training.plots import picture
+from vaestudio.ui.training.plots import picture, step_plot
 
 GAP = 4  # white pixels between the gallery's pictures
 GALLERY_CAPTION = "held-out images: before (the base) | after (step {}) | original"
@@ -35,11 +35,7 @@ class FinetunePlots(QWidget):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.view)
         g = self.view.ci
-        self.loss_plot = g.addPlot(row=0, col=0, title="training loss per step")
-        self.loss_plot.setLabel("bottom", "step")
-        self.loss_plot.setLabel("left", "loss")
-        self.loss_plot.setClipToView(True)
-        self.loss_plot.setDownsampling(auto=True, mode="peak")
+        self.loss_plot = step_plot(g, "training loss per step", "loss")
         self.loss_legend = self.loss_plot.addLegend(offset=(-10, 10))
         self.raw_curve = self.loss_plot.plot(pen=pg.mkPen((90, 140, 220, 90), width=1), name="each step")
         self.loss_curve = self.loss_plot.plot(pen=pg.mkPen((90, 140, 220), width=2), name="smoothed")

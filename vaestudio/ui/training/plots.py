@@ -14,6 +14,16 @@ EPOCH_CURVES = (("train", "train_loss", (90, 140, 220)), ("held-out", "heldout_l
                 ("reconstruction (BCE)", "recon", (80, 180, 80)), ("KL", "kl", (200, 80, 160)))
 
 
+def step_plot(layout: pg.GraphicsLayout, title: str, ylabel: str) -> pg.PlotItem:
+    """A per-step curve's plot at the layout's top left: long runs are clipped to the view and downsampled."""
+    plot = layout.addPlot(row=0, col=0, title=title)
+    plot.setLabel("bottom", "step")
+    plot.setLabel("left", ylabel)
+    plot.setClipToView(True)
+    plot.setDownsampling(auto=True, mode="peak")
+    return plot
+
+
 def picture(layout: pg.GraphicsLayout, row: int, col: int, caption: str, rowspan: int = 1):
     """A caption directly above a picture, as one unit."""
     inner = layout.addLayout(row=row, col=col, rowspan=rowspan)
@@ -34,11 +44,7 @@ class TrainingPlots(QWidget):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.view)
         g = self.view.ci
-        self.step_plot = g.addPlot(row=0, col=0, title="loss per step (smoothed)")
-        self.step_plot.setLabel("bottom", "step")
-        self.step_plot.setLabel("left", "nats per image")
-        self.step_plot.setClipToView(True)
-        self.step_plot.setDownsampling(auto=True, mode="peak")
+        self.step_plot = step_plot(g, "loss per step (smoothed)", "nats per image")
         self.step_curve = self.step_plot.plot(pen=pg.mkPen((90, 140, 220), width=1.5))
         epoch_box = g.addLayout(row=0, col=1)
         self.epoch_legend = pg.LegendItem(colCount=4)
