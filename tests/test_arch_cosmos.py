@@ -123,3 +123,20 @@ def test_a_hub_id_through_the_cache(tmp_path):
     vae = load_from_hub(tmp_path, "nvidia/Cosmos-1.0-Diffusion-7B-Text2World")
     assert vae.info.architecture == "cosmos" and vae.info.kind == "video"
     assert_weights(vae, state(m))
+
+
+def test_bf16_asked_for_falls_back_to_fp32_where_torch_has_no_kernel(tmp_path):
+    """torch's CPU avg_pool3d (Cosmos' downsamplers) has no bf16 kernel: ``--dtype bf16`` computes the clip in
+    fp32 on the bf16 weights it loaded (equal to an fp32 run of bf16-rounded weights) and says why, instead of
+    stopping with NotImplementedError."""
+    path = write("diffusers-file", tmp_path)
+    x = clip(9, 32, 32)
+    rounded = load_vae(path, dtype="fp32")
+    rounded.model.to(torch.bfloat16).to(torch.float32)
+    fp32 = rounded.encode_clip(x)
+    vae = load_vae(path, dtype="bf16")
+    enc = vae.encode_clip(x)
+    assert any("bf16 has no cpu kernel here" in n and "retried in fp32" in n for n in enc.notes), enc.notes
+    assert vae.dtype == torch.float32 and "fp32 since" in vae.dtype_reason
+    close(enc.raw, fp32.raw)
+    assert vae.decode_clip(enc.latent, 32, 32).complete

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from vaestudio.core.clips import ClipMixin
-from vaestudio.core.device import dtype_name, is_oom, pick_device, pick_dtype
+from vaestudio.core.device import dtype_name, is_oom, no_kernel, pick_device, pick_dtype
 from vaestudio.core.errors import Cancelled, VaeStudioError
 from vaestudio.core.tensors import pad_to_multiple
 from vaestudio.core.tiling import Progress, ShouldStop, run_tiled
@@ -143,24 +143,30 @@ class TorchAutoencoder(ClipMixin):
         try:
             with autocast:
                 out = fn(x.to(self.device, dtype, memory_format=cl))
+        except NotImplementedError as exc:  # torch has no kernel for an operation in this precision here
+            if computes == torch.float32 or self.dtype != dtype:
+                raise
+            self._fall_back_to_fp32(computes, notes, no_kernel(exc, self.device))
+            out = fn(x.to(self.device, torch.float32, memory_format=cl))
         except RuntimeError:
             if self.dtype == dtype:
                 raise
             return self._guarded(fn, x, notes, half)
         if computes != torch.float32 and not torch.isfinite(out).all():
-            self._fall_back_to_fp32(computes, notes)
+            self._fall_back_to_fp32(computes, notes, "produced NaN/Inf")
             out = fn(x.to(self.device, torch.float32, memory_format=cl))
         return out.float().contiguous()
 
-    def _fall_back_to_fp32(self, computes: torch.dtype, notes: list[str]) -> None:
-        """``computes`` gave NaN/Inf: switch the VAE to fp32 for good (once, even with several jobs on it)."""
+    def _fall_back_to_fp32(self, computes: torch.dtype, notes: list[str], why: str) -> None:
+        """``computes`` gave NaN/Inf or has no kernel: switch the VAE to fp32 for good (once, even with
+        several jobs on it)."""
         with self._precision:
             if self.dtype != torch.float32 or self._autocast:
                 self._cast(torch.float32)
                 self.dtype = torch.float32
                 self._autocast = set()
-                self.dtype_reason += f"; {dtype_name(computes)} produced NaN/Inf, fp32 since"
-        notes.append(f"{dtype_name(computes)} produced NaN/Inf; retried in fp32")
+                self.dtype_reason += f"; {dtype_name(computes)} {why}, fp32 since"
+        notes.append(f"{dtype_name(computes)} {why}; retried in fp32")
 
     @contextlib.contextmanager
     def _stoppable(self, should_stop: ShouldStop | None):

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from vaestudio.core.clip_stream import ClipRoundTrip
-from vaestudio.core.device import is_oom
+from vaestudio.core.device import is_oom, no_kernel
 from vaestudio.core.errors import Cancelled, VaeStudioError
 from vaestudio.core.tensors import pad_to_multiple
 from vaestudio.core.vae import ClipDecoding, ClipEncoding
@@ -297,6 +297,12 @@ class ClipMixin:
                     out = self._step(gen, should_stop, computes, dtype)
                 except Cancelled:
                     return
+                except NotImplementedError as exc:  # no kernel for an operation in this precision here
+                    if computes == torch.float32 or self.dtype != dtype:
+                        raise
+                    self._fall_back_to_fp32(computes, notes, no_kernel(exc, self.device))
+                    restart = True
+                    break
                 except RuntimeError as exc:
                     if is_oom(exc):
                         retry = self._clip_tiles(tile, pixels, "decode", [], oom=True) if tiles is None else None
@@ -312,7 +318,7 @@ class ClipMixin:
                 if out is None:
                     return
                 if computes != torch.float32 and not torch.isfinite(out).all():
-                    self._fall_back_to_fp32(computes, notes)
+                    self._fall_back_to_fp32(computes, notes, "produced NaN/Inf")
                     restart = True
                     break
                 end = start + int(out.shape[2])

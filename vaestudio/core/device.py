@@ -123,5 +123,10 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
+def no_kernel(exc: NotImplementedError, device: torch.device) -> str:
+    """Why a reduced precision failed, from torch's "'avg_pool3d_out_frame' not implemented for 'BFloat16'"."""
+    return f"has no {device.type} kernel here ({str(exc).splitlines()[0]})"
+
+
 def dtype_name(dt: torch.dtype) -> str:
     return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dt, str(dt))
