@@ -11,32 +11,15 @@ from __future__ import annotations
 import threading
 import time
 
-import av
 import numpy as np
 import pytest
+from helpers.clips import complete, open_clip, write_clip
 from helpers.gui import drop, make_window
 from PySide6.QtCore import QElapsedTimer, Qt, QTimer
 from PySide6.QtWidgets import QApplication
 
 from vaestudio.core.metrics import clip_metrics, flicker
 from vaestudio.core.video import read_clip
-
-
-def write_clip(path, frames: int = 9, size: int = 32, fps: int = 12):
-    """A square moving over a gradient, H.264 at high quality."""
-    yy, xx = np.mgrid[0:size, 0:size]
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("libx264", rate=fps, options={"crf": "12"})
-        s.height, s.width, s.pix_fmt = size, size, "yuv420p"
-        for i in range(frames):
-            f = np.zeros((size, size, 3), np.uint8)
-            f[..., 0], f[..., 1], f[..., 2] = 60 + 3 * xx * 32 // size, 80 + 2 * yy * 32 // size, 120
-            f[size // 3:size // 3 + 8, 2 + 2 * i:10 + 2 * i, 2] = 240
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
-    return path
 
 
 def gate_decode(vae, after: int = 1):
@@ -54,18 +37,6 @@ def gate_decode(vae, after: int = 1):
 
     vae._decode_batch = gated
     return gate
-
-
-def open_clip(qtbot, win, clip, vae_source):
-    win.session.load_vae(str(vae_source))
-    qtbot.waitUntil(lambda: win.session.vae is not None, timeout=30000)
-    drop(win, [clip])
-    qtbot.waitUntil(lambda: win.session.clip is not None, timeout=10000)
-
-
-def complete(win) -> bool:
-    r = win.session.clip_result
-    return r is not None and r.complete
 
 
 def test_a_clip_shows_its_frames_in_sync(qtbot, win, tmp_path, vae_dir):

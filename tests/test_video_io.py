@@ -237,6 +237,9 @@ def test_read_time_and_memory_are_bounded(tmp_path):
     with pytest.raises(VideoError, match="choose fewer frames"):
         read_clip(path, max_bytes=3 * 32 * 48 * 3 * 4)
     assert read_clip(path, frames=3, max_bytes=3 * 32 * 48 * 3 * 4).count == 3
+    fits = read_clip(path, max_bytes=3 * 32 * 48 * 3 * 4, keep_what_fits=True)  # the window's read
+    assert fits.count == 3 and "only 3 frames of 48x32 fit" in fits.notes[-1]
+    assert np.array_equal(fits.frames, read_clip(path).frames[:3])
 
 
 def test_streaming_memory_does_not_grow_with_the_clip(tmp_path):

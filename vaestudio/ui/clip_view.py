@@ -4,7 +4,7 @@ A view of the session's clip state (``Session.clip``, ``clip_encoded``, ``clip_r
 current frame in the inspector's own image views (``ImageCompare``), with play/pause (a QTimer at the
 clip's frame rate), a frame slider, step keys (``,`` and ``.``; ``K`` plays and pauses), and a per-frame
 PSNR plot that marks the current frame and the chunk boundaries (``ClipEncoding.chunks``) and seeks
-where it is clicked. The latent panel follows with the latent frame of the current frame; the metrics
+where it is clicked; above it the part of the clip read (``ClipPartBar``: start and frames). The latent panel follows with the latent frame of the current frame; the metrics
 panel shows the clip's mean PSNR, worst frame and flicker. Frames appear as the "clip" job decodes
 them; nothing here computes more than picking arrays to show.
 """
@@ -20,6 +20,7 @@ from PySide6.QtCore import QElapsedTimer, Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QSlider, QVBoxLayout, QWidget
 
+from vaestudio.ui.clip_part import ClipPartBar
 from vaestudio.ui.session import Session, wire
 
 #: While playing, the latent mosaic, statistics and histogram are redrawn at most this often (ms): a
@@ -29,6 +30,7 @@ LATENT_EVERY_MS = 400
 
 class ClipView(QWidget):
     frame_shown = Signal(int)  # the frame now on screen
+    decoded_shown = Signal(int, int)  # a reconstructed frame is on screen: (frames decoded, of total)
 
     def __init__(self, session: Session, compare, latents, metrics, noise) -> None:
         super().__init__()
@@ -57,6 +59,7 @@ class ClipView(QWidget):
         self.marker = pg.InfiniteLine(0, angle=90, pen=pg.mkPen((255, 80, 80), width=2))
         self.plot.addItem(self.marker)
         self.boundaries: list[pg.InfiniteLine] = []
+        self.part = ClipPartBar(session)
         row = QHBoxLayout()
         row.addWidget(self.play_btn)
         row.addWidget(self.slider, 1)
@@ -67,6 +70,7 @@ class ClipView(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addLayout(row)
+        lay.addWidget(self.part)
         lay.addWidget(self.plot)
         self.timer = QTimer(self)
         self.timer.timeout.connect(self._tick)
@@ -128,6 +132,7 @@ class ClipView(QWidget):
         self.latents.set_clip_latents(None)
         if s.clip is None:
             return
+        self.part.clip_changed()
         self.timer.setInterval(max(10, round(1000 / s.clip.fps)) if s.clip.fps > 0 else 40)
         self._reset()
         self.session.reconstruct_clip(self.noise.params())
@@ -193,6 +198,7 @@ class ClipView(QWidget):
         self.run_btn.setVisible(s.vae is not None and s.clip is not None and not running
                                 and (r is None or not r.complete))
         self.save_btn.setEnabled(r is not None and r.decoded > 0)
+        self.part.update_text()
         self.metrics.set_clip_values(None if self.session.clip_encoded is None else self.session.clip_encoded.encoding, r)
         if r is not None and r.snr_db is not None:
             from vaestudio.ui.panels import snr_text
@@ -232,6 +238,7 @@ class ClipView(QWidget):
             self.compare.set_recon(rec, f"Reconstruction, frame {t}: "
                                         f"{'inf' if math.isinf(psnr) else f'{psnr:.2f}'} dB")
             self.compare.set_diff(r.diffs[t])
+            self.decoded_shown.emit(r.decoded, r.total)
         enc = s.clip_encoded
         if enc is not None and self.latents.clip_latents is not None:
             td = max(1, int(s.vae.info.temporal_downscale)) if s.vae is not None and s.vae.info.kind == "video" else 1

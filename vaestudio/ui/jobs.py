@@ -53,9 +53,10 @@ def load_preview_decoder_job(location, family, *, progress, should_stop):
     return None if path is None else load_vae(path, halves=("decoder",), device="cpu")
 
 
-def load_media_job(source, *, progress, should_stop):
-    """An image (``LoadedImage``) or, for a clip file, the clip (``core.video.Clip``), read whole within
-    the window's limit (``clip_jobs.WINDOW_CLIP_BYTES``)."""
+def load_media_job(source, start: float = 0.0, frames: int | None = None, *, progress, should_stop):
+    """An image (``LoadedImage``) or, for a clip file, the clip (``core.video.Clip``): the part from ``start``
+    seconds, at most ``frames`` frames (None: all), as the CLI's ``--start``/``--frames``, within the window's
+    limit (``clip_jobs.WINDOW_CLIP_BYTES``: a longer clip keeps the frames that fit, and says so)."""
     if not isinstance(source, bytes):
         from vaestudio.core.filetypes import is_clip
 
@@ -63,7 +64,7 @@ def load_media_job(source, *, progress, should_stop):
             from vaestudio.core.video import read_clip
             from vaestudio.ui.clip_jobs import WINDOW_CLIP_BYTES
 
-            return read_clip(source, max_bytes=WINDOW_CLIP_BYTES)
+            return read_clip(source, start=start, frames=frames, max_bytes=WINDOW_CLIP_BYTES, keep_what_fits=True)
     from vaestudio.core.images import load_image
 
     return load_image(source)

@@ -17,7 +17,8 @@ State (read the attributes; change them through the methods, which emit the sign
 - ``recent_vaes``: the recently loaded VAE sources, newest first; ``devices``: what this machine offers.
 - ``clip``: the current clip (``core.video.Clip``) when ``images[index]`` is a video (``image`` is then
   None); ``clip_encoded``: its ``ClipEncoded`` by VAE A; ``clip_result``: the ``ClipProgress`` of its
-  reconstruction, filled chunk by chunk by the "clip" job (``reconstruct_clip``; ui/clip_jobs.py).
+  reconstruction, filled chunk by chunk by the "clip" job (``reconstruct_clip``; ui/clip_jobs.py);
+  ``clip_part``: the (start seconds, frames or None) the clip was read with (``choose_clip_part``).
 
 Signals
 
@@ -103,6 +104,7 @@ class Session(QObject):
         self.result_b = None
         self.preview_vae = None
         self.clip = self.clip_encoded = self.clip_result = None
+        self.clip_part: tuple[float, int | None] = (0.0, None)
         self.recent_vaes: list[str] = []
         self.devices: list[str] = ["auto", "cpu"]
         self._tokens = {"a": 0, "b": 0}  # per VAE set: id() of a freed VAE can be reused by the next one
@@ -123,8 +125,16 @@ class Session(QObject):
         if len(self.images) > 1:
             self._load(self.images, (self.index + delta) % len(self.images), keep_on_failure=False)
 
-    def _load(self, images: list, index: int, keep_on_failure: bool) -> None:
+    def choose_clip_part(self, start: float, frames: int | None) -> None:
+        """Read the current clip again: from ``start`` seconds, at most ``frames`` frames (None: all), as the
+        CLI's ``--start``/``--frames``; it is reconstructed again when it comes (latest request wins). On a
+        bad part the clip shown stays and the error says why."""
+        if self.clip is not None:
+            self._load(self.images, self.index, keep_on_failure=True, part=(float(start), frames))
+
+    def _load(self, images: list, index: int, keep_on_failure: bool, part=(0.0, None)) -> None:
         def loaded(image) -> None:
+            self.clip_part = part
             self._set_images(images, index, image)  # a LoadedImage, or a clip (core.video.Clip)
             for note in image.notes:
                 self.message.emit(note)
@@ -134,7 +144,7 @@ class Session(QObject):
             if not keep_on_failure:  # stepping onto a broken file: say so, show nothing stale
                 self._set_images(images, index, None)
 
-        self.runner.start("image", jobs.load_media_job, images[index], on_result=loaded, on_error=failed)
+        self.runner.start("image", jobs.load_media_job, images[index], *part, on_result=loaded, on_error=failed)
 
     def _set_images(self, images: list, index: int, image) -> None:
         from vaestudio.core.video.clip import Clip  # light: no PyAV on the UI thread

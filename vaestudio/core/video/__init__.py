@@ -115,13 +115,15 @@ def _resized(frames: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
 
 def read_clip(path: str | os.PathLike, *, start: float = 0.0, frames: int | None = None,
               size: int | None = None, timeout: float = DEFAULT_TIMEOUT,
-              max_bytes: int = DEFAULT_MAX_BYTES) -> Clip:
+              max_bytes: int = DEFAULT_MAX_BYTES, keep_what_fits: bool = False) -> Clip:
     """Read a clip (or the part of it that ``start`` and ``frames`` choose) into memory.
 
     ``max_bytes`` bounds the float32 frames collected: a longer clip raises ``VideoError`` saying to
-    choose a part or a smaller size (stream it with ``iter_frames`` instead).
+    choose a part or a smaller size (stream it with ``iter_frames`` instead), or, with ``keep_what_fits``,
+    ends with the frames that fit and a note saying so (the window: a part can be chosen then).
     """
     kept: list[np.ndarray] = []
+    notes: list[str] = []
     with iter_frames(path, start=start, frames=frames, size=size, timeout=timeout) as stream:
         total = 0
         for f in stream:
@@ -129,8 +131,12 @@ def read_clip(path: str | os.PathLike, *, start: float = 0.0, frames: int | None
                 raise VideoError(f"the frame size changes within the clip ({kept[0].shape[1]}x{kept[0].shape[0]} "
                                  f"then {f.shape[1]}x{f.shape[0]})", path)
             total += f.nbytes
+            if total > max_bytes and keep_what_fits and kept:
+                notes.append(f"only {len(kept)} frames of {f.shape[1]}x{f.shape[0]} fit in "
+                             f"{max_bytes / 2**30:g} GiB: choose a part (start, frames) for the others")
+                break
             if total > max_bytes:
                 raise VideoError(f"{len(kept)} frames of {f.shape[1]}x{f.shape[0]} already fill "
                                  f"{max_bytes / 2**30:.0f} GiB; choose fewer frames or a smaller size", path)
             kept.append(f)
-    return Clip(np.stack(kept), stream.fps, stream.name, start, stream.codec, stream.notes)
+    return Clip(np.stack(kept), stream.fps, stream.name, start, stream.codec, stream.notes + notes)
