@@ -94,3 +94,19 @@ def test_each_vaes_analysis_figures_are_drawn_in_its_own_colour(tmp_path, vae_di
     first, second = colours(blocks[0]), colours(blocks[1])
     assert tuple(PALETTE[0]) in first and tuple(PALETTE[1]) not in first
     assert tuple(PALETTE[1]) in second and tuple(PALETTE[0]) not in second
+
+
+def test_a_scatter_of_long_vae_names_keeps_its_axis_labels_inside_and_the_full_names_as_tooltips():
+    import numpy as np
+
+    from vaestudio.core.evaluate.report import AXIS_CHARS, scatter_svg
+
+    a, b = "stabilityai/sdxl-vae-fp16-fix/" + "a" * 60 + "/first", "madebyollin/" + "b" * 80 + "/second"
+    svg = scatter_svg(a, b, np.array([1.0, 2.0]), np.array([1.5, 2.5]), "PSNR", "#1f77b4")
+    labels = re.findall(r"<text[^>]*><title>([^<]*)</title>([^<]*)</text>", svg)
+    assert [t for t, _ in labels] == [a, b]  # the whole names, on hover
+    x_label, y_label = (shown for _, shown in labels)
+    assert x_label.endswith(" (PSNR)") and len(x_label) <= AXIS_CHARS and len(y_label) <= AXIS_CHARS
+    assert x_label.startswith("stabilityai/") and "first" in x_label and y_label.endswith("/second") and "…" in y_label
+    short = scatter_svg("sd", "flux2", np.array([1.0]), np.array([2.0]), "PSNR", "#1f77b4")
+    assert "<title>sd</title>sd (PSNR)</text>" in short and "<title>flux2</title>flux2</text>" in short

@@ -180,6 +180,18 @@ def histogram_svg(series: list[tuple[str, str, np.ndarray]], label: str, bins: i
     return "".join(parts)
 
 
+#: How many characters of a VAE's name an axis of a scatter has room for (the full name is its tooltip).
+AXIS_CHARS = 44
+
+
+def _fit(name: str, n: int) -> str:
+    """``name`` in at most ``n`` characters: its start and its end around an ellipsis."""
+    if len(name) <= n:
+        return name
+    head = (n - 1) // 2
+    return name[:head] + "…" + name[len(name) - (n - 1 - head):]
+
+
 def scatter_svg(a_name: str, b_name: str, xs: np.ndarray, ys: np.ndarray, label: str, color: str) -> str:
     ok = np.isfinite(xs) & np.isfinite(ys)
     xs, ys = xs[ok], ys[ok]
@@ -213,9 +225,10 @@ def scatter_svg(a_name: str, b_name: str, xs: np.ndarray, ys: np.ndarray, label:
                      f'<text x="{L - 4}" y="{sy(t) + 4:.1f}" text-anchor="end">{t:.4g}</text>')
     dots = "".join(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.2"/>' for x, y in zip(xs, ys, strict=True))
     parts.append(f'<g fill="{color}" fill-opacity="0.55">{dots}</g>')
-    parts.append(f'<text x="{L + p / 2:.1f}" y="{T + p + 30}" text-anchor="middle">{esc(a_name)} ({esc(label)})</text>')
+    parts.append(f'<text x="{L + p / 2:.1f}" y="{T + p + 30}" text-anchor="middle"><title>{esc(a_name)}</title>'
+                 f'{esc(_fit(a_name, AXIS_CHARS - len(label) - 3))} ({esc(label)})</text>')
     parts.append(f'<text x="12" y="{T + p / 2:.1f}" text-anchor="middle" transform="rotate(-90 12 {T + p / 2:.1f})">'
-                 f'{esc(b_name)}</text>')
+                 f'<title>{esc(b_name)}</title>{esc(_fit(b_name, AXIS_CHARS))}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -245,7 +258,8 @@ def _table(summary: dict[str, Any]) -> str:
             cells.append(f"<td{cls}>{esc(fmt(val, digits))}</td>")
         shift = " ".join(fmt(v.get(f"color_shift_{c}_mean"), 4) for c in "rgb")
         rows.append(f'<tr><td class="l vae"><i style="display:inline-block;width:10px;height:10px;border-radius:2px;'
-                    f'background:{color}"></i> <b>{esc(v["vae"])}</b><br><span class="note">{esc(v["source"])}</span></td>'
+                    f'background:{color}"></i> <b>{esc(v["vae"])}</b>'
+                    + (f'<br><span class="note">{esc(v["source"])}</span>' if v["source"] != v["vae"] else "") + '</td>'
                     f'<td class="l">{esc(v["architecture"])}</td><td class="l">{esc(v["family"])}</td>'
                     f'<td>{v["images"]}</td><td>{v["failed"]}</td>{"".join(cells)}<td class="shift">{esc(shift)}</td></tr>')
     notes = [f"<li>{esc(what)}{f', <b>{esc(vae)}</b>' if vae else ''}: {esc(text)}</li>"
