@@ -158,3 +158,26 @@ def test_the_gallery_is_the_base_and_the_tuned_weights_on_the_held_out_images(tm
     assert not [e for e in run_all(options(tmp_path / "b", src, steps=2, every=2, data=[str(tmp_path / "imgs")],
                                               val=str(tmp_path / "val")))
                 if isinstance(e, Validated) and e.gallery is not None]  # none unless asked for
+
+
+def test_a_stopped_finetune_is_exported_from_its_checkpoint_without_training_further(qtbot, win, tmp_path):
+    from vaestudio.core.sources import load_vae
+
+    _src, tab, c = _setup(qtbot, win, tmp_path, steps=500)
+    assert not c.export_btn.isEnabled()  # nothing trained yet
+    c.start_btn.click()
+    qtbot.waitUntil(lambda: tab.state == RunState.RUNNING and tab.step >= 3, timeout=30000)
+    assert not c.export_btn.isEnabled()  # running: Stop first
+    c.stop_btn.click()
+    qtbot.waitUntil(lambda: tab.state == RunState.STOPPED, timeout=30000)
+    k = tab.step
+    assert tab.unsaved() and c.export_btn.isEnabled() and "Export writes it" in tab.unsaved_text()
+    trained = _checkpoint_weights(tmp_path / "out" / "checkpoint.safetensors")
+    c.export_btn.click()
+    qtbot.waitUntil(lambda: tab.state == RunState.FINISHED, timeout=30000)
+    assert tab.step == k and tab.plots.step_x == list(range(1, k + 1))  # no step was trained
+    assert not tab.unsaved() and not c.export_btn.isEnabled()
+    assert Path(tab.exported) == tmp_path / "out" / "vae.safetensors"
+    own = load_vae(tab.exported).model.state_dict()  # the single file, as ComfyUI and A1111 load it
+    assert trained and all(torch.equal(own[n], v) for n, v in trained.items())
+    assert c.start_btn.text() == "Continue" and c.start_btn.isEnabled()  # Steps (500) still go on from k

@@ -103,6 +103,9 @@ class FinetuneControls(QWidget):
         self.stop_btn.setToolTip("Stop after this step; the checkpoint is written and Continue resumes from it")
         self.inspect_btn = QPushButton("Open in inspector")
         self.inspect_btn.setToolTip("The fine-tune becomes VAE B and its base VAE A: A/B them on any image")
+        self.export_btn = QPushButton("Export")
+        self.export_btn.setToolTip("Write the fine-tuned VAE of the stopped run's checkpoint (vae.safetensors, "
+                                   "diffusers/) without training further")
         self.reason = QLabel("")  # why Start is disabled
         self.reason.setWordWrap(True)
         self.reason.setStyleSheet("color: #b05000")
@@ -112,7 +115,8 @@ class FinetuneControls(QWidget):
         buttons = QGridLayout()
         for i, b in enumerate((self.start_btn, self.pause_btn, self.stop_btn)):
             buttons.addWidget(b, 0, i)
-        buttons.addWidget(self.inspect_btn, 1, 0, 1, 3)
+        buttons.addWidget(self.inspect_btn, 1, 0, 1, 2)
+        buttons.addWidget(self.export_btn, 1, 2)
         box = QGroupBox("Fine-tune")
         cl = QVBoxLayout(box)
         cl.addLayout(form)
@@ -145,9 +149,10 @@ class FinetuneControls(QWidget):
         if path:
             edit.setText(path)
 
-    def set_state(self, state: RunState, *, can_continue: bool, startable: bool, has_weights: bool) -> None:
+    def set_state(self, state: RunState, *, can_continue: bool, startable: bool, has_weights: bool,
+                  exportable: bool = False) -> None:
         """Buttons follow the run state; ``startable``: nothing stops a run from starting (else ``reason``
-        says what)."""
+        says what); ``exportable``: a stopped run's checkpoint holds steps no exported VAE does."""
         active = state in (RunState.LOADING, RunState.RUNNING, RunState.PAUSED)
         self.start_btn.setText("Continue" if can_continue else "Start")
         self.start_btn.setEnabled(not active and startable)
@@ -155,6 +160,7 @@ class FinetuneControls(QWidget):
         self.pause_btn.setEnabled(state in (RunState.RUNNING, RunState.PAUSED))
         self.stop_btn.setEnabled(active)
         self.inspect_btn.setEnabled(has_weights)  # a checkpoint is written atomically: readable mid-run
+        self.export_btn.setEnabled(exportable and not active)
         for w in self.settings:  # fixed while a run goes; the number of steps may grow when it continues
             w.setEnabled(not active)
         self.steps.setEnabled(not active)

@@ -10,6 +10,7 @@ the worker. *Open in inspector* makes the fine-tune VAE B, its base VAE A.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -58,6 +59,7 @@ class FinetuneTab(QWidget):
         self.options: FinetuneOptions | None = None  # the last run's (Continue goes on with its VAE)
         self.step = self.total = self.start_step = 0
         self.checkpoint: str | None = None  # the run's, once written
+        self.checkpoint_step = 0  # the step it holds
         self.exported: str | None = None  # the fine-tuned VAE file of the last finished run
         self.exported_step = 0
         self.t_start = 0.0
@@ -67,6 +69,7 @@ class FinetuneTab(QWidget):
         c.pause_btn.clicked.connect(self.toggle_pause)
         c.stop_btn.clicked.connect(self.stop)
         c.inspect_btn.clicked.connect(self.send_to_inspector)
+        c.export_btn.clicked.connect(self.export)
         for edit in (c.data_dir, c.out_dir):
             edit.textChanged.connect(lambda _t: self._refresh())
         c.steps.valueChanged.connect(lambda _v: self._refresh())
@@ -101,6 +104,11 @@ class FinetuneTab(QWidget):
         out = self._out()
         return out is not None and (out / CHECKPOINT).is_file()
 
+    def _exportable(self) -> bool:
+        """The last run stopped with trained steps in its checkpoint that no exported VAE holds."""
+        return (self.state not in ACTIVE and self.checkpoint is not None and Path(self.checkpoint).is_file()
+                and self.checkpoint_step > self.exported_step)
+
     def why_not(self) -> str:
         """Why Start is disabled, in one line ("" when it is not)."""
         c = self.controls
@@ -134,7 +142,7 @@ class FinetuneTab(QWidget):
         c.reason.setText(why)
         c.reason.setVisible(bool(why))
         c.set_state(self.state, can_continue=self._resumes(), startable=not why,
-                    has_weights=self.checkpoint is not None)
+                    has_weights=self.checkpoint is not None, exportable=self._exportable())
         if self.state not in ACTIVE:
             c.eta.setText("")
 
@@ -156,7 +164,7 @@ class FinetuneTab(QWidget):
             return (f"A fine-tune of {name} is running (step {self.step} of {self.total}) and has not been exported. "
                     f"Quit and stop it? {kept}")
         return (f"The fine-tune of {name} stopped at step {self.step} of {self.total} and has not been exported. "
-                f"Quit anyway? {kept}")
+                f"Quit anyway? (Export writes it.) {kept}")
 
     # -- the run ----------------------------------------------------------------------------------
     def current_options(self, resume: bool) -> FinetuneOptions:
@@ -179,12 +187,26 @@ class FinetuneTab(QWidget):
         if not (resume and self._own_run()):
             self.plots.reset()  # a new run, or another run's checkpoint (its curves are in its metrics.csv)
             self.exported, self.exported_step = None, 0
-        self.options = self.current_options(resume)
-        self.checkpoint = str(Path(self.options.out) / CHECKPOINT) if resume else None
+        opts = self.current_options(resume)
+        self._run(opts, "Continuing the fine-tune from its checkpoint ..." if resume else
+                  f"Loading {source_name(opts.source)} and the images ...")
+
+    def export(self) -> None:
+        """Export the stopped run: the core's resume of its checkpoint with no steps left to train, which
+        writes the fine-tuned VAE as a finished run does."""
+        if not self._exportable() or self.options is None:
+            return
+        self._run(dataclasses.replace(self.options, resume=True, steps=self.checkpoint_step),
+                  f"Exporting the fine-tune at step {self.checkpoint_step} ...")
+
+    def _run(self, options: FinetuneOptions, message: str) -> None:
+        self.options = options
+        self.checkpoint = str(Path(options.out) / CHECKPOINT) if options.resume else None
+        if not options.resume:
+            self.checkpoint_step = 0
         self._stop_reason = ""
         self._set_state(RunState.LOADING)
-        self.session.message.emit("Continuing the fine-tune from its checkpoint ..." if resume else
-                                  f"Loading {source_name(self.options.source)} and the images ...")
+        self.session.message.emit(message)
         self.runner.start(KIND, jobs.finetune_job, self.options, graceful=True, on_yield=self._on_event,
                           on_result=lambda _r: self._on_ended(), on_error=self._on_failed,
                           on_cancel=self._on_ended)
@@ -217,6 +239,8 @@ class FinetuneTab(QWidget):
                               f"about {math.ceil(left)} s left")
         elif isinstance(ev, Started):
             self.step = self.start_step = ev.step
+            if self.options.resume:
+                self.checkpoint_step = ev.step
             self.total = ev.steps
             self.controls.progress.setRange(0, ev.steps)
             self.controls.progress.setValue(ev.step)
@@ -234,7 +258,7 @@ class FinetuneTab(QWidget):
             if now is not None and base is not None:
                 self.session.message.emit(f"step {ev.step}: held-out PSNR {now:.2f} dB (the base {base:.2f} dB)")
         elif isinstance(ev, Checkpointed):
-            self.checkpoint = ev.path
+            self.checkpoint, self.checkpoint_step = ev.path, ev.step
             self._refresh()
         elif isinstance(ev, Skipped):
             self.session.message.emit(f"{ev.path}: {ev.reason}; skipped")
@@ -245,6 +269,8 @@ class FinetuneTab(QWidget):
             self.session.message.emit(f"Fine-tune finished at step {ev.step}: the VAE is in {self.options.out}")
         elif isinstance(ev, Stopped):
             self._stop_reason = ev.reason
+            if ev.reason == "stopped":  # the run wrote its checkpoint at this step before it stopped
+                self.checkpoint, self.checkpoint_step = str(Path(self.options.out) / CHECKPOINT), ev.step
             (self.session.error if ev.reason == "diverged" else self.session.message).emit(ev.message)
 
     def _on_ended(self) -> None:
