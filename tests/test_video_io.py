@@ -26,13 +26,13 @@ def frames_u8(n: int = 9, h: int = 32, w: int = 48) -> np.ndarray:
 
 
 def write_av(path: Path, frames: np.ndarray, fps: int = 12, codec: str = "libx264", rotation: int | None = None,
-             **opts) -> Path:
+             hflip: bool = False, vflip: bool = False, **opts) -> Path:
     with av.open(str(path), "w") as out:
         s = out.add_stream(codec, rate=fps, options={"crf": "10"} if codec == "libx264" else {})
         s.height, s.width = frames.shape[1:3]
         s.pix_fmt = "yuv420p"
         if rotation is not None:
-            s.set_display_rotation(rotation)
+            s.set_display_rotation(rotation, hflip=hflip, vflip=vflip)
         for f in frames:
             for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
                 out.mux(p)
@@ -69,6 +69,21 @@ def test_orientation_from_rotation_metadata(tmp_path, rotation, corner):
     where = ("top" if ys.mean() < h / 2 else "bottom") + "-" + ("left" if xs.mean() < w / 2 else "right")
     assert where == corner
     assert bool(clip.notes) == (rotation != 0)
+
+
+@pytest.mark.parametrize("rotation,hflip,vflip", [(0, True, False), (0, False, True), (90, True, False),
+                                                   (-90, True, False), (90, False, False), (180, False, False)])
+def test_all_eight_orientations_as_ffmpeg_shows_them(tmp_path, rotation, hflip, vflip):
+    """PyAV writes the display matrix of "turn ``rotation`` degrees counter-clockwise, then mirror"; the
+    frames read are the stored ones turned and mirrored so (a mirror is not read as a half turn)."""
+    src = frames_u8(2, 32, 48)
+    clip = read_clip(write_av(tmp_path / "o.mp4", src, rotation=rotation, hflip=hflip, vflip=vflip))
+    want = np.rot90(src[0], k=rotation // 90)
+    want = want[:, ::-1] if hflip else want
+    want = want[::-1] if vflip else want
+    assert clip.frames.shape[1:3] == want.shape[:2]
+    assert np.abs(clip.frames[0] - want / 255.0).mean() < 0.03
+    assert (("mirrored" in clip.notes[0]) if hflip or vflip else ("turned" in clip.notes[0])), clip.notes
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".ts", ".avi"])  # TS starts at 1.4 s; AVI's H.264 a frame late

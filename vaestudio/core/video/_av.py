@@ -1,8 +1,9 @@
 """Video containers (.mp4 .webm .mov .mkv .avi ...) through PyAV, frame by frame.
 
-Frames come as RGB at their display orientation: the rotation of the display matrix (the side data
-FFmpeg attaches to each frame from the container's ``rotate``/display matrix) is applied, in steps of
-90 degrees (mirrored display matrices are rare and not undone). ``start`` seeks to the key frame before
+Frames come as RGB at their display orientation: the display matrix (the side data FFmpeg attaches to
+each frame from the container's ``rotate``/display matrix) is applied as FFmpeg's own player does, in
+quarter turns and mirrors (all eight orientations; a matrix that is not one of them is left as stored,
+with a note). ``start`` seeks to the key frame before
 it and skips to the first frame at or after it. Every failure is a ``VideoError`` with one sentence.
 """
 
@@ -55,10 +56,43 @@ def _declared_frames(container, stream, fps: float) -> int:
     return 0
 
 
-def _upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
-    """The frame as displayed: ``rotation`` is counter-clockwise degrees (PyAV's ``VideoFrame.rotation``)."""
-    quarter = round(rotation / 90) % 4
-    return np.ascontiguousarray(np.rot90(rgb, k=quarter)) if quarter else rgb
+def _display(frame) -> tuple[tuple[int, int, int, int] | None, str]:
+    """The frame's display matrix as its 2x2 part (a, b, c, d), each -1, 0 or 1 (None: show as stored),
+    and what showing it does, in words ("" when nothing)."""
+    import struct
+
+    raw = next((bytes(memoryview(d)) for d in frame.side_data if str(d.type).endswith("DISPLAYMATRIX")), None)
+    if raw is None or len(raw) != 36:
+        return None, ""
+    m = struct.unpack("<9i", raw)
+    a, b, c, d = (m[0] / 65536, m[1] / 65536, m[3] / 65536, m[4] / 65536)
+    unit = [round(v) for v in (a, b, c, d)]
+    if any(abs(v - r) > 1e-3 for v, r in zip((a, b, c, d), unit, strict=True)) or sum(map(abs, unit)) != 2 \
+            or (unit[0] != 0) == (unit[1] != 0):
+        return None, "its display matrix is not a quarter turn or a mirror; shown as stored"
+    if unit == [1, 0, 0, 1]:
+        return None, ""
+    mirrored = unit[0] * unit[3] - unit[1] * unit[2] < 0
+    what = "mirrored" if mirrored else f"turned {frame.rotation:+d} degrees"
+    return (unit[0], unit[1], unit[2], unit[3]), f"{what} to its display orientation (the video's display matrix)"
+
+
+def _upright(rgb: np.ndarray, matrix: tuple[int, int, int, int] | None) -> np.ndarray:
+    """The frame as displayed. FFmpeg's display matrix maps a stored pixel (column p, row q) to
+    (a p + c q, b p + d q); with ``a == 0`` the axes swap."""
+    if matrix is None:
+        return rgb
+    a, b, c, d = matrix
+    if a == 0:
+        out = rgb.transpose(1, 0, 2)  # out[p, q] = rgb[q, p]: the shown column is c q, the shown row b p
+        col, row = c, b
+    else:
+        out, col, row = rgb, a, d
+    if col < 0:
+        out = out[:, ::-1]
+    if row < 0:
+        out = out[::-1]
+    return np.ascontiguousarray(out)
 
 
 def open_container(path: Path, *, start: float, frames: int | None, timeout: float
@@ -152,10 +186,10 @@ def _frames(container, stream, source: FrameSource, label: str, start: float, li
                 raise VideoError(f"the frames are {frame.width}x{frame.height}, more than the "
                                  f"{MAX_FRAME_PIXELS / 1e6:.0f} MP limit", label)
             rgb = frame.to_ndarray(format="rgb24")
-            if frame.rotation and not done:
-                source.notes.append(f"turned {frame.rotation:+d} degrees to its display orientation "
-                                    "(the video's rotation metadata)")
-            out = _upright(rgb, frame.rotation).astype(np.float32)
+            matrix, note = _display(frame)
+            if note and not done:
+                source.notes.append(note)
+            out = _upright(rgb, matrix).astype(np.float32)
             out *= np.float32(1 / 255)
             yield out
             done += 1
