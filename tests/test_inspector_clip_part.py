@@ -62,3 +62,37 @@ def test_start_and_frames_choose_the_part_reconstructed(qtbot, win, tmp_path):
     qtbot.waitUntil(lambda: s.clip.name == "short" and complete(win), timeout=30000)
     assert s.clip_part == (0.0, None) and bar.frames.text() == "all" and bar.start.value() == 0.0
     assert s.clip.count == 9 and s.clip_result.total == 9
+
+
+def test_a_streamed_clip_says_the_trimmed_count_before_its_encoding(qtbot, win, tmp_path):
+    """Wan streams the round trip: while chunk 2 is still to be encoded, the slider, the frame label and
+    the part's label already count the 9 frames Wan takes of 10 (1 + 4k), not the 10 read."""
+    import threading
+
+    from helpers.wan import write as write_wan
+
+    s, view = win.session, win.inspector.clip
+    s.load_vae(str(write_wan("wan2.1", "diffusers-folder", tmp_path)))
+    qtbot.waitUntil(lambda: s.vae is not None, timeout=30000)
+    gate, calls = threading.Event(), []
+
+    def hold(_module, _inputs):  # the real encoder; its calls after the first wait for the test
+        calls.append(1)
+        while len(calls) > 1 and not gate.wait(0.005):
+            pass
+
+    handle = s.vae.model.encoder.register_forward_pre_hook(hold)
+    try:
+        drop(win, [write_clip(tmp_path / "walk.mp4", frames=10)])
+        qtbot.waitUntil(lambda: s.clip_result is not None and s.clip_result.decoded == 1, timeout=60000)
+        assert s.clip_encoded is None and s.clip.count == 10 and s.clip_result.total == 9
+        assert view.slider.maximum() == 8 and view.frame_label.text() == "frame 0 (0-8)"
+        assert view.part.read.text() == "read 10 frames (0.83 s) from 0 s; the VAE takes 9 (1 + 4k)"
+        view.slider.setValue(8)
+        assert view.frame_label.text() == "frame 8 (0-8)"
+        np.testing.assert_array_equal(win.inspector.compare.original.data, s.clip.frames[8])
+    finally:
+        gate.set()
+        handle.remove()
+    qtbot.waitUntil(lambda: complete(win), timeout=60000)
+    assert view.slider.maximum() == 8 and s.clip_encoded.encoding.frames == 9

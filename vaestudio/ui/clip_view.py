@@ -49,7 +49,7 @@ class ClipView(QWidget):
         self.save_btn.setToolTip("Write <name>_recon.mp4 and <name>_diff.mp4 into a folder")
         self.save_btn.setEnabled(False)
         self.plot = pg.PlotWidget()
-        self.plot.setFixedHeight(150)
+        self.plot.setFixedHeight(120)
         self.plot.setLabel("bottom", "frame")
         self.plot.setLabel("left", "PSNR", units="dB")
         self.plot.showGrid(x=False, y=False)
@@ -123,7 +123,7 @@ class ClipView(QWidget):
         s = self.session
         if s.clip_encoded is not None:
             return s.clip_encoded.encoding.original
-        return s.clip.frames if s.clip is not None else None
+        return s.clip.frames[:self.count()] if s.clip is not None else None
 
     def _clip_changed(self) -> None:
         s = self.session
@@ -185,6 +185,11 @@ class ClipView(QWidget):
             return
         r = s.clip_result
         n = self.count()
+        if self.slider.maximum() != max(0, n - 1):  # a streamed round trip's trimmed count comes before its encoding
+            self.slider.blockSignals(True)
+            self.slider.setRange(0, max(0, n - 1))
+            self.slider.blockSignals(False)
+            self._draw_chunks()
         running = "clip" in s.runner.running
         if r is None:
             self.curve.setData([], [])
