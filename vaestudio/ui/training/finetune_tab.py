@@ -266,7 +266,8 @@ class FinetuneTab(QWidget):
             self.exported = next((p for p in ev.outputs if p.endswith(("vae.safetensors", "_decoder.pth"))), None)
             self.exported_step = ev.step
             self._stop_reason = "finished"
-            self.session.message.emit(f"Fine-tune finished at step {ev.step}: the VAE is in {self.options.out}")
+            done = "Exported the fine-tune" if ev.step == self.start_step else "Fine-tune finished"
+            self.session.message.emit(f"{done} at step {ev.step}: the VAE is in {self.options.out}")
         elif isinstance(ev, Stopped):
             self._stop_reason = ev.reason
             if ev.reason == "stopped":  # the run wrote its checkpoint at this step before it stopped
