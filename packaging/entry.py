@@ -20,9 +20,10 @@ def _safe_streams() -> None:
 
 
 if __name__ == "__main__":
-    # first: a spawned worker process (DataLoader, start method spawn) is this executable started again
-    multiprocessing.freeze_support()
+    # before anything: a spawned worker process (DataLoader, start method spawn) is this executable started
+    # again, and on Windows the windowed one's workers have no stdout either
     _safe_streams()
+    multiprocessing.freeze_support()
     code = main()
     # End without interpreter finalization: in the frozen app, garbage-collecting PySide6 objects at
     # shutdown aborts ("bool_dealloc"), turning a clean exit into exit code 134. Everything that
