@@ -87,6 +87,7 @@ def test_a_streamed_clip_says_the_trimmed_count_before_its_encoding(qtbot, win, 
         qtbot.waitUntil(lambda: s.clip_result is not None and s.clip_result.decoded == 1, timeout=60000)
         assert s.clip_encoded is None and s.clip.count == 10 and s.clip_result.total == 9
         assert view.slider.maximum() == 8 and view.frame_label.text() == "frame 0 (0-8)"
+        assert not win.inspector.latents.ab_button.isEnabled()  # no latent to change yet
         assert view.part.read.text() == "read 10 frames (0.83 s) from 0 s; the VAE takes 9 (1 + 4k)"
         view.slider.setValue(8)
         assert view.frame_label.text() == "frame 8 (0-8)"

@@ -245,7 +245,7 @@ class LatentPanel(QWidget):
         """Show a latent in model space (and its raw form, when it differs). ``note`` says what it is
         (e.g. that noise is not shown)."""
         self.clip_latents = None
-        self.ab_button.setEnabled(True)
+        self.ab_button.setEnabled(model is not None)  # nothing to change before a latent (a clip's is still encoding)
         self.frame.hide()
         self.frame_label.hide()
         self._set(model, raw, note)
