@@ -44,6 +44,18 @@ def run_gui(images: list[str] | None = None, vae: str | None = None) -> int:
         QTimer.singleShot(0, lambda: (print("window shown", flush=True), app.quit()))
     if os.environ.get("VAESTUDIO_EXIT_AFTER_FIRST_PICTURE"):
         win.inspector.reconstructed.connect(lambda: (print("first picture", flush=True), app.quit()))
+    if os.environ.get("VAESTUDIO_EXIT_AFTER_CLIP"):  # the first reconstructed clip frame, then the whole clip
+        marks: list[str] = []
+
+        def clip_shown(decoded: int, total: int) -> None:
+            for mark in ("first clip frame",) + (("clip complete",) if decoded == total else ()):
+                if mark not in marks:
+                    marks.append(mark)
+                    print(mark, flush=True)
+            if decoded == total:
+                app.quit()
+
+        win.inspector.clip.decoded_shown.connect(clip_shown)
     code = app.exec()
     # a torch op cannot be interrupted; if one is still finishing after the window closed, do not
     # make the user wait for it (nor let Qt destroy a running thread): end the process now
