@@ -170,6 +170,19 @@ def frozen_evaluate_check(exe: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def strip_debug_info(bundle: Path, plat: str = sys.platform) -> list[Path]:
+    """Linux: a distribution's libpython carries its debug information (16 of its 22 MB here), which
+    nothing reads at run time: ``strip --strip-debug`` removes just that, from libpython alone (stripping
+    everything, PyInstaller's ``strip=True``, breaks the auditwheel-patched libraries in numpy.libs/).
+    Nothing elsewhere (macOS signs its binaries; Windows keeps debug information in .pdb files)."""
+    if not plat.startswith("linux") or not shutil.which("strip"):
+        return []
+    libs = sorted((bundle / "_internal").glob("libpython3*.so*"))
+    for lib in libs:
+        run("strip", "--strip-debug", lib)
+    return libs
+
+
 def sign_commands(plat: str, bundle: Path) -> list[list[str | Path]]:
     """macOS: sign the .app ad hoc (Apple Silicon runs no unsigned code) and verify it; nothing elsewhere
     (Windows would need an Authenticode certificate the project does not have)."""
@@ -201,6 +214,8 @@ def build(test: bool) -> int:
         "--workpath", ROOT / "build" / "pyinstaller", "packaging/vaestudio.spec")
     print(f"build: pyinstaller took {time.time() - start:.0f} s")
     bundle = bundle_path()
+    for lib in strip_debug_info(bundle):
+        print(f"build: debug information stripped from {lib.name}")
     print(f"build: {bundle.relative_to(ROOT)} is {folder_mb(bundle)} MB")
     found = cuda_files(bundle)
     if found:

@@ -179,6 +179,36 @@ def test_the_signing_commands_sign_an_app_ad_hoc_on_macos(tmp_path):
     assert "Signature=adhoc" in shown.stderr, shown.stderr
 
 
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and shutil.which("gcc") and shutil.which("strip")),
+                    reason="Linux with gcc and binutils")
+def test_strip_debug_info_takes_the_debug_sections_of_libpython_alone(tmp_path):
+    """A real shared library with debug information (gcc -g) named as the bundle's libpython: stripped, it
+    loses its .debug_* sections and still loads and runs; other libraries and other platforms are left."""
+    import ctypes
+
+    build = packaging_module("build")
+    internal = tmp_path / "vaestudio" / "_internal"
+    internal.mkdir(parents=True)
+    (tmp_path / "f.c").write_text("int answer(int x) { int y = x * 2; return y + 1; }\n")
+    for name in ("libpython3.11.so.1.0", "libother.so"):
+        subprocess.run(["gcc", "-g", "-O0", "-shared", "-fPIC", "-o", str(internal / name), str(tmp_path / "f.c")],
+                       check=True)
+    before = {p.name: p.read_bytes() for p in internal.iterdir()}
+    assert build.strip_debug_info(tmp_path / "vaestudio", "darwin") == []
+    assert build.strip_debug_info(tmp_path / "vaestudio", "win32") == []
+    assert {p.name: p.read_bytes() for p in internal.iterdir()} == before
+    assert build.strip_debug_info(tmp_path / "vaestudio", "linux") == [internal / "libpython3.11.so.1.0"]
+
+    def sections(p):
+        return subprocess.run(["readelf", "-S", "-W", str(p)], capture_output=True, text=True, check=True).stdout
+
+    assert ".debug_info" in sections(internal / "libother.so")
+    assert (internal / "libother.so").read_bytes() == before["libother.so"]
+    assert ".debug_info" not in sections(internal / "libpython3.11.so.1.0")
+    assert ".dynsym" in sections(internal / "libpython3.11.so.1.0")
+    assert ctypes.CDLL(str(internal / "libpython3.11.so.1.0")).answer(20) == 41
+
+
 #: entry.py as Windows' windowed vaestudio.exe starts it: no console, so no stdout and no stderr at all
 NO_STREAMS = ("import runpy, sys; sys.stdout = sys.stderr = None; sys.argv[0] = 'vaestudio'; "
               "runpy.run_path(sys.argv.pop(1), run_name='__main__')")
