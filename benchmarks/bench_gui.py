@@ -61,6 +61,9 @@ def timed(cmd: list[str], env: dict, marker: str, timeout: float = 300) -> float
     for line in p.stdout:
         if marker in line:
             break
+    else:  # the process ended without printing it (a Qt platform plugin missing, a crash): not a time
+        p.wait(timeout)
+        raise RuntimeError(f"{cmd} ended (exit {p.returncode}) before printing {marker!r}")
     dt = time.perf_counter() - t0
     p.wait(timeout)
     return dt
