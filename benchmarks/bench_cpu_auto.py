@@ -27,8 +27,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_dtype import SHARED, cpu_line  # noqa: E402
+from bench_dtype import SHARED  # noqa: E402
 from bench_reconstruct import sd_vae  # noqa: E402
+from machine import cpu_line  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 VAESTUDIO = [sys.executable, "-m", "vaestudio"]

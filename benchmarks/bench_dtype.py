@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_archs import configs  # noqa: E402
+from machine import cpu_line  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -90,23 +90,6 @@ def photo(size: int) -> np.ndarray:
 
     img = Image.open(SHARED / "images" / "astronaut.png").convert("RGB").resize((size, size), Image.LANCZOS)
     return np.asarray(img, dtype=np.float32) / 255.0
-
-
-def cpu_line() -> str:
-    from vaestudio.core.device import cpu_native_bf16
-
-    model = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-        have = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags.split()]
-    except (OSError, StopIteration):
-        have = []
-    return (f"CPU: {model}; flags {', '.join(have) or '?'}; oneDNN native bf16: {cpu_native_bf16()}; "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -36,28 +35,14 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_line  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 WEIGHTS = SHARED / "weights" / "taef2_encoder.pth"
 MNIST = SHARED / "mnist" / "t10k-images-idx3-ubyte.gz"
 VAL = "0.1"
-
-
-def cpu_line() -> str:
-    info, flags = {}, set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            k, _, v = line.partition(":")
-            k = k.strip()
-            if k in ("model name", "cpu family", "model") and k not in info:
-                info[k] = v.strip()
-            if k == "flags" and not flags:
-                flags = set(v.split())
-    except OSError:
-        return platform.processor() or platform.machine()
-    wanted = [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return (f"{info.get('model name', '?')} (family {info.get('cpu family', '?')} model {info.get('model', '?')}), "
-            f"{os.cpu_count()} cores, flags: {' '.join(wanted) or 'none of avx512f/avx512_bf16/amx'}")
 
 
 def prepare(folder: Path, n: int) -> list[str]:
@@ -202,7 +187,6 @@ def main() -> None:
         return
     if not (WEIGHTS.is_file() and MNIST.is_file()):
         raise SystemExit(f"needs {WEIGHTS} and {MNIST}")
-    import torch
 
     from vaestudio.core.finetune.data import split_data
 
@@ -220,8 +204,7 @@ def main() -> None:
     diff = max(abs(a - b) for a, b in zip(ours["losses"], plain["losses"], strict=True))
     final = ours["vals"][-1]
     reached = ours["reached"]
-    print(f"CPU: {cpu_line()}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"capability {torch.backends.cpu.get_cpu_capability()}")
+    print(cpu_line())
     print(f"data: {args.images} MNIST digits enlarged to 256, {len(split.train)} training, {len(split.val)} held out "
           f"(--val {VAL}); batch {args.batch}, {args.size}x{args.size} crops, lr {args.lr}, L1, "
           f"precision {args.precision}, validation every {args.every} steps")

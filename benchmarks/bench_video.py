@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -28,6 +27,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_line  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDES = ("diffusers", "vaestudio", "vaestudio-streamed")
@@ -103,16 +105,6 @@ def child(side: str, folder: Path, frames: int, size: int, dtype: str, out: Path
             "loaded_mib": loaded, "peak_mib": peak_mib()}
 
 
-def cpu_name() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=33)
@@ -160,7 +152,7 @@ def main() -> None:
 
     print(f"Wan 2.1-sized AutoencoderKLWan ({params / 1e6:.0f} M parameters, random weights), "
           f"{a.frames} frames {a.size}x{a.size}; vaestudio --dtype {a.dtype}, diffusers fp32")
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}; "
+    print(f"{cpu_line()}; "
           f"1-minute load average {min(load):.1f} to {max(load):.1f} during the runs; best of {max(1, a.repeats)}\n")
     print("| | encode s | decode s | total s | first frame s | RSS after load MiB | peak RSS MiB |")
     print("|---|---:|---:|---:|---:|---:|---:|")
