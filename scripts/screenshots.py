@@ -5,9 +5,10 @@ The pictures show a real VAE: the pretrained taef2 tiny autoencoder from ../shar
 of the bundled sample photos (a small AutoencoderKL: real, if blurry), since no other pretrained
 weights can be downloaded on the machine this runs on. The script drives the real main window:
 opens the astronaut photo, adds latent noise, runs each analysis in the Analysis tab, an evaluation
-in the Evaluate tab, trains the MNIST studio on ../shared/data/mnist, and grabs the window each time.
+in the Evaluate tab, trains the MNIST studio on ../shared/data/mnist, opens a clip (33 frames, a pan over the
+photo, written here) and plays it, and grabs the window each time.
 
-    QT_QPA_PLATFORM=offscreen python scripts/screenshots.py [--seconds 60]
+    QT_QPA_PLATFORM=offscreen python scripts/screenshots.py [--seconds 60] [--only clip]
 """
 
 from __future__ import annotations
@@ -97,9 +98,37 @@ def grab(app, win, name: str) -> None:
     print("wrote", name)
 
 
+def pan_clip(path: Path, frames: int = 33) -> Path:
+    """A clip of the astronaut photo panned, 320x256 at 24 fps: a real video file, as users drop one."""
+    import numpy as np
+
+    from vaestudio.core.images import load_image
+    from vaestudio.core.video import write_video
+
+    photo = (load_image(SHARED / "images" / "astronaut.png").pixels * 255).round().astype(np.uint8)
+    write_video(path, (photo[96:352, 4 * t:4 * t + 320] for t in range(frames)), 24)
+    return path
+
+
+def clip_shots(app, win, tmp: Path) -> None:
+    """The clip decoding chunk by chunk, then complete and playing."""
+    session, view = win.session, win.inspector.clip
+    win.tabs.setCurrentWidget(win.inspector)
+    win.open_images([str(pan_clip(tmp / "astronaut_pan.mp4"))])
+    wait(app, lambda: session.clip_result is not None and session.clip_result.decoded >= 6)
+    grab(app, win, "clip_decoding.png")
+    wait(app, lambda: session.clip_result.complete, timeout=900)
+    view.show_frame(0)
+    view.set_playing(True)
+    wait(app, lambda: view.slider.value() >= 20)
+    grab(app, win, "clip_playing.png")
+    view.set_playing(False)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--only", choices=["clip"], help="make only these screenshots")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp())
@@ -107,7 +136,8 @@ def main() -> None:
     if not taef2.exists():
         sys.exit(f"the real taef2 weights are needed for the screenshots: {taef2} not found")
     small = tmp / "small-vae.safetensors"
-    train_small_vae(args.seconds, small)
+    if args.only is None:
+        train_small_vae(args.seconds, small)
 
     from PySide6.QtCore import QSettings
 
@@ -122,6 +152,11 @@ def main() -> None:
     ins, session = win.inspector, win.session
     session.load_vae(str(taef2))
     wait(app, lambda: session.vae is not None)
+    if args.only == "clip":
+        clip_shots(app, win, tmp)
+        win._close_approved = True
+        win.close()
+        sys.exit(0)
     image = SHARED / "images" / "astronaut.png"
     win.open_images([str(image)])
     wait(app, lambda: session.result is not None)
@@ -165,6 +200,7 @@ def main() -> None:
         t.interpolate()
         wait(app, lambda: "held-out 0" in t.plots.explore_label.text)
         grab(app, win, "mnist-studio.png")
+    clip_shots(app, win, tmp)
     win._close_approved = True
     win.close()
     sys.exit(0)
