@@ -273,7 +273,7 @@ def test_two_processes_with_clips_equal_one(tmp_path, vae_dir):
     data.write_text("\n".join(map(str, [*clips, img])) + "\n")
     args = ["evaluate", str(data), "--vae", str(vae_dir), "--size", str(SIZE), "--workers", "0", "--batch-size", "1",
             "--metrics", "psnr,ssim,mae", "--no-report"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
 
     def run(cmd: list[str]) -> None:
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)

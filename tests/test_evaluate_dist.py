@@ -28,7 +28,7 @@ def one_thread():
 
 
 def run(cmd: list[str]) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=420, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     return r
@@ -79,7 +79,7 @@ def test_a_vae_that_fails_to_load_is_reported_once(tmp_path, vae_dir):
     crops = make_crops(tmp_path / "photos", limit=2, stride=200)[:2]
     missing = tmp_path / "missing.safetensors"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "vaestudio"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
     r = subprocess.run([*torchrun, "evaluate", *map(str, crops), "--vae", str(vae_dir), "--vae", str(missing),
                         "--size", "32", "--workers", "0", "--metrics", "psnr", "--no-report",
                         "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=420, cwd=ROOT)

@@ -20,7 +20,7 @@ from vaestudio.cli import main
 def torchrun(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
     """torchrun with 2 processes in a session of their own, all of it killed if it outlives ``timeout``
     (a rank waiting for another would otherwise hang the suite)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "vaestudio", *args]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             start_new_session=True)

@@ -102,6 +102,10 @@ class Dist:
             tdist.barrier()
 
     def close(self) -> None:
+        """Leave the process group. A run that completed calls ``barrier()`` first, so that no rank tears
+        its gloo connections down while another is still receiving from it (a rank of a two-process
+        clip evaluation once aborted at exit, "terminate called without an active exception", in CI);
+        a run that failed does not, since its peers may be in another collective."""
         if self._owned and tdist.is_initialized():
             tdist.destroy_process_group()
             self._owned = False

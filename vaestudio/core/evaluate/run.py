@@ -62,6 +62,7 @@ def evaluate(request: EvaluationRequest, *, should_stop: ShouldStop | None = Non
     dist = Dist.from_env(request.device)
     try:
         yield from _Run(request, protocol, items, dist, should_stop).events()
+        dist.barrier()  # the ranks leave together (Dist.close)
     finally:
         dist.close()
 

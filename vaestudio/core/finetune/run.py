@@ -107,6 +107,7 @@ def finetune(opts: FinetuneOptions, should_stop: Callable[[], bool] | None = Non
     dist = Dist.from_env(opts.device)
     try:
         yield from _run(opts, dist, should_stop)
+        dist.barrier()  # the ranks leave together (Dist.close)
     finally:
         dist.close()
 
