@@ -101,11 +101,21 @@ class Dist:
         if self.active:
             tdist.barrier()
 
+    def __enter__(self) -> Dist:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """Leave the process group. After a run that completed the ranks meet at a barrier first, so that
+        none tears its gloo connections down while another is still receiving from it (a rank of a
+        two-process clip evaluation once aborted at exit, "terminate called without an active exception",
+        in CI); after one that failed they do not, since its peers may be in another collective."""
+        try:
+            if exc_type is None:
+                self.barrier()
+        finally:
+            self.close()
+
     def close(self) -> None:
-        """Leave the process group. A run that completed calls ``barrier()`` first, so that no rank tears
-        its gloo connections down while another is still receiving from it (a rank of a two-process
-        clip evaluation once aborted at exit, "terminate called without an active exception", in CI);
-        a run that failed does not, since its peers may be in another collective."""
         if self._owned and tdist.is_initialized():
             tdist.destroy_process_group()
             self._owned = False

@@ -59,12 +59,8 @@ def evaluate(request: EvaluationRequest, *, should_stop: ShouldStop | None = Non
     items = list_data(request.data, request.limit)
     if not items:
         raise NoImageFiles(request.data)
-    dist = Dist.from_env(request.device)
-    try:
+    with Dist.from_env(request.device) as dist:
         yield from _Run(request, protocol, items, dist, should_stop).events()
-        dist.barrier()  # the ranks leave together (Dist.close)
-    finally:
-        dist.close()
 
 
 class _Run:

@@ -104,12 +104,8 @@ def sample_noise(shape: tuple[int, ...], seed: int, g: int) -> torch.Tensor:
 def finetune(opts: FinetuneOptions, should_stop: Callable[[], bool] | None = None) -> Iterator:
     """Fine-tune ``opts.source`` on ``opts.data``; see the module docstring."""
     opts.validate()
-    dist = Dist.from_env(opts.device)
-    try:
+    with Dist.from_env(opts.device) as dist:
         yield from _run(opts, dist, should_stop)
-        dist.barrier()  # the ranks leave together (Dist.close)
-    finally:
-        dist.close()
 
 
 class _Session(SimpleNamespace):
