@@ -95,12 +95,12 @@ def test_worker_cancel_and_latest_request_wins(qtbot, win):
 
     runner.start("job", slow, "first", on_result=results.append)
     runner.start("job", slow, "second", on_result=results.append)  # cancels the first
-    qtbot.waitUntil(lambda: not runner.busy(), timeout=15000)
+    qtbot.waitUntil(runner.idle, timeout=15000)
     assert results == ["second"]
     cancelled = []
     runner.start("job", slow, "third", on_result=results.append, on_cancel=lambda: cancelled.append(1))
     runner.cancel("job")
-    qtbot.waitUntil(lambda: not runner.busy(), timeout=5000)
+    qtbot.waitUntil(runner.idle, timeout=5000)
     assert results == ["second"]
     assert cancelled == [1]  # a job the user cancelled reports back, so its panel can go back to rest
 
@@ -114,7 +114,7 @@ def test_cancel_button_stops_an_encode(qtbot, win, tmp_path, vae_dir):
     win.open_images([str(photo(tmp_path, size=(256, 256)))])
     qtbot.waitUntil(lambda: "encode" in win.runner.running and ins.cancel_btn.isEnabled(), timeout=5000)
     ins.cancel_btn.click()
-    qtbot.waitUntil(lambda: not win.runner.busy(), timeout=10000)
+    qtbot.waitUntil(win.runner.idle, timeout=10000)
     assert win.session.result is None and not ins.cancel_btn.isEnabled()
 
 
@@ -168,7 +168,7 @@ def test_exports_and_failed_export(qtbot, win, tmp_path, vae_dir):
     wait_result(qtbot, win)
     for what in ("recon", "diff", "strip", "heatmaps"):
         win.save_export(what, str(tmp_path / f"{what}.png"))
-    qtbot.waitUntil(lambda: not win.runner.busy(), timeout=10000)
+    qtbot.waitUntil(win.runner.idle, timeout=10000)
     for what in ("recon", "diff", "strip", "heatmaps"):
         assert Image.open(tmp_path / f"{what}.png").size[0] > 0
     assert Image.open(tmp_path / "strip.png").size == (56 * 3, 40)

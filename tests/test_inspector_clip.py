@@ -107,7 +107,7 @@ def test_a_clip_shows_its_frames_in_sync(qtbot, win, tmp_path, vae_dir):
     np.testing.assert_array_equal(ins.compare.reconstruction.data, r.frames[view.frame])
     # export: the CLI's names, read back
     view.save_videos(tmp_path)
-    qtbot.waitUntil(lambda: not win.runner.busy(), timeout=20000)
+    qtbot.waitUntil(win.runner.idle, timeout=20000)
     assert read_clip(tmp_path / "walk_recon.mp4").count == 9 and read_clip(tmp_path / "walk_diff.mp4").count == 9
     # File > Save's picture exports are for images: with a clip open they point to Save videos
     win.export("recon")
@@ -133,7 +133,7 @@ def test_chunks_arrive_progressively_and_cancel_keeps_them(qtbot, win, tmp_path,
     kept = [f.copy() for f in s.clip_result.frames[:4]]
     ins.cancel_btn.click()
     gate.set()
-    qtbot.waitUntil(lambda: not win.runner.busy(), timeout=10000)
+    qtbot.waitUntil(win.runner.idle, timeout=10000)
     r = s.clip_result
     assert r.decoded == 4 and not r.complete and r.frames[4] is None
     for a, b in zip(kept, r.frames[:4], strict=True):
@@ -195,7 +195,7 @@ def test_a_video_vae_clip_and_its_latent_frames(qtbot, win, tmp_path, vae_dir):
     qtbot.waitUntil(lambda: "broken.mp4" in win.last_error, timeout=10000)
     assert "\n" not in win.last_error and "Traceback" not in win.last_error
     assert s.clip is not None and s.clip.name == "walk" and view.isVisible()
-    qtbot.waitUntil(lambda: not win.runner.busy(), timeout=10000)
+    qtbot.waitUntil(win.runner.idle, timeout=10000)
     # an image opened after the clip: the clip view goes, the image path is as before
     from helpers.data import photo
 
@@ -324,7 +324,7 @@ def test_a_wan_clip_shows_its_first_frame_before_the_whole_encode(qtbot, win, tm
     assert view.status.text() == "decoded 1 of 9 frames" and view.slider.maximum() == 8
     ins.cancel_btn.click()
     gate.set()  # chunk 2's encode goes on and meets the cancel before its first residual block
-    qtbot.waitUntil(lambda: not win.runner.busy(), timeout=10000)
+    qtbot.waitUntil(win.runner.idle, timeout=10000)
     handle.remove()
     assert s.clip_result.decoded == 1 and s.clip_encoded is None
     assert view.status.text() == "cancelled: decoded 1 of 9 frames"

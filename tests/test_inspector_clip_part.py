@@ -46,7 +46,7 @@ def test_start_and_frames_choose_the_part_reconstructed(qtbot, win, tmp_path):
     s.choose_clip_part(0.0, 5)
     s.choose_clip_part(0.25, 13)
     qtbot.waitUntil(lambda: s.clip_part == (0.25, 13) and complete(win), timeout=30000)
-    qtbot.waitUntil(lambda: not win.runner.busy(), timeout=10000)
+    qtbot.waitUntil(win.runner.idle, timeout=10000)
     assert s.clip.count == 13 and s.clip_result.total == 13 and s.clip_part == (0.25, 13)
     assert (bar.start.value(), bar.frames.value()) == (0.25, 13)
     assert bar.read.text() == "read 13 frames (1.08 s) from 0.25 s"
@@ -55,7 +55,7 @@ def test_start_and_frames_choose_the_part_reconstructed(qtbot, win, tmp_path):
     bar.start.setValue(100.0)
     qtbot.waitUntil(lambda: "no frames at or after 100 s" in win.last_error, timeout=10000)
     assert "\n" not in win.last_error and s.clip_part == (0.25, 13) and s.clip.count == 13
-    qtbot.waitUntil(lambda: not win.runner.busy(), timeout=10000)
+    qtbot.waitUntil(win.runner.idle, timeout=10000)
 
     # another file: from its start, every frame
     drop(win, [write_clip(tmp_path / "short.mp4", frames=9)])

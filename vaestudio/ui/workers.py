@@ -272,6 +272,12 @@ class JobRunner(QObject):
         """True while any worker thread is still running (finished ones may await cleanup)."""
         return any(w.isRunning() for w in self._all)
 
+    def idle(self) -> bool:
+        """True once every job has ended and its end has been handled here (its results, errors and
+        cancellation shown): ``busy()`` turns false first, since a thread's queued signals arrive after
+        it has stopped."""
+        return not self._all
+
     def wait_all(self, msecs: int = 5000) -> bool:
         """Cancel everything and wait; True if every thread has stopped."""
         self.cancel_all()
